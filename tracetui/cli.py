@@ -1,0 +1,185 @@
+"""The ``tracetui`` command: compare, record, show."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from tracetui import api
+from tracetui.errors import TracetuiError, UsageError
+from tracetui.report import print_report
+from tracetui.script import DEFAULT_SEED
+from tracetui.trace import Trace
+from tracetui.tracefile import save_trace
+
+DESCRIPTION = """\
+Find where a ported neural network stops giving the same numbers as the original.
+
+tracetui runs both models with hooks on every module, records every call's inputs and
+outputs, pairs the calls of the two models, and names the module that introduces a
+difference (its inputs agree within tolerance, its outputs do not) apart from the modules
+that only inherit it.
+
+A model script is a Python file with build() returning (model, inputs), and optionally
+forward(model, inputs). Wherever a script is accepted, a trace file saved by
+`tracetui record` is accepted too."""
+
+COMPARE_EPILOG = """\
+exit status (headless): 0 all paired outputs agree, 1 a divergence was found, 2 usage,
+load or script error.
+
+examples:
+  tracetui compare original.py ported.py --no-tui
+  tracetui compare original.py ported.py --map map.toml --json report.json --no-tui
+  tracetui compare original.trace ported.py --atol 1e-4 --no-tui"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracetui", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="tracetui 0.1.0")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common_run_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed set before build() and the forward pass (default: %(default)s)")
+        command.add_argument("--device", default="cpu", help="device to run the models on, e.g. cuda (default: %(default)s)")
+        command.add_argument(
+            "--no-rerun",
+            action="store_true",
+            help="run each model once; skips the check that finds nondeterministic calls (default: run twice)",
+        )
+        command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare an original model with its port",
+        description="Run ORIG and PORTED, pair their module calls and name the first divergence.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("original", metavar="ORIG", help="original model script (.py) or trace file")
+    compare.add_argument("ported", metavar="PORTED", help="ported model script (.py) or trace file")
+    compare.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default: %(default)g)")
+    compare.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default: %(default)g)")
+    compare.add_argument("--map", metavar="MAP.toml", help='rename map: rename = [["regex", "replacement"], ...] applied to original names')
+    compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
+    compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
+    compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
+    common_run_options(compare)
+
+    record = commands.add_parser(
+        "record",
+        help="save a model's trace to a file",
+        description="Record SCRIPT's forward pass and save it (safetensors) to compare later or elsewhere.",
+        epilog="example:\n  tracetui record original.py -o original.trace\n  tracetui compare original.trace ported.py --no-tui",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    record.add_argument("script", metavar="SCRIPT", help="model script (.py)")
+    record.add_argument("-o", "--output", required=True, metavar="TRACEFILE", help="where to write the trace")
+    common_run_options(record)
+
+    show = commands.add_parser(
+        "show",
+        help="list one model's trace",
+        description="Record SCRIPT (or load TRACEFILE) and list its module calls in call order.",
+        epilog="example:\n  tracetui show ported.py --no-tui",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("source", metavar="SCRIPT|TRACEFILE")
+    show.add_argument("--no-tui", action="store_true", help="print the calls instead of opening the interface")
+    common_run_options(show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command is None:
+        parser.print_help()
+        return 2
+    console = Console()
+    errors = Console(stderr=True)
+    try:
+        if arguments.command == "compare":
+            return run_compare(arguments, console, errors)
+        if arguments.command == "record":
+            return run_record(arguments, console, errors)
+        return run_show(arguments, console, errors)
+    except TracetuiError as error:
+        if arguments.debug:
+            raise
+        errors.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        if error.detail:
+            errors.print(error.detail, highlight=False, markup=False)
+        return error.exit_status
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+
+
+def check_tolerance(arguments: argparse.Namespace) -> None:
+    if arguments.atol < 0 or arguments.rtol < 0:
+        raise UsageError(f"--atol and --rtol must be zero or positive (got atol {arguments.atol:g}, rtol {arguments.rtol:g}).")
+
+
+def run_compare(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
+    check_tolerance(arguments)
+    rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
+    with errors.status("starting") as status:
+        comparison = api.compare(
+            arguments.original,
+            arguments.ported,
+            atol=arguments.atol,
+            rtol=arguments.rtol,
+            rename_map=rename_map,
+            rerun=not arguments.no_rerun,
+            seed=arguments.seed,
+            device=arguments.device,
+            on_stage=lambda stage: status.update(stage + " …"),
+        )
+    if arguments.json:
+        from tracetui.json_report import write_report
+
+        write_report(comparison, arguments.json)
+    print_report(comparison, console, full=arguments.full)
+    return 0 if comparison.verdict == "match" else 1
+
+
+def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
+    if not api.is_script_path(arguments.script):
+        raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
+    with errors.status("recording …"):
+        trace = api.record(arguments.script, rerun=not arguments.no_rerun, seed=arguments.seed, device=arguments.device)
+    with errors.status(f"saving {len(trace)} calls …"):
+        path = save_trace(trace, arguments.output)
+    console.print(
+        f"recorded {len(trace)} calls of {arguments.script}, {len(trace.unique_tensors())} tensors "
+        f"({trace.nbytes() / 1e6:.1f} MB) → {path}"
+    )
+    return 0
+
+
+def run_show(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
+    with errors.status("recording …"):
+        trace = api.record(arguments.source, rerun=not arguments.no_rerun, seed=arguments.seed, device=arguments.device)
+    print_trace(trace, console)
+    return 0
+
+
+def print_trace(trace: Trace, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", title=str(trace.source), title_justify="left")
+    for column in ("#", "module", "class", "call", "outputs"):
+        table.add_column(column)
+    for record in trace.records:
+        outputs = ", ".join(leaf.describe() for leaf in record.tensor_outputs()[:3])
+        table.add_row(str(record.index), "  " * record.depth + record.display_name, record.class_name, str(record.call), outputs)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

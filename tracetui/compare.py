@@ -1,0 +1,487 @@
+"""Compare aligned calls against the tolerance and name the culprit.
+
+A row's inputs *agree* when every input tensor that has a counterpart on the other side is
+within tolerance. Input leaves are paired by parameter name, then by position among tensors of
+the same shape; a leaf with no counterpart (an extra mask, a rope table computed inline on the
+other side) cannot be judged and is left out of the test — and named in the culprit's reason,
+with the call that produced it, because a wrong extra input is the one way the culprit's own
+code can be innocent.
+
+The culprit is found by descent: start at the earliest-executed call whose inputs agree and
+outputs do not; step into its first child whose outputs disagree as long as that child's inputs
+agree too; stop when the first disagreeing child inherited its difference (the bug is in the
+current call's own code, before that child) or when no child disagrees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tracetui.align import Alignment, Pair
+from tracetui.numeric import TensorDifference, measure
+from tracetui.trace import CallRecord, Leaf, Trace
+
+Status = Literal[
+    "match",
+    "diverged",
+    "inherited",
+    "shape_mismatch",
+    "dtype_mismatch",
+    "unmatched",
+    "nonfinite",
+    "nondeterministic",
+]
+STATUSES: tuple[Status, ...] = (
+    "match",
+    "diverged",
+    "inherited",
+    "shape_mismatch",
+    "dtype_mismatch",
+    "unmatched",
+    "nonfinite",
+    "nondeterministic",
+)
+# Inputs that agree only loosely: an output just over the tolerance may be amplified rounding.
+LOOSE_AGREEMENT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|ported - original| <= atol + rtol * |original|``; 1e-3 absolute is the porting bar."""
+
+    atol: float = 1e-3
+    rtol: float = 0.0
+
+    def __str__(self) -> str:
+        return f"atol {self.atol:g}" + (f", rtol {self.rtol:g}" if self.rtol else "")
+
+
+@dataclass
+class LeafPair:
+    """An input or output leaf of one side, its counterpart on the other, and how they differ."""
+
+    original: Leaf | None
+    ported: Leaf | None
+    difference: TensorDifference | None = None
+
+    @property
+    def name(self) -> str:
+        if self.original is not None and self.ported is not None and self.original.name != self.ported.name:
+            return f"{self.original.name} ↔ {self.ported.name}"
+        leaf = self.original or self.ported
+        assert leaf is not None
+        return leaf.name
+
+    @property
+    def is_tensor_pair(self) -> bool:
+        return self.difference is not None
+
+
+@dataclass
+class Row:
+    """One aligned call: the comparison of an original call with its ported counterpart."""
+
+    index: int
+    original: CallRecord | None
+    ported: CallRecord | None
+    pairing: Pair
+    depth: int
+    parent: int | None  # row index
+    inputs: list[LeafPair] = field(default_factory=list)
+    outputs: list[LeafPair] = field(default_factory=list)
+    status: Status = "match"
+    inputs_agree: bool = True
+    outputs_agree: bool = True
+    nondeterministic: bool = False
+
+    @property
+    def is_paired(self) -> bool:
+        return self.original is not None and self.ported is not None
+
+    @property
+    def disagrees(self) -> bool:
+        """Paired, and the outputs break the tolerance (for whatever reason)."""
+        return self.is_paired and not self.outputs_agree
+
+    @property
+    def introduces(self) -> bool:
+        """Inputs agree, outputs do not: the difference starts in this call (or inside it)."""
+        return self.disagrees and self.inputs_agree
+
+    @property
+    def call(self) -> int:
+        record = self.original or self.ported
+        assert record is not None
+        return record.call
+
+    @property
+    def kind(self) -> str:
+        record = self.original or self.ported
+        assert record is not None
+        return record.kind
+
+    @property
+    def original_name(self) -> str | None:
+        return None if self.original is None else self.original.name
+
+    @property
+    def ported_name(self) -> str | None:
+        return None if self.ported is None else self.ported.name
+
+    @property
+    def label(self) -> str:
+        """Both names, once when they are the same: ``h.2.mlp ↔ model.layers.2.mlp``."""
+        original = self.original.display_name if self.original else "—"
+        ported = self.ported.display_name if self.ported else "—"
+        name = original if original == ported else f"{original} ↔ {ported}"
+        call = self.call
+        return f"{name} (call {call})" if call else name
+
+    @property
+    def input_max_abs(self) -> float | None:
+        return largest_difference(self.inputs)
+
+    @property
+    def output_max_abs(self) -> float | None:
+        return largest_difference(self.outputs)
+
+    def unpaired_inputs(self) -> list[LeafPair]:
+        """Tensor inputs with no counterpart on the other side: not part of the agreement test."""
+        return [
+            pair
+            for pair in self.inputs
+            if pair.difference is None and any(leaf is not None and leaf.is_tensor for leaf in (pair.original, pair.ported))
+        ]
+
+
+def largest_difference(pairs: Iterable[LeafPair]) -> float | None:
+    values = [pair.difference.max_abs for pair in pairs if pair.difference is not None and pair.difference.shape_matches]
+    return max(values) if values else None
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing two traces: rows, the verdict and the culprit with its reason."""
+
+    original: Trace
+    ported: Trace
+    alignment: Alignment
+    tolerance: Tolerance
+    rows: list[Row]
+    culprit: Row | None
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Literal["match", "diverged"]:
+        return "diverged" if any(row.disagrees for row in self.rows) else "match"
+
+    def status_counts(self) -> Counter[str]:
+        return Counter(row.status for row in self.rows)
+
+    def with_tolerance(self, tolerance: Tolerance) -> Comparison:
+        """Re-classify every row under another tolerance, reusing the measured differences."""
+        return classify(self.alignment, tolerance, measured_rows=self.rows)
+
+    def row_of(self, side: Literal["original", "ported"], record_index: int) -> Row | None:
+        for row in self.rows:
+            record = row.original if side == "original" else row.ported
+            if record is not None and record.index == record_index:
+                return row
+        return None
+
+
+# -- pairing leaves ------------------------------------------------------------------------
+
+
+def pair_leaves(original: list[Leaf], ported: list[Leaf], pair_leftovers_by_order: bool) -> list[LeafPair]:
+    """Pair tensor leaves by name (same shape), then in order among same-shaped tensors.
+
+    Leftovers are paired by order (and so reported as shape mismatches) only when
+    ``pair_leftovers_by_order``; otherwise they stay unpaired. Non-tensor leaves are paired by
+    name for display.
+    """
+    original_tensors = [leaf for leaf in original if leaf.is_tensor]
+    ported_tensors = [leaf for leaf in ported if leaf.is_tensor]
+    partner: dict[int, int] = {}  # position in original_tensors -> position in ported_tensors
+    taken: set[int] = set()
+
+    ported_position_by_name = {leaf.name: position for position, leaf in enumerate(ported_tensors)}
+    for position, leaf in enumerate(original_tensors):
+        ported_position = ported_position_by_name.get(leaf.name)
+        if ported_position is not None and same_shape(leaf, ported_tensors[ported_position]):
+            partner[position] = ported_position
+            taken.add(ported_position)
+    for position, leaf in enumerate(original_tensors):
+        if position in partner:
+            continue
+        for ported_position, candidate in enumerate(ported_tensors):
+            if ported_position not in taken and same_shape(leaf, candidate):
+                partner[position] = ported_position
+                taken.add(ported_position)
+                break
+    if pair_leftovers_by_order:
+        leftover_ported = [position for position in range(len(ported_tensors)) if position not in taken]
+        for position in range(len(original_tensors)):
+            if position not in partner and leftover_ported:
+                partner[position] = leftover_ported.pop(0)
+                taken.add(partner[position])
+
+    pairs: list[LeafPair] = []
+    for position, leaf in enumerate(original_tensors):
+        if position in partner:
+            counterpart = ported_tensors[partner[position]]
+            assert leaf.tensor is not None and counterpart.tensor is not None
+            pairs.append(LeafPair(leaf, counterpart, measure(leaf.tensor, counterpart.tensor)))
+        else:
+            pairs.append(LeafPair(leaf, None))
+    pairs += [LeafPair(None, leaf) for position, leaf in enumerate(ported_tensors) if position not in taken]
+
+    ported_values = {leaf.name: leaf for leaf in ported if not leaf.is_tensor}
+    for leaf in original:
+        if not leaf.is_tensor:
+            pairs.append(LeafPair(leaf, ported_values.pop(leaf.name, None)))
+    pairs += [LeafPair(None, leaf) for leaf in ported_values.values()]
+    return pairs
+
+
+def same_shape(original: Leaf, ported: Leaf) -> bool:
+    assert original.tensor is not None and ported.tensor is not None
+    return original.tensor.shape == ported.tensor.shape
+
+
+def measure_row(row: Row) -> None:
+    assert row.original is not None and row.ported is not None
+    original_inputs = row.original.tensor_inputs()
+    ported_inputs = row.ported.tensor_inputs()
+    # Inputs: an extra argument on one side is not evidence of a difference; but when both
+    # sides pass the same number of tensors, a shape change is.
+    row.inputs = pair_leaves(
+        row.original.inputs, row.ported.inputs, pair_leftovers_by_order=len(original_inputs) == len(ported_inputs)
+    )
+    row.outputs = pair_leaves(row.original.outputs, row.ported.outputs, pair_leftovers_by_order=True)
+
+
+# -- classification ------------------------------------------------------------------------
+
+
+def leaves_agree(pairs: list[LeafPair], tolerance: Tolerance) -> bool:
+    return all(
+        pair.difference.within(tolerance.atol, tolerance.rtol) for pair in pairs if pair.difference is not None
+    )
+
+
+def nondeterminism_source(trace: Trace, record: CallRecord | None, tolerance: Tolerance) -> bool:
+    """The call's outputs changed between two runs of the same model while its inputs did not."""
+    if record is None or trace.rerun_output_diff is None or trace.rerun_input_diff is None:
+        return False
+    output_change = trace.rerun_output_diff[record.index]
+    input_change = trace.rerun_input_diff[record.index]
+    return output_change > tolerance.atol and input_change <= tolerance.atol
+
+
+def row_status(row: Row) -> Status:
+    if not row.is_paired:
+        return "unmatched"
+    output_differences = [pair.difference for pair in row.outputs if pair.difference is not None]
+    if row.nondeterministic:
+        return "nondeterministic"
+    if any(not difference.shape_matches for difference in output_differences):
+        return "shape_mismatch"
+    if any(difference.nonfinite_mismatches for difference in output_differences):
+        return "nonfinite"
+    if not row.outputs_agree:
+        return "diverged" if row.inputs_agree else "inherited"
+    if any(not difference.dtype_matches for difference in output_differences):
+        return "dtype_mismatch"
+    return "match"
+
+
+def build_rows(alignment: Alignment) -> list[Row]:
+    """One row per pair, with parents resolved to rows and leaf differences measured."""
+    row_by_original: dict[int, int] = {}
+    row_by_ported: dict[int, int] = {}
+    rows: list[Row] = []
+    for position, pair in enumerate(alignment.pairs):
+        original = None if pair.original is None else alignment.original.records[pair.original]
+        ported = None if pair.ported is None else alignment.ported.records[pair.ported]
+        if original is not None:
+            row_by_original[original.index] = position
+        if ported is not None:
+            row_by_ported[ported.index] = position
+        record = original or ported
+        assert record is not None
+        rows.append(Row(index=position, original=original, ported=ported, pairing=pair, depth=record.depth, parent=None))
+    for row in rows:
+        if row.original is not None and row.original.parent is not None:
+            row.parent = row_by_original.get(row.original.parent)
+        elif row.ported is not None and row.ported.parent is not None:
+            row.parent = row_by_ported.get(row.ported.parent)
+        if row.is_paired:
+            measure_row(row)
+    return rows
+
+
+def classify(alignment: Alignment, tolerance: Tolerance, measured_rows: list[Row] | None = None) -> Comparison:
+    """Give every row a status under ``tolerance`` and find the culprit."""
+    rows = measured_rows if measured_rows is not None else build_rows(alignment)
+    for row in rows:
+        if row.is_paired:
+            row.inputs_agree = leaves_agree(row.inputs, tolerance)
+            row.outputs_agree = leaves_agree(row.outputs, tolerance)
+        row.nondeterministic = nondeterminism_source(alignment.original, row.original, tolerance) or (
+            nondeterminism_source(alignment.ported, row.ported, tolerance)
+        )
+        row.status = row_status(row)
+    culprit, reason = find_culprit(rows, tolerance, alignment)
+    comparison = Comparison(
+        original=alignment.original,
+        ported=alignment.ported,
+        alignment=alignment,
+        tolerance=tolerance,
+        rows=rows,
+        culprit=culprit,
+        reason=reason,
+    )
+    comparison.notes = general_notes(comparison)
+    return comparison
+
+
+def compare_traces(alignment: Alignment, tolerance: Tolerance = Tolerance()) -> Comparison:
+    return classify(alignment, tolerance)
+
+
+# -- the culprit ---------------------------------------------------------------------------
+
+
+def find_culprit(rows: list[Row], tolerance: Tolerance, alignment: Alignment) -> tuple[Row | None, str]:
+    children: dict[int | None, list[Row]] = {}
+    for row in rows:
+        children.setdefault(row.parent, []).append(row)
+
+    start = next((row for row in rows if row.introduces), None)
+    if start is None:
+        first_disagreeing = next((row for row in rows if row.disagrees), None)
+        if first_disagreeing is None:
+            return None, "every paired call's outputs agree within tolerance"
+        return first_disagreeing, no_introducing_call_reason(first_disagreeing, tolerance)
+
+    current = start
+    first_seen_at_tap: Row | None = None
+    while True:
+        first_disagreeing_child = next((child for child in children.get(current.index, []) if child.disagrees), None)
+        if first_disagreeing_child is None:
+            break
+        if first_disagreeing_child.kind == "tap":
+            first_seen_at_tap = first_disagreeing_child
+            break
+        if not first_disagreeing_child.introduces:
+            break
+        current = first_disagreeing_child
+    return current, culprit_reason(current, tolerance, alignment, children.get(current.index, []), first_seen_at_tap)
+
+
+def format_difference(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.2e}"
+
+
+def culprit_reason(
+    culprit: Row, tolerance: Tolerance, alignment: Alignment, children: list[Row], first_seen_at_tap: Row | None
+) -> str:
+    input_difference = culprit.input_max_abs
+    output_difference = culprit.output_max_abs
+    if input_difference is None:
+        parts = ["it has no paired tensor inputs"]
+    else:
+        parts = [f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {tolerance})"]
+    if culprit.status == "shape_mismatch":
+        shapes = next(pair for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
+        assert shapes.difference is not None
+        parts.append(f"its output shapes differ ({list(shapes.difference.original_shape)} vs {list(shapes.difference.ported_shape)})")
+    elif culprit.status == "nonfinite":
+        parts.append("its outputs have NaN/Inf where the other side has none")
+    else:
+        parts.append(f"its outputs do not (max |Δ| {format_difference(output_difference)})")
+    if culprit.nondeterministic:
+        parts.append("and its outputs change from one run of the same model to the next (dropout left active?)")
+    reason = ", ".join(parts[:-1]) + " but " + parts[-1] if len(parts) > 1 else parts[0]
+    if any(child.is_paired for child in children):
+        if first_seen_at_tap is not None:
+            reason += f"; no submodule introduces it — it first shows at {first_seen_at_tap.label}"
+        else:
+            reason += "; none of its submodules introduces it, so look at its own forward code"
+    if input_difference is not None and input_difference > LOOSE_AGREEMENT_FRACTION * tolerance.atol:
+        reason += (
+            f". Its inputs agree only loosely ({format_difference(input_difference)} against atol {tolerance.atol:g}): "
+            "the output difference may be amplified earlier rounding rather than a bug here"
+        )
+    extras = describe_unpaired_inputs(culprit, alignment)
+    if extras:
+        reason += f". Not compared, having no counterpart: {extras} — if one of them is wrong, the bug is where it is made"
+    return reason
+
+
+def describe_unpaired_inputs(row: Row, alignment: Alignment) -> str:
+    descriptions = []
+    for pair in row.unpaired_inputs():
+        side, leaf, trace = ("original", pair.original, alignment.original) if pair.original else ("ported", pair.ported, alignment.ported)
+        assert leaf is not None
+        text = f"{side} input {leaf.name}"
+        if leaf.source is not None:
+            text += f" (made by {trace.records[leaf.source[0]].display_name})"
+        descriptions.append(text)
+    return ", ".join(descriptions)
+
+
+def no_introducing_call_reason(row: Row, tolerance: Tolerance) -> str:
+    if row.parent is None and row.original is not None and row.original.parent is None:
+        return (
+            f"the models' own inputs already differ (max |Δ| {format_difference(row.input_max_abs)} > {tolerance}): "
+            "the two scripts' build() must return the same inputs"
+        )
+    return (
+        "every call whose outputs disagree also has disagreeing inputs; the difference enters through code "
+        "that is not a module on either side, or through calls that have no counterpart"
+    )
+
+
+def general_notes(comparison: Comparison) -> list[str]:
+    notes = []
+    counts = comparison.status_counts()
+    paired = sum(1 for row in comparison.rows if row.is_paired)
+    if counts["unmatched"] and paired <= 1:
+        notes.append(
+            f"Only {paired} call(s) could be paired by name; {counts['unmatched']} are unmatched. "
+            "Pass a rename map with --map (see the README) to pair modules whose names differ."
+        )
+    sources = [row for row in comparison.rows if row.nondeterministic]
+    if sources:
+        names = ", ".join(row.label for row in sources[:3]) + (" …" if len(sources) > 3 else "")
+        notes.append(
+            f"{len(sources)} call(s) give different outputs from one run of the same model to the next: {names}. "
+            "Something random is active in eval mode (dropout with training=True, random sampling): "
+            "numbers from such a model cannot be compared reliably."
+        )
+    opaque_types = set()
+    for row in comparison.rows:
+        for pair in row.outputs:
+            leaf = pair.original or pair.ported
+            if leaf is not None and not leaf.is_tensor and leaf.value_type not in SIMPLE_VALUE_TYPES:
+                opaque_types.add(leaf.value_type)
+    if opaque_types:
+        notes.append(
+            f"Outputs of type {', '.join(sorted(opaque_types))} were recorded by their repr only, not compared: "
+            "tracetui compares tensors inside tuples, lists, dicts, dataclasses and namedtuples."
+        )
+    return notes
+
+
+SIMPLE_VALUE_TYPES = {"NoneType", "bool", "int", "float", "str", "complex", "bytes"}

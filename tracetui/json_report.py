@@ -1,0 +1,68 @@
+"""The JSON report, schema ``tracetui.report/1`` (shared/docs/contracts.md).
+
+The contract's keys keep their meaning; extra keys (classes, input Δ, pairing, reason) are added.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tracetui.compare import Comparison, Row
+
+SCHEMA = "tracetui.report/1"
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def row_entry(row: Row) -> dict[str, Any]:
+    return {
+        "original": row.original_name,
+        "ported": row.ported_name,
+        "call": row.call,
+        "status": row.status,
+        "max_abs_diff": finite_or_none(row.output_max_abs),
+        "input_max_abs_diff": finite_or_none(row.input_max_abs),
+        "original_class": None if row.original is None else row.original.class_name,
+        "ported_class": None if row.ported is None else row.ported.class_name,
+        "kind": row.kind,
+        "depth": row.depth,
+        "pairing": row.pairing.method,
+    }
+
+
+def report_document(comparison: Comparison) -> dict[str, Any]:
+    culprit = comparison.culprit
+    first_divergence = None
+    if comparison.verdict == "diverged" and culprit is not None:
+        first_divergence = {
+            "original": culprit.original_name,
+            "ported": culprit.ported_name,
+            "max_abs_diff": finite_or_none(culprit.output_max_abs),
+            "call": culprit.call,
+            "status": culprit.status,
+            "input_max_abs_diff": finite_or_none(culprit.input_max_abs),
+            "original_class": None if culprit.original is None else culprit.original.class_name,
+            "ported_class": None if culprit.ported is None else culprit.ported.class_name,
+            "reason": comparison.reason,
+        }
+    return {
+        "schema": SCHEMA,
+        "atol": comparison.tolerance.atol,
+        "rtol": comparison.tolerance.rtol,
+        "verdict": comparison.verdict,
+        "first_divergence": first_divergence,
+        "original_source": comparison.original.source,
+        "ported_source": comparison.ported.source,
+        "counts": dict(comparison.status_counts()),
+        "notes": comparison.notes,
+        "rows": [row_entry(row) for row in comparison.rows],
+    }
+
+
+def write_report(comparison: Comparison, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report_document(comparison), indent=1) + "\n")

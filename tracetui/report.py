@@ -1,0 +1,118 @@
+"""The headless report: the culprit and its neighbourhood, counts, one summary line.
+
+Readable at a glance in a terminal or a CI log; ``--full`` prints every row.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tracetui.compare import Comparison, Row, format_difference
+
+STATUS_STYLES = {
+    "match": "green",
+    "diverged": "bold red",
+    "inherited": "yellow",
+    "shape_mismatch": "bold magenta",
+    "dtype_mismatch": "cyan",
+    "unmatched": "dim",
+    "nonfinite": "bold magenta",
+    "nondeterministic": "bold blue",
+}
+ROWS_BEFORE_CULPRIT = 3
+ROWS_AFTER_CULPRIT = 4
+
+
+def summary_line(comparison: Comparison) -> str:
+    counts = comparison.status_counts()
+    paired = sum(1 for row in comparison.rows if row.is_paired)
+    unmatched = f"{counts['unmatched']} unmatched" if counts["unmatched"] else "none unmatched"
+    culprit = comparison.culprit
+    if comparison.verdict == "match":
+        largest = max((row for row in comparison.rows if row.output_max_abs is not None), key=lambda row: row.output_max_abs or 0.0, default=None)
+        where = f" (largest output |Δ| {format_difference(largest.output_max_abs)} at {largest.label})" if largest else ""
+        return f"match: all {paired} paired calls agree within {comparison.tolerance}{where}; {unmatched}."
+    inherited = counts["inherited"]
+    if culprit is None:
+        return f"diverged: {comparison.reason}; {unmatched}."
+    return (
+        f"diverged: first divergence at {culprit.label} — {comparison.reason}; "
+        f"{inherited} later call(s) inherit it; {unmatched}."
+    )
+
+
+def row_name(record_name: str, depth: int) -> str:
+    return "  " * depth + record_name
+
+
+def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
+    if full or comparison.culprit is None:
+        if full or len(comparison.rows) <= 40:
+            return comparison.rows
+        return [row for row in comparison.rows if row.status != "match"][:40] or comparison.rows[:20]
+    culprit = comparison.culprit
+    chosen: set[int] = set()
+    ancestor = culprit.parent
+    while ancestor is not None:
+        chosen.add(ancestor)
+        ancestor = comparison.rows[ancestor].parent
+    first = max(0, culprit.index - ROWS_BEFORE_CULPRIT)
+    chosen.update(range(first, min(len(comparison.rows), culprit.index + ROWS_AFTER_CULPRIT + 1)))
+    return [comparison.rows[index] for index in sorted(chosen)]
+
+
+def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("original")
+    table.add_column("ported")
+    table.add_column("call", justify="right")
+    table.add_column("status")
+    table.add_column("in |Δ|", justify="right")
+    table.add_column("out |Δ|", justify="right")
+    previous_index = -1
+    for row in rows:
+        if row.index != previous_index + 1 and previous_index >= 0:
+            table.add_row("…", "", "", "", "", "", "", style="dim")
+        previous_index = row.index
+        is_culprit = row is comparison.culprit
+        style = "bold red reverse" if is_culprit else ("dim" if row.status == "unmatched" else "")
+        status = Text(("▶ culprit " if is_culprit else "") + row.status, style=STATUS_STYLES[row.status])
+        table.add_row(
+            str(row.index),
+            row_name(f"{row.original.display_name} ({row.original.class_name})", row.depth) if row.original else "—",
+            row_name(f"{row.ported.display_name} ({row.ported.class_name})", row.depth) if row.ported else "—",
+            str(row.call),
+            status,
+            format_difference(row.input_max_abs),
+            format_difference(row.output_max_abs),
+            style=style,
+        )
+    return table
+
+
+def print_report(comparison: Comparison, console: Console, full: bool = False) -> None:
+    console.print(
+        f"[bold]tracetui[/]  original [cyan]{comparison.original.source}[/]  ported [cyan]{comparison.ported.source}[/]"
+        f"  {comparison.tolerance}"
+    )
+    culprit = comparison.culprit
+    if comparison.verdict == "match":
+        console.print(Text("MATCH", style="bold green"))
+    elif culprit is not None:
+        console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (culprit.label, "bold")))
+        classes = f"{culprit.original.class_name if culprit.original else '—'} ↔ {culprit.ported.class_name if culprit.ported else '—'}"
+        console.print(f"  class: {classes}")
+        console.print(Text(f"  why: {comparison.reason}"))
+    else:
+        console.print(Text.assemble(("DIVERGED", "bold red"), f"  {comparison.reason}"))
+    console.print(rows_table(comparison, rows_to_show(comparison, full)))
+    counts = comparison.status_counts()
+    console.print(
+        "rows: " + ", ".join(f"{counts[status]} {status}" for status in STATUS_STYLES if counts[status]) + f" ({len(comparison.rows)} in all)"
+    )
+    for note in comparison.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    console.print(Text(summary_line(comparison), style="bold"))
