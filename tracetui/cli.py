@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.console import Console
 
@@ -144,8 +143,19 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
         from tracetui.json_report import write_report
 
         write_report(comparison, arguments.json)
+    exit_status = 0 if comparison.verdict == "match" else 1
+    if wants_interface(arguments):
+        from tracetui.tui import open_comparison
+
+        open_comparison(comparison)
+        return exit_status
     print_report(comparison, console, full=arguments.full)
-    return 0 if comparison.verdict == "match" else 1
+    return exit_status
+
+
+def wants_interface(arguments: argparse.Namespace) -> bool:
+    """The interface opens in a terminal unless --no-tui; piped output gets the headless report."""
+    return not arguments.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
@@ -165,6 +175,11 @@ def run_record(arguments: argparse.Namespace, console: Console, errors: Console)
 def run_show(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     with errors.status("recording …"):
         trace = api.record(arguments.source, rerun=not arguments.no_rerun, seed=arguments.seed, device=arguments.device)
+    if wants_interface(arguments):
+        from tracetui.tui import open_trace
+
+        open_trace(trace)
+        return 0
     print_trace(trace, console)
     return 0
 
