@@ -110,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TracetuiError as error:
         if arguments.debug:
             raise
-        errors.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        errors.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
         if error.detail:
-            errors.print(error.detail, highlight=False, markup=False)
+            errors.print(error.detail, highlight=False, markup=False, soft_wrap=True)
         return error.exit_status
     except KeyboardInterrupt:
         errors.print("interrupted")

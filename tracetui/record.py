@@ -55,8 +55,15 @@ class Recorder:
         try:
             for name, module in self.model.named_modules():
                 self._module_names[id(module)] = name
-                handles.append(module.register_forward_pre_hook(self._before_call, with_kwargs=True))
-                handles.append(module.register_forward_hook(self._after_call, with_kwargs=True))
+                try:
+                    handles.append(module.register_forward_pre_hook(self._before_call, with_kwargs=True))
+                    handles.append(module.register_forward_hook(self._after_call, with_kwargs=True))
+                except RuntimeError as error:  # TorchScript modules refuse Python hooks
+                    raise RecordingError(
+                        f"{self.trace.source}: cannot put a hook on module {name or '(root)'} "
+                        f"({type(module).__name__}): {error}. TorchScript (torch.jit.script/trace) modules "
+                        "cannot be recorded; return the eager model from build()."
+                    ) from error
             yield self
         finally:
             for handle in handles:
@@ -176,7 +183,7 @@ def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
             "This happens when the model is a TorchScript module (torch.jit.script/trace), is compiled, or when "
             "the script's forward() calls `model.forward(...)` directly: call `model(...)` instead, on the eager model."
         )
-    if len(module_records) == 1 and len(list(script.model.modules())) > 1:
+    if len(module_records) == 1 and module_records[0].name == "" and len(list(script.model.modules())) > 1:
         raise RecordingError(
             f"{script.path}: only the root module's hooks fired; its {len(list(script.model.modules())) - 1} submodules "
             "were never called through `module(...)`. Submodules called as `self.layer.forward(x)`, or "

@@ -100,12 +100,15 @@ class ModelOutput(Mapping[str, torch.Tensor]):
     """Base for output dataclasses: attribute access plus dict access to the fields that are set."""
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self.keys():
+        if key not in self._set_field_names():
             raise KeyError(key)
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return (field.name for field in fields(self) if getattr(self, field.name) is not None)
+        return iter(self._set_field_names())
+
+    def _set_field_names(self) -> list[str]:
+        return [field.name for field in fields(self) if getattr(self, field.name) is not None]
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
