@@ -390,6 +390,8 @@ def format_difference(value: float | None) -> str:
         return "—"
     if math.isinf(value):
         return "inf"
+    if value == 0.0:
+        return "0"
     return f"{value:.2e}"
 
 

@@ -7,11 +7,13 @@ change what was recorded); forward hooks copy the outputs. Every hook handle is 
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import torch
@@ -41,8 +43,8 @@ class Recorder:
     def __init__(self, model: torch.nn.Module, source: str) -> None:
         self.model = model
         self.trace = Trace(source=source)
-        # (record index, module) of the calls that have started and not yet returned.
-        self._open_calls: list[tuple[int, torch.nn.Module | None]] = []
+        # Calls that have started and not yet returned: (record index, module, its _call_impl frame).
+        self._open_calls: list[tuple[int, torch.nn.Module, FrameType]] = []
         self._call_counts: Counter[str] = Counter()
         self._tap_counts: Counter[str] = Counter()
         self._kept: dict[int, _KeptCopy] = {}
@@ -73,23 +75,39 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------------------
 
     def _before_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        calling_frame = sys._getframe(1)  # the module's _call_impl, alive until the call ends
+        self._close_calls_that_raised(calling_frame)
         name = self._module_names[id(module)]
         record = self._open_record(name, type(module).__name__, self._call_counts, "module")
         record.inputs = self._leaves(name_arguments(module, args, kwargs), record.index)
-        self._open_calls.append((record.index, module))
+        self._open_calls.append((record.index, module, calling_frame))
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        # Calls whose forward raised (and was caught by model code) never reach this hook:
-        # close them here, so depth and parents stay right.
         while self._open_calls:
-            index, open_module = self._open_calls.pop()
+            index, open_module, _ = self._open_calls.pop()
             if open_module is module:
                 record = self.trace.records[index]
                 record.outputs = self._leaves(flatten(output, "output"), index)
                 record.finished = True
                 return
 
+    def _close_calls_that_raised(self, current_frame: FrameType) -> None:
+        """Forget open calls whose forward raised (and model code caught it): their frames are gone.
+
+        A forward hook never runs for such a call; without this, later calls would be nested in it.
+        The innermost open call's frame is normally a few frames up, so the walk is short.
+        """
+        while self._open_calls:
+            open_frame = self._open_calls[-1][2]
+            frame: FrameType | None = current_frame
+            while frame is not None and frame is not open_frame:
+                frame = frame.f_back
+            if frame is not None:
+                return
+            self._open_calls.pop()
+
     def tap(self, name: str, value: Any) -> None:
+        self._close_calls_that_raised(sys._getframe(1))
         record = self._open_record(name, "tap", self._tap_counts, "tap")
         record.outputs = self._leaves(flatten(value, "output"), record.index)
         record.finished = True

@@ -1,0 +1,345 @@
+"""The diagnosis: statuses, and the culprit named where the bug is — not downstream of it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tracetui
+from tracetui.cli import main
+from tracetui.compare import Tolerance
+from tracetui.json_report import report_document
+
+WIDTH = 8
+
+
+class Attention(nn.Module):
+    """Original style: positional arguments, rope (a simple rotation) computed inline."""
+
+    def __init__(self, scale_bug: bool = False) -> None:
+        super().__init__()
+        self.query = nn.Linear(WIDTH, WIDTH)
+        self.value = nn.Linear(WIDTH, WIDTH)
+        self.scale_bug = scale_bug
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], dtype=x.dtype)[:, None]
+        query = self.query(x) + torch.sin(positions)
+        scale = 1.0 / WIDTH if self.scale_bug else WIDTH**-0.5
+        scores = (query @ query.transpose(-1, -2)) * scale + mask
+        return scores.softmax(-1) @ self.value(x)
+
+
+class Block(nn.Module):
+    def __init__(self, residual_bug: bool = False, scale_bug: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(WIDTH)
+        self.attn = Attention(scale_bug)
+        self.fc = nn.Linear(WIDTH, WIDTH)
+        self.residual_bug = residual_bug
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attended = self.attn(self.norm(x), mask)
+        x = attended if self.residual_bug else x + attended
+        return x + self.fc(x)
+
+
+class Original(nn.Module):
+    def __init__(self, **bugs: bool) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, WIDTH)
+        self.blocks = nn.ModuleList([Block(**(bugs if index == 1 else {})) for index in range(3)])
+        self.head = nn.Linear(WIDTH, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        mask = torch.triu(torch.full((ids.shape[1], ids.shape[1]), -1e9), 1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(x)
+
+
+class Rotary(nn.Module):
+    def __init__(self, frequency: float = 1.0) -> None:
+        super().__init__()
+        self.frequency = frequency
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(hidden_states.shape[1], dtype=hidden_states.dtype)[:, None]
+        return torch.sin(positions * self.frequency)
+
+
+class PortedAttention(nn.Module):
+    """Port style: keyword arguments, rope passed in from a model-level module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(WIDTH, WIDTH)
+        self.value = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, position_embeddings: torch.Tensor) -> torch.Tensor:
+        query = self.query(hidden_states) + position_embeddings
+        scores = (query @ query.transpose(-1, -2)) * WIDTH**-0.5 + attention_mask
+        return scores.softmax(-1) @ self.value(hidden_states)
+
+
+class PortedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(WIDTH)
+        self.attn = PortedAttention()
+        self.fc = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, position_embeddings: torch.Tensor) -> torch.Tensor:
+        attended = self.attn(hidden_states=self.norm(hidden_states), attention_mask=attention_mask, position_embeddings=position_embeddings)
+        hidden_states = hidden_states + attended
+        return hidden_states + self.fc(hidden_states)
+
+
+class Ported(nn.Module):
+    def __init__(self, frequency: float = 1.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, WIDTH)
+        self.rotary = Rotary(frequency)
+        self.blocks = nn.ModuleList([PortedBlock() for _ in range(3)])
+        self.head = nn.Linear(WIDTH, 5)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.embed(input_ids)
+        attention_mask = torch.triu(torch.full((input_ids.shape[1], input_ids.shape[1]), -1e9), 1)
+        position_embeddings = self.rotary(hidden_states)
+        for block in self.blocks:
+            hidden_states = block(hidden_states, attention_mask=attention_mask, position_embeddings=position_embeddings)
+        return self.head(hidden_states)
+
+
+IDS = torch.tensor([[0, 4, 5, 2, 3, 7, 9]])
+
+
+def original(**bugs: bool) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return Original(**bugs), IDS
+
+
+def ported(frequency: float = 1.0) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(1)
+    model = Ported(frequency)
+    source = Original()
+    torch.manual_seed(0)
+    source = Original()
+    model.load_state_dict(source.state_dict(), strict=True)
+    return model, IDS
+
+
+def test_clean_port_with_other_argument_style_and_an_extra_rope_module_matches() -> None:
+    comparison = tracetui.compare(original(), ported(), rerun=False)
+    assert comparison.verdict == "match", comparison.reason
+    assert comparison.culprit is None
+    statuses = {(row.original_name, row.ported_name): row.status for row in comparison.rows}
+    assert statuses[(None, "rotary")] == "unmatched"
+    assert statuses[("blocks.1.attn", "blocks.1.attn")] == "match"
+
+
+def test_inline_code_bug_is_blamed_on_the_module_whose_forward_holds_it() -> None:
+    comparison = tracetui.compare(ported(), original(residual_bug=True), rerun=False)
+    assert comparison.verdict == "diverged"
+    assert comparison.culprit is not None and comparison.culprit.ported_name == "blocks.1"
+    assert "look at its own forward code" in comparison.reason
+    statuses = {row.ported_name: row.status for row in comparison.rows}
+    assert statuses["blocks.1.attn"] == "match"
+    assert statuses["blocks.1.fc"] == "inherited"
+    assert statuses["blocks.2"] == "inherited"
+    assert statuses[""] == "diverged"  # the root contains the culprit; it is not the culprit
+
+
+def test_inputs_agree_across_keyword_and_positional_arguments() -> None:
+    comparison = tracetui.compare(original(), original(scale_bug=True), rerun=False)
+    assert comparison.culprit is not None and comparison.culprit.original_name == "blocks.1.attn"
+
+    comparison = tracetui.compare(original(scale_bug=True), ported(), rerun=False)
+    culprit = comparison.culprit
+    assert culprit is not None and (culprit.original_name, culprit.ported_name) == ("blocks.1.attn", "blocks.1.attn")
+    assert culprit.status == "diverged" and culprit.inputs_agree
+    paired_input_names = {pair.name for pair in culprit.inputs if pair.difference is not None}
+    assert paired_input_names == {"x ↔ hidden_states", "mask ↔ attention_mask"}
+
+
+def test_a_wrong_extra_input_is_named_with_the_module_that_made_it() -> None:
+    comparison = tracetui.compare(original(), ported(frequency=2.0), rerun=False)
+    culprit = comparison.culprit
+    # The first paired call consuming the wrong rope table; the table itself has no counterpart.
+    assert culprit is not None and culprit.ported_name == "blocks.0.attn"
+    assert "ported input position_embeddings (made by rotary)" in comparison.reason
+
+
+def chain(*middle: nn.Module) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 4), *middle, nn.Linear(4, 4)), torch.randn(4, 4)
+
+
+def test_shape_mismatch_is_the_culprit_when_it_starts_there() -> None:
+    class Flatten(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(x.shape[0], -1)
+
+    def built(middle: nn.Module) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 4), middle, nn.Tanh()), torch.randn(2, 3, 4)
+
+    comparison = tracetui.compare(built(nn.Identity()), built(Flatten()), rerun=False)
+    culprit = comparison.culprit
+    assert culprit is not None and culprit.ported_name == "1" and culprit.status == "shape_mismatch"
+    assert "output shapes differ ([2, 3, 4] vs [2, 12])" in comparison.reason
+    assert [row.status for row in comparison.rows] == ["shape_mismatch", "match", "shape_mismatch", "shape_mismatch"]
+    assert comparison.rows[3].inputs_agree is False
+
+
+def test_nan_on_one_side_is_marked_nonfinite() -> None:
+    class Log(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(x)
+
+    class SafeLog(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(x.clamp_min(1e-6))
+
+    comparison = tracetui.compare(chain(SafeLog()), chain(Log()), rerun=False)
+    culprit = comparison.culprit
+    assert culprit is not None and culprit.ported_name == "1" and culprit.status == "nonfinite"
+    assert comparison.verdict == "diverged"
+    difference = culprit.outputs[0].difference
+    assert difference is not None and difference.nonfinite_ported > 0 and math.isfinite(difference.max_abs)
+
+
+def test_dropout_left_active_is_nondeterministic_and_the_culprit() -> None:
+    class AlwaysDropout(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.dropout(x, p=0.5, training=True)
+
+    comparison = tracetui.compare(chain(nn.Dropout(0.5)), chain(AlwaysDropout()), rerun=True)
+    culprit = comparison.culprit
+    assert culprit is not None and culprit.ported_name == "1" and culprit.status == "nondeterministic"
+    assert any("different outputs from one run of the same model to the next" in note for note in comparison.notes)
+    downstream = comparison.rows[-1]
+    assert downstream.status == "inherited"
+
+
+def test_different_model_inputs_are_reported_as_such() -> None:
+    model, ids = original()
+    comparison = tracetui.compare((model, ids), (model, ids + 1), rerun=False)
+    assert comparison.verdict == "diverged"
+    assert comparison.culprit is not None and comparison.culprit.original_name == ""
+    assert "the models' own inputs already differ" in comparison.reason
+
+
+def test_rename_map_pairs_modules_and_the_rest_stay_unmatched() -> None:
+    class Renamed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.input_projection = nn.Linear(4, 4)
+            self.extra = nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.extra(self.input_projection(x))
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(4, 4))
+    renamed = Renamed()
+    renamed.input_projection.load_state_dict(plain[0].state_dict())
+    inputs = torch.randn(2, 4)
+    comparison = tracetui.compare((plain, inputs), (renamed, inputs), rename_map=[[r"^0$", "input_projection"]], rerun=False)
+    pairs = [(row.original_name, row.ported_name, row.pairing.method, row.status) for row in comparison.rows]
+    assert pairs == [
+        ("", "", "name", "match"),
+        ("0", "input_projection", "map", "match"),
+        (None, "extra", "none", "unmatched"),
+    ]
+
+
+def test_tolerance_change_reclassifies_without_rerunning() -> None:
+    class Nudge(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 5e-4
+
+    comparison = tracetui.compare(chain(nn.Identity()), chain(Nudge()), rerun=False)
+    assert comparison.verdict == "match"
+    stricter = comparison.with_tolerance(Tolerance(atol=1e-4))
+    assert stricter.verdict == "diverged"
+    assert stricter.culprit is not None and stricter.culprit.ported_name == "1"
+    assert stricter.culprit.outputs[0].difference.out_of_tolerance(1e-4, 0.0) == 16
+    looser_relative = comparison.with_tolerance(Tolerance(atol=0.0, rtol=10.0))
+    assert looser_relative.verdict == "match"
+
+
+def test_taps_pair_by_name_and_locate_the_difference_inside_a_module() -> None:
+    class Inner(nn.Module):
+        def __init__(self, bug: bool) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            self.bug = bug
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.linear(x)
+            tracetui.tap("after_linear", x)
+            x = x * 2.0 if self.bug else x * 1.0
+            tracetui.tap("after_scale", x)
+            return x
+
+    def built(bug: bool) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        return nn.Sequential(Inner(bug)), torch.randn(2, 4)
+
+    comparison = tracetui.compare(built(False), built(True), rerun=False)
+    assert comparison.culprit is not None and comparison.culprit.ported_name == "0"
+    assert "first shows at tap 'after_scale'" in comparison.reason
+    statuses = {row.ported_name: row.status for row in comparison.rows}
+    assert statuses["after_linear"] == "match"
+
+
+def test_dtype_difference_within_tolerance_is_flagged_but_matches() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4))
+    inputs = torch.randn(2, 4)
+    wide = nn.Sequential(nn.Linear(4, 4)).double()
+    wide.load_state_dict(model.state_dict())
+    comparison = tracetui.compare((model, inputs), (wide, inputs.double()), rerun=False)
+    assert comparison.verdict == "match"
+    assert comparison.rows[1].status == "dtype_mismatch"
+
+
+def test_json_report_follows_the_contract(tmp_path: Path, write_script) -> None:
+    script = """
+    import torch
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.{activation}()), torch.randn(2, 4)
+    """
+    original_path = write_script("original.py", script.format(activation="GELU"))
+    ported_path = write_script("ported.py", script.format(activation="SiLU"))
+    report_path = tmp_path / "report.json"
+    assert main(["compare", str(original_path), str(ported_path), "--no-tui", "--json", str(report_path)]) == 1
+    document = json.loads(report_path.read_text())
+    assert document["schema"] == "tracetui.report/1"
+    assert (document["atol"], document["rtol"], document["verdict"]) == (0.001, 0.0, "diverged")
+    assert document["first_divergence"]["original"] == "1" and document["first_divergence"]["ported"] == "1"
+    assert document["first_divergence"]["max_abs_diff"] > 1e-3
+    assert [row["original"] for row in document["rows"]] == ["", "0", "1"]
+    assert {"original", "ported", "call", "status", "max_abs_diff"} <= set(document["rows"][0])
+    assert [row["status"] for row in document["rows"]] == ["diverged", "match", "diverged"]
+
+    assert main(["compare", str(original_path), str(original_path), "--no-tui", "--json", str(report_path)]) == 0
+    document = json.loads(report_path.read_text())
+    assert document["verdict"] == "match" and document["first_divergence"] is None
+
+
+def test_assert_match_names_the_culprit() -> None:
+    with pytest.raises(AssertionError, match=r"first divergence at blocks\.1 — its inputs agree .* look at its own forward code"):
+        tracetui.assert_match(ported(), original(residual_bug=True), rerun=False)
+    comparison = tracetui.assert_match(original(), ported(), rerun=False)
+    assert report_document(comparison)["verdict"] == "match"

@@ -1,0 +1,98 @@
+"""Real-world port pairs: third-party research code (nanoGPT, llama2.c) against transformers.
+
+Each pair lives in tests/ports/<pair>/ as original.py, ported.py and map.toml. ported.py plants
+one conversion bug when TRACETUI_PORT_BUG names it; its BUGS dict gives the ported module that
+tracetui must report as the first divergence. Those expectations are ground truth measured with
+plain forward hooks by tests/ports/ground_truth.py, which test_ground_truth_holds re-checks.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("transformers")
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+PORTS = Path(__file__).resolve().parent / "ports"
+PAIRS = ("nanogpt", "llama2c")
+TIMEOUT = 600
+
+
+def bugs(pair: str) -> dict[str, str]:
+    """ported.py's BUGS, read without importing it (both pairs have a module named ``model``)."""
+    tree = ast.parse((PORTS / pair / "ported.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "BUGS":
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{pair}/ported.py defines no BUGS")
+
+
+def renamed(pair: str, name: str) -> str:
+    with open(PORTS / pair / "map.toml", "rb") as handle:
+        for pattern, replacement in tomllib.load(handle)["rename"]:
+            name = re.sub(pattern, replacement, name)
+    return name
+
+
+def compare(pair: str, bug: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    folder = PORTS / pair
+    report = tmp_path / "report.json"
+    env = {key: value for key, value in os.environ.items() if key != "TRACETUI_PORT_BUG"}
+    if bug:
+        env["TRACETUI_PORT_BUG"] = bug
+    command = [
+        sys.executable, "-m", "tracetui", "compare",
+        str(folder / "original.py"), str(folder / "ported.py"),
+        "--map", str(folder / "map.toml"), "--no-tui", "--json", str(report),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    return result, json.loads(report.read_text()) if report.exists() else None
+
+
+def explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_clean_port_matches(pair: str, tmp_path: Path) -> None:
+    result, report = compare(pair, "", tmp_path)
+    assert result.returncode == 0, explain(result)
+    assert report is not None and report["schema"] == "tracetui.report/1"
+    assert report["verdict"] == "match"
+    assert report["first_divergence"] is None
+
+
+@pytest.mark.parametrize(
+    ("pair", "bug"),
+    [pytest.param(pair, bug, id=f"{pair}-{bug}") for pair in PAIRS for bug in bugs(pair)],
+)
+def test_planted_bug_is_found(pair: str, bug: str, tmp_path: Path) -> None:
+    result, report = compare(pair, bug, tmp_path)
+    assert result.returncode == 1, explain(result)
+    assert report is not None and report["verdict"] == "diverged"
+    culprit = report["first_divergence"]
+    assert culprit is not None
+    assert culprit["ported"] == bugs(pair)[bug], json.dumps(culprit)
+    assert renamed(pair, culprit["original"]) == culprit["ported"]
+    assert culprit["max_abs_diff"] > 1e-3
+
+
+def test_ground_truth_holds() -> None:
+    """The expectations above still hold by plain hooks (guards against e.g. a transformers upgrade)."""
+    result = subprocess.run(
+        [sys.executable, str(PORTS / "ground_truth.py"), *PAIRS], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, explain(result)

@@ -1,0 +1,207 @@
+"""What the call list shows: one entry per line, for a comparison or for a single trace.
+
+A :class:`Listing` is read-only and built once per comparison (and again when ``t`` changes the
+tolerance): the tree (parents, depths), the names the filter searches, which rows count as
+problems, and the text of each line's cells. The call list draws it; the outline decides
+which of its entries are visible. Nothing here measures tensors: statuses and differences
+come from the :class:`~tracetui.compare.Comparison`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tracetui.compare import Comparison, Row, format_difference
+from tracetui.trace import CallRecord, Leaf, Trace
+
+# Statuses that `n`/`N` stop at: every paired row that is not a clean match (diverged,
+# inherited, shape/dtype mismatch, NaN/Inf, nondeterministic). Unmatched rows are skipped:
+# they have nothing to compare.
+DIVERGENCE_STATUSES = frozenset({"diverged", "inherited", "shape_mismatch", "dtype_mismatch", "nonfinite", "nondeterministic"})
+
+STATUS_LABELS = {
+    "match": "match",
+    "diverged": "✗ diverged",
+    "inherited": "inherited",
+    "shape_mismatch": "≠ shape",
+    "dtype_mismatch": "≠ dtype",
+    "unmatched": "unmatched",
+    "nonfinite": "NaN/Inf",
+    "nondeterministic": "random",
+}
+CULPRIT_LABEL = "▶ CULPRIT"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side's name cell: the module name as shown, and its class."""
+
+    name: str
+    class_name: str
+
+
+@dataclass(frozen=True)
+class LineCells:
+    """The text of one line, before columns and colours are applied."""
+
+    original: Side | None
+    ported: Side | None  # None on both: a trace listing uses `original` only
+    shape: str
+    difference: str  # the output's max |Δ| (comparison)
+    status: str  # a Status, or "" in a trace listing
+    status_label: str
+    is_culprit: bool = False
+    difference_breaks_tolerance: bool = False
+    dtype: str = ""  # the output's dtype (trace)
+
+
+def shape_text(leaf: Leaf | None) -> str:
+    if leaf is None or leaf.tensor is None:
+        return "—" if leaf is None else leaf.value_type
+    shape = tuple(leaf.tensor.shape)
+    return "×".join(str(size) for size in shape) if shape else "scalar"
+
+
+def first_tensor(leaves: list[Leaf]) -> Leaf | None:
+    return next((leaf for leaf in leaves if leaf.tensor is not None), leaves[0] if leaves else None)
+
+
+def relative_name(record: CallRecord, parent: CallRecord | None) -> str:
+    """``h.0.attn`` under ``h.0`` reads ``attn``; a name outside its parent's stays whole."""
+    if record.kind == "tap" or parent is None or not parent.name or parent.kind == "tap":
+        return record.display_name
+    prefix = parent.name + "."
+    return record.name[len(prefix) :] if record.name.startswith(prefix) else record.display_name
+
+
+def call_suffix(record: CallRecord) -> str:
+    return f" #{record.call}" if record.call else ""
+
+
+class Listing:
+    """The lines of the call list; subclasses say what a line holds."""
+
+    mode: Literal["comparison", "trace"]
+
+    def __init__(self, parents: list[int | None], depths: list[int]) -> None:
+        self.parents = parents
+        self.depths = depths
+        self.child_counts = [0] * len(parents)
+        for parent in parents:
+            if parent is not None:
+                self.child_counts[parent] += 1
+
+    def __len__(self) -> int:
+        return len(self.parents)
+
+    def search_names(self, index: int) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def is_problem(self, index: int) -> bool:
+        """Shown by `x` (only rows that do not match)."""
+        return False
+
+    def is_divergence(self, index: int) -> bool:
+        """A stop for `n`/`N`."""
+        return False
+
+    def cells(self, index: int, full_names: bool) -> LineCells:
+        raise NotImplementedError
+
+    @property
+    def culprit(self) -> int | None:
+        return None
+
+
+class ComparisonListing(Listing):
+    mode = "comparison"
+
+    def __init__(self, comparison: Comparison) -> None:
+        self.comparison = comparison
+        self.rows = comparison.rows
+        super().__init__([row.parent for row in self.rows], [row.depth for row in self.rows])
+        self.statuses = [row.status for row in self.rows]
+        self._culprit = None if comparison.culprit is None else comparison.culprit.index
+
+    @property
+    def culprit(self) -> int | None:
+        return self._culprit
+
+    def search_names(self, index: int) -> tuple[str, ...]:
+        row = self.rows[index]
+        return tuple(record.display_name for record in (row.original, row.ported) if record is not None)
+
+    def is_problem(self, index: int) -> bool:
+        return self.statuses[index] != "match"
+
+    def is_divergence(self, index: int) -> bool:
+        return self.statuses[index] in DIVERGENCE_STATUSES
+
+    def cells(self, index: int, full_names: bool) -> LineCells:
+        row = self.rows[index]
+        parent = None if row.parent is None else self.rows[row.parent]
+        original = side(row.original, None if parent is None else parent.original, full_names)
+        ported = side(row.ported, None if parent is None else parent.ported, full_names)
+        is_culprit = index == self._culprit
+        output_difference = row.output_max_abs
+        tolerance = self.comparison.tolerance
+        return LineCells(
+            original=original,
+            ported=ported,
+            shape=row_shape(row),
+            difference=format_difference(output_difference) if row.is_paired else "",
+            status=row.status,
+            status_label=CULPRIT_LABEL if is_culprit else STATUS_LABELS[row.status],
+            is_culprit=is_culprit,
+            difference_breaks_tolerance=row.disagrees,
+        )
+
+
+def side(record: CallRecord | None, parent: CallRecord | None, full_names: bool) -> Side | None:
+    if record is None:
+        return None
+    name = record.display_name if full_names else relative_name(record, parent)
+    return Side(name + call_suffix(record), record.class_name)
+
+
+def row_shape(row: Row) -> str:
+    tensors = [pair for pair in row.outputs if pair.difference is not None]
+    if tensors and not tensors[0].difference.shape_matches:  # type: ignore[union-attr]
+        difference = tensors[0].difference
+        assert difference is not None
+        return "×".join(map(str, difference.original_shape)) + "≠" + "×".join(map(str, difference.ported_shape))
+    record = row.original or row.ported
+    assert record is not None
+    return shape_text(first_tensor(record.outputs))
+
+
+class TraceListing(Listing):
+    mode = "trace"
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.records = trace.records
+        super().__init__([record.parent for record in self.records], [record.depth for record in self.records])
+
+    def search_names(self, index: int) -> tuple[str, ...]:
+        return (self.records[index].display_name,)
+
+    def cells(self, index: int, full_names: bool) -> LineCells:
+        record = self.records[index]
+        parent = None if record.parent is None else self.records[record.parent]
+        output = first_tensor(record.outputs)
+        dtype = "" if output is None or output.tensor is None else str(output.tensor.dtype).removeprefix("torch.")
+        return LineCells(
+            original=side(record, parent, full_names),
+            ported=None,
+            shape=shape_text(output),
+            difference="",
+            dtype=dtype,
+            status="",
+            status_label="",
+        )
+
+
+def make_listing(source: Comparison | Trace) -> Listing:
+    return ComparisonListing(source) if isinstance(source, Comparison) else TraceListing(source)

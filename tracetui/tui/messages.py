@@ -1,0 +1,49 @@
+"""Every custom message of the interface, in one place: a map of how the widgets talk.
+
+Widgets never change each other. They post a request here; the app, which holds the state
+(the comparison, the selected row, the view options), changes it, and the widgets bound to
+that state redraw themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import RenderableType
+from textual.message import Message
+
+
+@dataclass
+class SelectRow(Message):
+    """The call list asks for ``row`` (an index into the comparison's rows) to be selected."""
+
+    row: int
+
+
+@dataclass
+class ToggleRow(Message):
+    """The call list asks for ``row``'s subtree to be collapsed, or expanded again."""
+
+    row: int
+
+
+@dataclass
+class FilterChanged(Message):
+    """The filter bar's text changed (a regex over both sides' names; may be invalid)."""
+
+    text: str
+
+
+@dataclass
+class FilterDone(Message):
+    """The filter bar closed: enter keeps the filter, escape clears it."""
+
+    keep: bool
+
+
+@dataclass
+class DetailReady(Message):
+    """The detail pane's worker has described ``row`` (posted from the worker's thread)."""
+
+    key: tuple[int, int, int]  # (listing generation, row, width)
+    renderable: RenderableType

@@ -1,0 +1,122 @@
+"""Which lines of a listing are visible: collapsed subtrees, the name filter, only-problems.
+
+Pure Python, no widgets: the app keeps one :class:`ViewOptions` and rebuilds the
+:class:`Outline` when they change (a few milliseconds for 20,000 rows); the call list draws
+``outline.visible`` and asks it where a row sits.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from tracetui.tui.listing import Listing
+
+
+def compile_filter(text: str) -> re.Pattern[str] | None:
+    """The `/` filter: a regex, case-insensitive unless it has a capital letter. Raises re.error."""
+    if not text:
+        return None
+    return re.compile(text, 0 if any(character.isupper() for character in text) else re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    filter_text: str = ""
+    only_problems: bool = False
+    collapsed: frozenset[int] = field(default_factory=frozenset)
+
+    def toggled(self, row: int) -> ViewOptions:
+        return replace(self, collapsed=self.collapsed ^ {row})
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self.filter_text) or self.only_problems
+
+
+class Outline:
+    """The visible rows of ``listing``, in call order, under ``options``."""
+
+    def __init__(self, listing: Listing, options: ViewOptions = ViewOptions()) -> None:
+        self.listing = listing
+        self.options = options
+        self.visible = self._visible_rows()
+
+    def __len__(self) -> int:
+        return len(self.visible)
+
+    def _visible_rows(self) -> list[int]:
+        listing = self.listing
+        pattern = compile_filter(self.options.filter_text)
+        hidden = self._hidden_by_collapse()
+        only_problems = self.options.only_problems
+        is_problem = listing.is_problem
+        search_names = listing.search_names
+        visible = []
+        for index in range(len(listing)):
+            if hidden[index]:
+                continue
+            if only_problems and not is_problem(index):
+                continue
+            if pattern is not None and not any(pattern.search(name) for name in search_names(index)):
+                continue
+            visible.append(index)
+        return visible
+
+    def _hidden_by_collapse(self) -> list[bool]:
+        """Rows with a collapsed ancestor. Parents usually come first; the stack covers the rest."""
+        collapsed = self.options.collapsed
+        parents = self.listing.parents
+        hidden: list[bool | None] = [None] * len(parents)
+        if not collapsed:
+            return [False] * len(parents)
+        for index in range(len(parents)):
+            if hidden[index] is not None:
+                continue
+            stack = [index]
+            while stack:
+                current = stack[-1]
+                parent = parents[current]
+                if parent is None:
+                    hidden[current] = False
+                    stack.pop()
+                elif parent in collapsed:
+                    hidden[current] = True
+                    stack.pop()
+                elif hidden[parent] is None and parent not in stack:
+                    stack.append(parent)
+                else:
+                    hidden[current] = bool(hidden[parent])
+                    stack.pop()
+        return [bool(value) for value in hidden]
+
+    # -- positions ---------------------------------------------------------------------------
+
+    def position_of(self, row: int) -> int | None:
+        position = bisect_left(self.visible, row)
+        return position if position < len(self.visible) and self.visible[position] == row else None
+
+    def nearest(self, row: int) -> int | None:
+        """The row itself when visible, else the next visible row, else the last one."""
+        if not self.visible:
+            return None
+        position = min(bisect_left(self.visible, row), len(self.visible) - 1)
+        return self.visible[position]
+
+    def row_at(self, position: int) -> int | None:
+        if not self.visible:
+            return None
+        return self.visible[max(0, min(position, len(self.visible) - 1))]
+
+    def find(self, start_row: int, direction: int, predicate: Callable[[int], bool]) -> int | None:
+        """The nearest visible row after (direction 1) or before (-1) ``start_row`` that fits."""
+        position = bisect_left(self.visible, start_row)
+        if direction > 0:
+            if position < len(self.visible) and self.visible[position] == start_row:
+                position += 1
+            candidates = range(position, len(self.visible))
+        else:
+            candidates = range(position - 1, -1, -1)
+        return next((self.visible[candidate] for candidate in candidates if predicate(self.visible[candidate])), None)
