@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tracetui.align import Alignment, Pair
-from tracetui.numeric import TensorDifference, measure
+from tracetui.numeric import TensorDifference, equivalent_shapes, measure
 from tracetui.trace import CallRecord, Leaf, Trace
 
 Status = Literal[
@@ -251,7 +251,7 @@ def pair_leaves(original: list[Leaf], ported: list[Leaf], pair_leftovers_by_orde
 
 def same_shape(original: Leaf, ported: Leaf) -> bool:
     assert original.tensor is not None and ported.tensor is not None
-    return original.tensor.shape == ported.tensor.shape
+    return equivalent_shapes(tuple(original.tensor.shape), tuple(ported.tensor.shape))
 
 
 def measure_row(row: Row) -> None:
@@ -358,10 +358,19 @@ def compare_traces(alignment: Alignment, tolerance: Tolerance = Tolerance()) -> 
 # -- the culprit ---------------------------------------------------------------------------
 
 
+def paired_parent(row: Row, rows: list[Row]) -> int | None:
+    """The nearest enclosing row that is paired: a wrapper that exists on one side only
+    (``encoder.layer.1.output`` around a LayerNorm) must not hide its contents from the descent."""
+    parent = row.parent
+    while parent is not None and not rows[parent].is_paired:
+        parent = rows[parent].parent
+    return parent
+
+
 def find_culprit(rows: list[Row], tolerance: Tolerance, alignment: Alignment) -> tuple[Row | None, str]:
     children: dict[int | None, list[Row]] = {}
     for row in rows:
-        children.setdefault(row.parent, []).append(row)
+        children.setdefault(paired_parent(row, rows), []).append(row)
 
     start = next((row for row in rows if row.introduces), None)
     if start is None:
@@ -412,9 +421,9 @@ def culprit_reason(
         parts.append("its outputs have NaN/Inf where the other side has none")
     else:
         parts.append(f"its outputs do not (max |Δ| {format_difference(output_difference)})")
+    reason = " but ".join(parts)
     if culprit.nondeterministic:
-        parts.append("and its outputs change from one run of the same model to the next (dropout left active?)")
-    reason = ", ".join(parts[:-1]) + " but " + parts[-1] if len(parts) > 1 else parts[0]
+        reason += ", and its outputs change from one run of the same model to the next (dropout left active?)"
     if any(child.is_paired for child in children):
         if first_seen_at_tap is not None:
             reason += f"; no submodule introduces it — it first shows at {first_seen_at_tap.label}"

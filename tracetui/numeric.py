@@ -48,15 +48,15 @@ class TensorDifference:
 
     @property
     def shape_matches(self) -> bool:
-        return self.original_shape == self.ported_shape
+        """Same shape, or the same once size-1 dimensions are dropped ([12, 64] and [1, 12, 64]).
+
+        Ports often add or drop a batch dimension; the values are still comparable one to one.
+        """
+        return equivalent_shapes(self.original_shape, self.ported_shape)
 
     @property
     def dtype_matches(self) -> bool:
         return self.original_dtype == self.ported_dtype
-
-    @property
-    def comparable(self) -> bool:
-        return self.shape_matches
 
     def within(self, atol: float, rtol: float) -> bool:
         """``|p - o| <= atol + rtol * |o|`` for every element, with matching NaN/Inf."""
@@ -79,7 +79,7 @@ class TensorDifference:
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
         original = as_comparable(self._original)
-        ported = as_comparable(self._ported)
+        ported = as_comparable(self._ported).reshape(original.shape)
         both_finite = torch.isfinite(original) & torch.isfinite(ported)
         broken = (ported - original).abs() > atol + rtol * original.abs()
         return int((broken & both_finite).sum())
@@ -95,10 +95,10 @@ def measure(original: torch.Tensor, ported: torch.Tensor) -> TensorDifference:
         _original=original,
         _ported=ported,
     )
-    if original.shape != ported.shape or original.numel() == 0:
+    if not equivalent_shapes(difference.original_shape, difference.ported_shape) or original.numel() == 0:
         return difference
     original_values = as_comparable(original)
-    ported_values = as_comparable(ported)
+    ported_values = as_comparable(ported).reshape(original_values.shape)
     original_finite = torch.isfinite(original_values)
     ported_finite = torch.isfinite(ported_values)
     both_finite = original_finite & ported_finite
@@ -125,6 +125,12 @@ def measure(original: torch.Tensor, ported: torch.Tensor) -> TensorDifference:
     return difference
 
 
+def equivalent_shapes(original: tuple[int, ...], ported: tuple[int, ...]) -> bool:
+    if original == ported:
+        return True
+    return [size for size in original if size != 1] == [size for size in ported if size != 1]
+
+
 def cosine_similarity(original: torch.Tensor, ported: torch.Tensor) -> float:
     original_norm = float(original.norm())
     ported_norm = float(ported.norm())
@@ -138,7 +144,7 @@ def cosine_similarity(original: torch.Tensor, ported: torch.Tensor) -> float:
 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
-    if original.shape != ported.shape:
-        return math.inf
     difference = measure(original, ported)
-    return math.inf if difference.nonfinite_mismatches else difference.max_abs
+    if not difference.shape_matches or difference.nonfinite_mismatches:
+        return math.inf
+    return difference.max_abs

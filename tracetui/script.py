@@ -116,6 +116,8 @@ def import_script(path: Path) -> ModuleType:
     if specification is None or specification.loader is None:
         raise ScriptError(f"{path}: Python cannot load this file as a module.")
     module = importlib.util.module_from_spec(specification)
+    # Registered before it runs, as a normal import would be: @dataclass looks its module up.
+    sys.modules[module_name] = module
     modules_before = set(sys.modules)
     with script_folder_on_path(path):
         try:
