@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command is None:
         parser.print_help()
         return 2
-    console = Console()
+    # Piped into a file or a CI log, rich would wrap at 80 columns; module names need more.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     errors = Console(stderr=True)
     try:
         if arguments.command == "compare":

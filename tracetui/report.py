@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracetui.compare import Comparison, Row, format_difference
+from tracetui.trace import CallRecord
 
 STATUS_STYLES = {
     "match": "green",
@@ -43,8 +44,21 @@ def summary_line(comparison: Comparison) -> str:
     )
 
 
-def row_name(record_name: str, depth: int) -> str:
-    return "  " * depth + record_name
+def call_name(record: CallRecord | None, depth: int) -> Text:
+    if record is None:
+        return Text("—", style="dim")
+    name = " " * depth + record.display_name + (f" #{record.call}" if record.call else "")
+    return Text(name)
+
+
+def class_names(row: Row) -> str:
+    original = row.original.class_name if row.original else None
+    ported = row.ported.class_name if row.ported else None
+    if original == ported or ported is None:
+        return original or ""
+    if original is None:
+        return ported
+    return f"{original} ↔ {ported}"
 
 
 def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
@@ -64,31 +78,32 @@ def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
 
 
 def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("original")
-    table.add_column("ported")
-    table.add_column("call", justify="right")
-    table.add_column("status")
-    table.add_column("in |Δ|", justify="right")
-    table.add_column("out |Δ|", justify="right")
-    previous_index = -1
+    table.add_column("original", overflow="fold")
+    table.add_column("ported", overflow="fold")
+    table.add_column("class", style="dim", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("in |Δ|", justify="right", no_wrap=True)
+    table.add_column("out |Δ|", justify="right", no_wrap=True)
+    previous_index: int | None = None
     for row in rows:
-        if row.index != previous_index + 1 and previous_index >= 0:
-            table.add_row("…", "", "", "", "", "", "", style="dim")
+        if previous_index is not None and row.index != previous_index + 1:
+            table.add_row("…", style="dim")
         previous_index = row.index
         is_culprit = row is comparison.culprit
-        style = "bold red reverse" if is_culprit else ("dim" if row.status == "unmatched" else "")
-        status = Text(("▶ culprit " if is_culprit else "") + row.status, style=STATUS_STYLES[row.status])
+        status = Text(row.status, style=STATUS_STYLES[row.status])
+        if is_culprit:
+            status.append(" ◀ culprit", style="bold red")
         table.add_row(
             str(row.index),
-            row_name(f"{row.original.display_name} ({row.original.class_name})", row.depth) if row.original else "—",
-            row_name(f"{row.ported.display_name} ({row.ported.class_name})", row.depth) if row.ported else "—",
-            str(row.call),
+            call_name(row.original, row.depth),
+            call_name(row.ported, row.depth),
+            class_names(row),
             status,
             format_difference(row.input_max_abs),
             format_difference(row.output_max_abs),
-            style=style,
+            style="bold" if is_culprit else ("dim" if row.status == "unmatched" else ""),
         )
     return table
 
@@ -103,8 +118,7 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
         console.print(Text("MATCH", style="bold green"))
     elif culprit is not None:
         console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (culprit.label, "bold")))
-        classes = f"{culprit.original.class_name if culprit.original else '—'} ↔ {culprit.ported.class_name if culprit.ported else '—'}"
-        console.print(f"  class: {classes}")
+        console.print(f"  class: {class_names(culprit)}", highlight=False)
         console.print(Text(f"  why: {comparison.reason}"))
     else:
         console.print(Text.assemble(("DIVERGED", "bold red"), f"  {comparison.reason}"))
