@@ -343,3 +343,38 @@ def test_assert_match_names_the_culprit() -> None:
         tracetui.assert_match(ported(), original(residual_bug=True), rerun=False)
     comparison = tracetui.assert_match(original(), ported(), rerun=False)
     assert report_document(comparison)["verdict"] == "match"
+
+
+def test_outputs_tracetui_cannot_look_into_are_named_in_a_note() -> None:
+    class Box:
+        """Neither a container nor a dataclass: tracetui cannot see the tensor inside."""
+
+        def __init__(self, tensor: torch.Tensor) -> None:
+            self.tensor = tensor
+
+        def __repr__(self) -> str:
+            return "Box(...)"
+
+    class Boxing(nn.Module):
+        def forward(self, x: torch.Tensor) -> Box:
+            return Box(x * 2)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.boxing = Boxing()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.boxing(x).tensor
+
+    comparison = tracetui.compare((Net(), torch.ones(2)), (Net(), torch.ones(2)), rerun=False)
+    assert comparison.verdict == "match"
+    assert any("Outputs of type Box were recorded by their repr only, not compared" in note for note in comparison.notes)
+    assert comparison.rows[1].ported.outputs[0].value_repr == "Box(...)"
+
+
+def test_show_lists_the_calls_of_one_trace(write_script, capsys) -> None:
+    script = write_script("model.py", "import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(4, 3)\n")
+    assert main(["show", str(script), "--no-tui", "--no-rerun"]) == 0
+    output = capsys.readouterr().out
+    assert "Sequential" in output and "Linear" in output and "ReLU" in output and "output: float32[4, 2]" in output

@@ -6,7 +6,6 @@ Each of ``original`` and ``ported`` may be a model script path, a trace file pat
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
@@ -15,7 +14,7 @@ import torch
 from tracetui.align import align
 from tracetui.compare import Comparison, Tolerance, compare_traces
 from tracetui.errors import ScriptError
-from tracetui.record import record_script, record_twice
+from tracetui.record import Progress, record_script, record_twice
 from tracetui.rename import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, move_to_device
 from tracetui.trace import Trace
@@ -47,12 +46,14 @@ def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu") -
     raise ScriptError(f"cannot compare a {type(source).__name__}: pass a script path, a trace file path, a Trace or (model, inputs).")
 
 
-def record(source: Source, *, rerun: bool = True, seed: int = DEFAULT_SEED, device: str = "cpu") -> Trace:
+def record(
+    source: Source, *, rerun: bool = True, seed: int = DEFAULT_SEED, device: str = "cpu", progress: Progress | None = None
+) -> Trace:
     """Record one model's forward pass (twice, to catch nondeterminism, unless ``rerun=False``)."""
     loaded = load_source(source, seed=seed, device=device)
     if isinstance(loaded, Trace):
         return loaded
-    return record_twice(loaded) if rerun else record_script(loaded)
+    return record_twice(loaded, progress) if rerun else record_script(loaded, progress=progress)
 
 
 def resolve_rename_map(rules: RenameRules) -> RenameMap | None:
@@ -73,16 +74,19 @@ def compare(
     rerun: bool = True,
     seed: int = DEFAULT_SEED,
     device: str = "cpu",
-    on_stage: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Comparison:
     """Record both models, pair their calls, compare them and name the culprit."""
     resolved_map = resolve_rename_map(rename_map)
-    announce = on_stage or (lambda stage: None)
-    announce("recording the original")
-    original_trace = record(original, rerun=rerun, seed=seed, device=device)
-    announce("recording the port")
-    ported_trace = record(ported, rerun=rerun, seed=seed, device=device)
-    announce("comparing")
+    report = progress or (lambda message: None)
+
+    def stage(name: str) -> Progress:
+        report(name)
+        return lambda message: report(f"{name}, {message}")
+
+    original_trace = record(original, rerun=rerun, seed=seed, device=device, progress=stage("recording the original"))
+    ported_trace = record(ported, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"))
+    stage("comparing")
     alignment = align(original_trace, ported_trace, resolved_map)
     return compare_traces(alignment, Tolerance(atol=atol, rtol=rtol))
 

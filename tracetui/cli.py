@@ -138,7 +138,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             rerun=not arguments.no_rerun,
             seed=arguments.seed,
             device=arguments.device,
-            on_stage=lambda stage: status.update(stage + " …"),
+            progress=lambda message: status.update(message + " …"),
         )
     if arguments.json:
         from tracetui.json_report import write_report
@@ -162,8 +162,14 @@ def wants_interface(arguments: argparse.Namespace) -> bool:
 def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     if not api.is_script_path(arguments.script):
         raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
-    with errors.status("recording …"):
-        trace = api.record(arguments.script, rerun=not arguments.no_rerun, seed=arguments.seed, device=arguments.device)
+    with errors.status("recording …") as status:
+        trace = api.record(
+            arguments.script,
+            rerun=not arguments.no_rerun,
+            seed=arguments.seed,
+            device=arguments.device,
+            progress=lambda message: status.update(f"recording, {message} …"),
+        )
     with errors.status(f"saving {len(trace)} calls …"):
         path = save_trace(trace, arguments.output)
     console.print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -25,6 +25,10 @@ from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace
 
 REPR_LIMIT = 80
+PROGRESS_EVERY = 500  # calls between progress updates: frequent enough to see, too rare to cost
+
+# Receives short messages such as "1500 calls" while a long recording runs.
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -40,9 +44,10 @@ class _KeptCopy:
 class Recorder:
     """Collects the calls of one forward pass. Use :meth:`attached` around the pass."""
 
-    def __init__(self, model: torch.nn.Module, source: str) -> None:
+    def __init__(self, model: torch.nn.Module, source: str, progress: Progress | None = None) -> None:
         self.model = model
         self.trace = Trace(source=source)
+        self._progress = progress
         # Calls that have started and not yet returned: (record index, module, its _call_impl frame).
         self._open_calls: list[tuple[int, torch.nn.Module, FrameType]] = []
         self._call_counts: Counter[str] = Counter()
@@ -127,6 +132,8 @@ class Recorder:
         )
         counts[name] += 1
         self.trace.records.append(record)
+        if self._progress is not None and record.index % PROGRESS_EVERY == 0:
+            self._progress(f"{record.index} calls")
         return record
 
     def _leaves(self, named_values: Any, record_index: int) -> list[Leaf]:
@@ -182,9 +189,9 @@ def tap(name: str, value: Any) -> Any:
     return value
 
 
-def record_script(script: ModelScript, seed: int | None = None) -> Trace:
+def record_script(script: ModelScript, seed: int | None = None, progress: Progress | None = None) -> Trace:
     """Run a built model script once with hooks on every module and return its trace."""
-    recorder = Recorder(script.model, script.label)
+    recorder = Recorder(script.model, script.label, progress)
     with recorder.attached():
         script.run(seed=seed)
     trace = recorder.trace
@@ -209,13 +216,16 @@ def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
         )
 
 
-def record_twice(script: ModelScript) -> Trace:
+def record_twice(script: ModelScript, progress: Progress | None = None) -> Trace:
     """Record the model, then run it again with another seed to find nondeterministic calls.
 
     Only the largest run-to-run difference of each call is kept from the second run.
     """
-    trace = record_script(script)
-    second_run = record_script(script, seed=script.seed + 1)
+    def run_progress(run: str) -> Progress | None:
+        return None if progress is None else (lambda message: progress(f"{run}: {message}"))
+
+    trace = record_script(script, progress=run_progress("run 1 of 2"))
+    second_run = record_script(script, seed=script.seed + 1, progress=run_progress("run 2 of 2"))
     attach_rerun_differences(trace, second_run)
     return trace
 
