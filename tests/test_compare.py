@@ -378,3 +378,33 @@ def test_show_lists_the_calls_of_one_trace(write_script, capsys) -> None:
     assert main(["show", str(script), "--no-tui", "--no-rerun"]) == 0
     output = capsys.readouterr().out
     assert "Sequential" in output and "Linear" in output and "ReLU" in output and "output: float32[4, 2]" in output
+
+
+def test_a_one_sided_module_just_before_the_difference_is_pointed_at() -> None:
+    class Block(nn.Module):
+        def __init__(self, extra_norm: bool) -> None:
+            super().__init__()
+            self.first = nn.Linear(4, 4)
+            self.extra_norm = nn.LayerNorm(4) if extra_norm else None
+            self.second = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.first(x)
+            if self.extra_norm is not None:
+                x = self.extra_norm(x)
+            return self.second(x)
+
+    def built(extra_norm: bool) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(Block(extra_norm=False))
+        inputs = torch.randn(2, 4) * 3
+        if extra_norm:
+            ported = nn.Sequential(Block(extra_norm=True))
+            ported.load_state_dict(model.state_dict(), strict=False)
+            model = ported
+        return model, inputs
+
+    comparison = tracetui.compare(built(False), built(True), rerun=False)
+    assert comparison.culprit is not None and comparison.culprit.ported_name == "0"
+    assert "look at its own forward code" in comparison.reason
+    assert "calls with no counterpart that ran just before the difference shows: 0.extra_norm (ported only)" in comparison.reason

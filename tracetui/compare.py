@@ -135,11 +135,9 @@ class Row:
     @property
     def label(self) -> str:
         """Both names, once when they are the same: ``h.2.mlp ↔ model.layers.2.mlp``."""
-        original = self.original.display_name if self.original else "—"
-        ported = self.ported.display_name if self.ported else "—"
-        name = original if original == ported else f"{original} ↔ {ported}"
-        call = self.call
-        return f"{name} (call {call})" if call else name
+        names = [record.display_name for record in (self.original, self.ported) if record is not None]
+        name = names[0] if len(set(names)) == 1 else " ↔ ".join(names)
+        return f"{name} (call {self.call})" if self.call else name
 
     @property
     def input_max_abs(self) -> float | None:
@@ -374,24 +372,35 @@ def find_culprit(rows: list[Row], tolerance: Tolerance, alignment: Alignment) ->
 
     start = next((row for row in rows if row.introduces), None)
     if start is None:
-        first_disagreeing = next((row for row in rows if row.disagrees), None)
-        if first_disagreeing is None:
+        earliest = first_disagreeing(rows)
+        if earliest is None:
             return None, "every paired call's outputs agree within tolerance"
-        return first_disagreeing, no_introducing_call_reason(first_disagreeing, tolerance)
+        return earliest, no_introducing_call_reason(earliest, tolerance)
 
     current = start
-    first_seen_at_tap: Row | None = None
     while True:
-        first_disagreeing_child = next((child for child in children.get(current.index, []) if child.disagrees), None)
-        if first_disagreeing_child is None:
+        child = first_disagreeing(children.get(current.index, []))
+        if child is None or child.kind == "tap" or not child.introduces:
             break
-        if first_disagreeing_child.kind == "tap":
-            first_seen_at_tap = first_disagreeing_child
-            break
-        if not first_disagreeing_child.introduces:
-            break
-        current = first_disagreeing_child
-    return current, culprit_reason(current, tolerance, alignment, children.get(current.index, []), first_seen_at_tap)
+        current = child
+    return current, culprit_reason(current, tolerance, alignment, children.get(current.index, []))
+
+
+def first_disagreeing(rows: list[Row]) -> Row | None:
+    return next((row for row in rows if row.disagrees), None)
+
+
+def one_sided_calls_before(children: list[Row], first_disagreeing_child: Row | None) -> list[Row]:
+    """Calls with no counterpart that ran after the last agreeing child and before the first
+    disagreeing one: where the difference may really start (an extra norm in the port, say)."""
+    stop = len(children) if first_disagreeing_child is None else children.index(first_disagreeing_child)
+    between: list[Row] = []
+    for child in children[:stop]:
+        if child.is_paired:
+            between = []
+        else:
+            between.append(child)
+    return between
 
 
 def format_difference(value: float | None) -> str:
@@ -404,31 +413,33 @@ def format_difference(value: float | None) -> str:
     return f"{value:.2e}"
 
 
-def culprit_reason(
-    culprit: Row, tolerance: Tolerance, alignment: Alignment, children: list[Row], first_seen_at_tap: Row | None
-) -> str:
+def culprit_reason(culprit: Row, tolerance: Tolerance, alignment: Alignment, children: list[Row]) -> str:
+    """Why this call is the culprit, in one paragraph: input Δ, output Δ, and what to check."""
     input_difference = culprit.input_max_abs
-    output_difference = culprit.output_max_abs
     if input_difference is None:
-        parts = ["it has no paired tensor inputs"]
+        inputs = "it has no paired tensor inputs"
     else:
-        parts = [f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {tolerance})"]
+        inputs = f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {tolerance})"
     if culprit.status == "shape_mismatch":
-        shapes = next(pair for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
-        assert shapes.difference is not None
-        parts.append(f"its output shapes differ ({list(shapes.difference.original_shape)} vs {list(shapes.difference.ported_shape)})")
+        shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
+        outputs = f"its output shapes differ ({list(shapes.original_shape)} vs {list(shapes.ported_shape)})"
     elif culprit.status == "nonfinite":
-        parts.append("its outputs have NaN/Inf where the other side has none")
+        outputs = "its outputs have NaN/Inf where the other side has none"
     else:
-        parts.append(f"its outputs do not (max |Δ| {format_difference(output_difference)})")
-    reason = " but ".join(parts)
+        outputs = f"its outputs do not (max |Δ| {format_difference(culprit.output_max_abs)})"
+    reason = f"{inputs} but {outputs}"
     if culprit.nondeterministic:
         reason += ", and its outputs change from one run of the same model to the next (dropout left active?)"
-    if any(child.is_paired for child in children):
-        if first_seen_at_tap is not None:
-            reason += f"; no submodule introduces it — it first shows at {first_seen_at_tap.label}"
-        else:
-            reason += "; none of its submodules introduces it, so look at its own forward code"
+
+    first_disagreeing_child = first_disagreeing(children)
+    if first_disagreeing_child is not None and first_disagreeing_child.kind == "tap":
+        reason += f"; no submodule introduces it — it first shows at {first_disagreeing_child.label}"
+    elif any(child.is_paired for child in children):
+        reason += "; none of its submodules introduces it, so look at its own forward code"
+        one_sided = one_sided_calls_before(children, first_disagreeing_child)
+        if one_sided:
+            names = ", ".join(f"{row.label} ({'original' if row.original else 'ported'} only)" for row in one_sided[:3])
+            reason += f", and at calls with no counterpart that ran just before the difference shows: {names}"
     if input_difference is not None and input_difference > LOOSE_AGREEMENT_FRACTION * tolerance.atol:
         reason += (
             f". Its inputs agree only loosely ({format_difference(input_difference)} against atol {tolerance.atol:g}): "
