@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy
 import torch
 
 # Tensors are compared in float64 whatever their recorded dtype (fp16/bf16/fp32), so the
@@ -116,7 +117,8 @@ def measure(original: torch.Tensor, ported: torch.Tensor) -> TensorDifference:
     nonzero = both_finite & (original_values != 0)
     if bool(nonzero.any()):
         difference.max_rel = float((absolute[nonzero] / original_values[nonzero].abs()).max())
-    difference.worst_index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst_flat), original.shape))
+    # numpy's unravel_index: torch's imports a slow module on first use.
+    difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, tuple(original.shape)))
     difference.worst_original = float(original_values.view(-1)[worst_flat])
     difference.worst_ported = float(ported_values.view(-1)[worst_flat])
     difference.cosine = cosine_similarity(
@@ -144,6 +146,12 @@ def cosine_similarity(original: torch.Tensor, ported: torch.Tensor) -> float:
 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
+    if original.shape == ported.shape:
+        absolute = (as_comparable(ported) - as_comparable(original)).abs()
+        if absolute.numel() == 0:
+            return 0.0
+        if bool(torch.isfinite(absolute).all()):
+            return float(absolute.max())
     difference = measure(original, ported)
     if not difference.shape_matches or difference.nonfinite_mismatches:
         return math.inf
