@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from tracetui import api
+from tracetui.compare import Comparison
 from tracetui.errors import TracetuiError, UsageError
 from tracetui.report import print_report
 from tracetui.script import DEFAULT_SEED
@@ -34,7 +35,17 @@ load or script error.
 examples:
   tracetui compare original.py ported.py --no-tui
   tracetui compare original.py ported.py --map map.toml --json report.json --no-tui
-  tracetui compare original.trace ported.py --atol 1e-4 --no-tui"""
+  tracetui compare original.trace ported.py --atol 1e-4 --no-tui
+  tracetui compare original.py ported.py --break-on-mismatch
+  tracetui compare original.py ported.py --break-at model.layers.0.mlp:2 --side ported
+
+debugger: --break-on-mismatch and --break-at print the headless report, then build the
+chosen side's script again and run it, stopping ipdb at the first line of that module's
+forward on that call, with the real arguments in scope. At the prompt `ctx` holds both
+sides' recorded inputs and outputs for the call: `p ctx`, `p ctx.diff(hidden_states)`,
+`p ctx.diff_output(result)`, `ctx.other.inputs[...]`. `c` runs to the end, `q` stops the
+run; the exit status is the comparison's (0 match, 1 diverged), 2 for an unknown or
+never-run module or a side given as a trace file."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
+    breaking = compare.add_mutually_exclusive_group()
+    breaking.add_argument(
+        "--break-on-mismatch",
+        action="store_true",
+        help="after the report, re-run the --side model and stop ipdb at the first line of the culprit's forward",
+    )
+    breaking.add_argument(
+        "--break-at",
+        metavar="QUALNAME[:CALL]",
+        help="after the report, re-run the --side model and stop ipdb at the first line of this module's forward "
+        "on its CALL-th call (0-based, default 0); QUALNAME is a name of that side's model, (root) for the root",
+    )
+    compare.add_argument(
+        "--side",
+        choices=("original", "ported"),
+        default="ported",
+        help="the model to re-run and stop in for --break-on-mismatch / --break-at (default: %(default)s)",
+    )
     common_run_options(compare)
 
     record = commands.add_parser(
@@ -127,6 +156,7 @@ def check_tolerance(arguments: argparse.Namespace) -> None:
 
 def run_compare(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     check_tolerance(arguments)
+    check_break_options(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     with errors.status("starting") as status:
         comparison = api.compare(
@@ -145,6 +175,9 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
 
         write_report(comparison, arguments.json)
     exit_status = 0 if comparison.verdict == "match" else 1
+    if arguments.break_on_mismatch or arguments.break_at is not None:
+        print_report(comparison, console, full=arguments.full)
+        return run_debugger(arguments, comparison, exit_status, console, errors)
     if wants_interface(arguments):
         from tracetui.tui import open_comparison
 
@@ -152,6 +185,44 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
         return exit_status
     print_report(comparison, console, full=arguments.full)
     return exit_status
+
+
+def check_break_options(arguments: argparse.Namespace) -> None:
+    """Catch debugger option mistakes before the slow comparison."""
+    breaking = arguments.break_on_mismatch or arguments.break_at is not None
+    if not breaking:
+        if arguments.side != "ported":
+            raise UsageError("--side chooses the model to stop in; use it with --break-at or --break-on-mismatch.")
+        return
+    from tracetui.debugger import parse_break_at, require_script
+
+    if arguments.break_at is not None:
+        parse_break_at(arguments.break_at)
+    require_script(arguments.original if arguments.side == "original" else arguments.ported, arguments.side)
+
+
+def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_status: int, console: Console, errors: Console) -> int:
+    """--break-on-mismatch / --break-at: re-run one side and stop ipdb in a module's forward."""
+    from tracetui.debugger import debug_script_call, describe_outcome, find_row, parse_break_at
+    from tracetui.script import load_script
+
+    side = arguments.side
+    script_path = arguments.original if side == "original" else arguments.ported
+    if arguments.break_on_mismatch:
+        if comparison.culprit is None:
+            console.print("nothing to break at: every paired call agrees within tolerance.")
+            return exit_status
+        row = comparison.culprit
+        if (row.original if side == "original" else row.ported) is None:
+            raise UsageError(f"the culprit {row.label} has no {side} call; choose the other side with --side.")
+    with errors.status(f"building {script_path} …"):
+        script = load_script(script_path, seed=arguments.seed, device=arguments.device)
+    if arguments.break_at is not None:
+        name, call = parse_break_at(arguments.break_at)
+        row = find_row(comparison, side, name, call, model_names=lambda: (module_name for module_name, _ in script.model.named_modules()))
+    outcome = debug_script_call(comparison, row, side, script)
+    console.print(describe_outcome(outcome, row, side), highlight=False)
+    return 2 if outcome == "not_reached" else exit_status
 
 
 def wants_interface(arguments: argparse.Namespace) -> bool:
