@@ -9,6 +9,7 @@ come from the :class:`~tracetui.compare.Comparison`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,6 +84,7 @@ class Listing:
     """The lines of the call list; subclasses say what a line holds."""
 
     mode: Literal["comparison", "trace"]
+    source: Comparison | Trace
 
     def __init__(self, parents: list[int | None], depths: list[int]) -> None:
         self.parents = parents
@@ -97,6 +99,12 @@ class Listing:
 
     def search_names(self, index: int) -> tuple[str, ...]:
         raise NotImplementedError
+
+    @functools.cached_property
+    def search_texts(self) -> list[str]:
+        """Each line's names, one per text line, for the `/` filter (searched with re.MULTILINE)."""
+        search_names = self.search_names
+        return ["\n".join(search_names(index)) for index in range(len(self))]
 
     def is_problem(self, index: int) -> bool:
         """Shown by `x` (only rows that do not match)."""
@@ -117,12 +125,17 @@ class Listing:
 class ComparisonListing(Listing):
     mode = "comparison"
 
-    def __init__(self, comparison: Comparison) -> None:
-        self.comparison = comparison
+    def __init__(self, comparison: Comparison, previous: Listing | None = None) -> None:
+        self.comparison = self.source = comparison
         self.rows = comparison.rows
         super().__init__([row.parent for row in self.rows], [row.depth for row in self.rows])
         self.statuses = [row.status for row in self.rows]
         self._culprit = None if comparison.culprit is None else comparison.culprit.index
+        if isinstance(previous, ComparisonListing) and previous.rows is self.rows:
+            # The same rows under another tolerance: the names have not changed.
+            self.search_texts = previous.search_texts
+        else:
+            self.search_texts  # noqa: B018 - computed now, not on the first filter keystroke
 
     @property
     def culprit(self) -> int | None:
@@ -145,17 +158,21 @@ class ComparisonListing(Listing):
         ported = side(row.ported, None if parent is None else parent.ported, full_names)
         is_culprit = index == self._culprit
         output_difference = row.output_max_abs
-        tolerance = self.comparison.tolerance
         return LineCells(
             original=original,
             ported=ported,
             shape=row_shape(row),
             difference=format_difference(output_difference) if row.is_paired else "",
             status=row.status,
-            status_label=CULPRIT_LABEL if is_culprit else STATUS_LABELS[row.status],
+            status_label=culprit_label(row.status) if is_culprit else STATUS_LABELS[row.status],
             is_culprit=is_culprit,
             difference_breaks_tolerance=row.disagrees,
         )
+
+
+def culprit_label(status: str) -> str:
+    """``▶ CULPRIT``; a culprit whose outputs differ in shape or NaN/Inf says so instead."""
+    return CULPRIT_LABEL if status in ("diverged", "inherited") else "▶ " + STATUS_LABELS[status]
 
 
 def side(record: CallRecord | None, parent: CallRecord | None, full_names: bool) -> Side | None:
@@ -180,7 +197,7 @@ class TraceListing(Listing):
     mode = "trace"
 
     def __init__(self, trace: Trace) -> None:
-        self.trace = trace
+        self.trace = self.source = trace
         self.records = trace.records
         super().__init__([record.parent for record in self.records], [record.depth for record in self.records])
 
@@ -203,5 +220,6 @@ class TraceListing(Listing):
         )
 
 
-def make_listing(source: Comparison | Trace) -> Listing:
-    return ComparisonListing(source) if isinstance(source, Comparison) else TraceListing(source)
+def make_listing(source: Comparison | Trace, previous: Listing | None = None) -> Listing:
+    """The listing of a comparison or a trace; ``previous`` lends what a new tolerance does not change."""
+    return ComparisonListing(source, previous) if isinstance(source, Comparison) else TraceListing(source)

@@ -7,10 +7,15 @@ that state redraw themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rich.console import RenderableType
 from textual.message import Message
+from textual.strip import Strip
+
+if TYPE_CHECKING:
+    from tracetui.compare import Comparison
+    from tracetui.tui.listing import Listing
 
 
 @dataclass
@@ -43,7 +48,16 @@ class FilterDone(Message):
 
 @dataclass
 class DetailReady(Message):
-    """The detail pane's worker has described ``row`` (posted from the worker's thread)."""
+    """The detail pane's worker has described a row, laid out in lines (posted from its thread)."""
 
     key: tuple[int, int, int]  # (listing generation, row, width)
-    renderable: RenderableType
+    lines: list[Strip] = field(repr=False)
+
+
+@dataclass
+class Reclassified(Message):
+    """The rows have been re-classified under a new tolerance (posted from the app's worker)."""
+
+    # repr=False: a comparison's repr prints every recorded tensor.
+    comparison: Comparison = field(repr=False)
+    listing: Listing = field(repr=False)

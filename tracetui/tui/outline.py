@@ -11,15 +11,20 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import compress
 
 from tracetui.tui.listing import Listing
 
 
 def compile_filter(text: str) -> re.Pattern[str] | None:
-    """The `/` filter: a regex, case-insensitive unless it has a capital letter. Raises re.error."""
+    """The `/` filter: a regex, case-insensitive unless it has a capital letter. Raises re.error.
+
+    It is searched in each row's names, one name per line, so ``^`` and ``$`` anchor to a name.
+    """
     if not text:
         return None
-    return re.compile(text, 0 if any(character.isupper() for character in text) else re.IGNORECASE)
+    case = 0 if any(character.isupper() for character in text) else re.IGNORECASE
+    return re.compile(text, case | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -36,34 +41,59 @@ class ViewOptions:
         return bool(self.filter_text) or self.only_problems
 
 
-class Outline:
-    """The visible rows of ``listing``, in call order, under ``options``."""
+# A filter made of these only matches fewer rows as it grows: typing narrows the last result.
+LITERAL_FILTER = re.compile(r"[\w.:\- ]*")
 
-    def __init__(self, listing: Listing, options: ViewOptions = ViewOptions()) -> None:
+
+def narrows(previous: ViewOptions, options: ViewOptions) -> bool:
+    """``options`` can only hide rows that ``previous`` showed (a plain filter typed further)."""
+    return (
+        previous.collapsed == options.collapsed
+        and previous.only_problems == options.only_problems
+        and options.filter_text.startswith(previous.filter_text)
+        and LITERAL_FILTER.fullmatch(options.filter_text) is not None
+    )
+
+
+class Outline:
+    """The visible rows of ``listing``, in call order, under ``options``.
+
+    ``previous``, the outline being replaced, lets a filter typed one more letter search only
+    the rows still shown.
+    """
+
+    def __init__(self, listing: Listing, options: ViewOptions = ViewOptions(), previous: Outline | None = None) -> None:
         self.listing = listing
         self.options = options
-        self.visible = self._visible_rows()
+        if previous is not None and previous.listing is listing and previous.options.filter_text and narrows(previous.options, options):
+            self.visible = self._filtered(previous.visible)
+        else:
+            self.visible = self._visible_rows()
 
     def __len__(self) -> int:
         return len(self.visible)
 
+    def _filtered(self, visible: list[int]) -> list[int]:
+        pattern = compile_filter(self.options.filter_text)
+        if pattern is None:
+            return visible
+        texts = self.listing.search_texts
+        if len(visible) == len(self.listing):
+            return list(compress(visible, map(pattern.search, texts)))
+        search = pattern.search
+        return [index for index in visible if search(texts[index])]
+
     def _visible_rows(self) -> list[int]:
         listing = self.listing
-        pattern = compile_filter(self.options.filter_text)
-        hidden = self._hidden_by_collapse()
-        only_problems = self.options.only_problems
-        is_problem = listing.is_problem
-        search_names = listing.search_names
-        visible = []
-        for index in range(len(listing)):
-            if hidden[index]:
-                continue
-            if only_problems and not is_problem(index):
-                continue
-            if pattern is not None and not any(pattern.search(name) for name in search_names(index)):
-                continue
-            visible.append(index)
-        return visible
+        options = self.options
+        visible: list[int] = list(range(len(listing)))
+        if options.collapsed:
+            hidden = self._hidden_by_collapse()
+            visible = [index for index in visible if not hidden[index]]
+        if options.only_problems:
+            is_problem = listing.is_problem
+            visible = [index for index in visible if is_problem(index)]
+        return self._filtered(visible)
 
     def _hidden_by_collapse(self) -> list[bool]:
         """Rows with a collapsed ancestor. Parents usually come first; the stack covers the rest."""

@@ -1,0 +1,87 @@
+"""Comparisons for the interface tests, recorded once per session from small model scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+import tracetui
+from tracetui.compare import Comparison
+from tracetui.trace import Trace
+
+HERE = Path(__file__).parent
+MODELS = HERE / "models"
+sys.path.insert(0, str(MODELS))
+
+
+@pytest.fixture(scope="session")
+def tiny_traces() -> tuple[Trace, Trace]:
+    """The tiny GPT and its port, recorded once; sources shown as relative paths."""
+    original = tracetui.record(MODELS / "original.py", rerun=False)
+    ported = tracetui.record(MODELS / "ported.py", rerun=False)
+    original.source = "models/original.py"
+    ported.source = "models/ported.py"
+    return original, ported
+
+
+@pytest.fixture
+def make_comparison(tiny_traces: tuple[Trace, Trace]) -> Callable[..., Comparison]:
+    """A fresh comparison each call (``t`` re-classifies rows in place, so tests must not share one)."""
+
+    def make(**options: object) -> Comparison:
+        return tracetui.compare(*tiny_traces, rename_map=MODELS / "map.toml", rerun=False, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def comparison(make_comparison: Callable[..., Comparison]) -> Comparison:
+    return make_comparison()
+
+
+@pytest.fixture(scope="session")
+def zoo_traces() -> tuple[Trace, Trace]:
+    from zoo import build_pair
+
+    original, ported = build_pair()
+    return tracetui.record(original, rerun=False), tracetui.record(ported, rerun=False)
+
+
+@pytest.fixture
+def zoo_comparison(zoo_traces: tuple[Trace, Trace]) -> Comparison:
+    return tracetui.compare(*zoo_traces, rerun=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests (the pilot tests) in a fresh event loop, without a plugin."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(pyfuncitem.obj(**arguments))
+    return True
+
+
+async def settle_pilot(pilot: Pilot) -> None:
+    """Let messages, the detail pane's (deferred) worker and the repaint finish."""
+    from tracetui.tui.detail import DetailPane
+
+    await pilot.pause()
+    detail = pilot.app.query_one(DetailPane)
+    for _ in range(200):
+        if not detail.busy:
+            break
+        await pilot.pause(0.02)
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.fixture
+def settle() -> Callable[[Pilot], Awaitable[None]]:
+    return settle_pilot

@@ -1,0 +1,464 @@
+"""Drive the interface like a user: keys and clicks through ``app.run_test()``.
+
+The tiny comparison (models/): 42 rows; row 2 is ``h.0 ↔ layers.0``, row 4 the culprit
+``h.0.attn ↔ layers.0.self_attn`` (the port scales attention scores by 1/head_dim), rows 14,
+27 and 40 the port's unmatched dropouts.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.events import MouseScrollDown
+from textual.widgets import Label
+
+from tracetui.compare import Comparison
+from tracetui.trace import Trace
+from tracetui.tui import TracetuiApp
+from tracetui.tui.call_list import CallList
+from tracetui.tui.detail import DetailPane
+from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
+from tracetui.tui.status_line import StatusLine
+
+CULPRIT = 4
+H0 = 2
+SIZE = (120, 40)
+
+
+def names(app: TracetuiApp, row: int) -> tuple[str | None, str | None]:
+    comparison = app.comparison
+    assert comparison is not None
+    return comparison.rows[row].original_name, comparison.rows[row].ported_name
+
+
+def detail_text(app: TracetuiApp) -> str:
+    return app.query_one(DetailPane).plain_text()
+
+
+def line(app: TracetuiApp, row: int) -> str:
+    return app.query_one(CallList).line_text(row)
+
+
+def header_text(app: TracetuiApp) -> str:
+    return " ".join(str(label.content) for label in app.query("ComparisonHeader Label").results(Label))
+
+
+# -- first screen ------------------------------------------------------------------------
+
+
+async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.visible_rows == list(range(len(comparison.rows)))
+        assert app.selected_row == 0
+        header = header_text(app)
+        assert "models/original.py" in header and "models/ported.py" in header
+        assert "atol 0.001" in header and "DIVERGED" in header
+        assert "h.0.attn ↔ layers.0.self_attn" in header
+        assert "2.26e-01" in header  # the culprit's output Δ
+        culprit_line = line(app, CULPRIT)
+        assert "attn (OriginalAttention)" in culprit_line
+        assert "self_attn (PortedAttention)" in culprit_line
+        assert "1×7×16" in culprit_line and "2.26e-01" in culprit_line and "▶ CULPRIT" in culprit_line
+        assert "inherited" in line(app, 8)
+        assert "unmatched" in line(app, 14) and "dropout (Dropout)" in line(app, 14)
+        assert line(app, 3).startswith("    ") and "ln_1" in line(app, 3)  # indented by depth
+        assert "row 1 of 42" in str(app.query_one(StatusLine).render())
+
+
+# -- moving ------------------------------------------------------------------------------
+
+
+async def test_up_down_and_j_k_move_the_cursor(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("down")
+        assert app.selected_row == 1
+        await pilot.press("j", "j")
+        assert app.selected_row == 3
+        assert names(app, 3) == ("h.0.ln_1", "layers.0.input_layernorm")
+        await pilot.press("k")
+        assert app.selected_row == 2
+        await pilot.press("up", "up", "up")
+        assert app.selected_row == 0  # stops at the top
+
+
+async def test_page_down_and_up_move_a_screenful(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        page = app.query_one(CallList).page_height
+        await pilot.press("pagedown")
+        assert app.selected_row == page
+        assert app.query_one(CallList).scroll_offset.y > 0
+        await pilot.press("pageup")
+        assert app.selected_row == 0
+
+
+async def test_g_and_G_go_to_the_top_and_bottom(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("G")
+        assert app.selected_row == len(comparison.rows) - 1
+        assert names(app, app.selected_row) == ("ln_f", "norm")
+        call_list = app.query_one(CallList)
+        assert call_list.scroll_offset.y == call_list.max_scroll_y
+        await pilot.press("g")
+        assert app.selected_row == 0
+        assert call_list.scroll_offset.y == 0
+
+
+async def test_n_and_N_step_through_diverged_rows(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        assert app.selected_row == H0
+        await pilot.press("n")
+        assert app.selected_row == CULPRIT
+        await pilot.press("n")
+        assert app.selected_row == 8  # the first inherited row: o_proj
+        assert comparison.rows[8].status == "inherited"
+        await pilot.press("N", "N")
+        assert app.selected_row == H0
+        # Unmatched rows are skipped: from row 13 the next stop is 15, not 14.
+        app.selected_row = 13
+        await pilot.press("n")
+        assert app.selected_row == 15
+
+
+async def test_n_at_the_last_diverged_row_stays_and_rings(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("G")
+        last = app.selected_row
+        await pilot.press("n")
+        assert app.selected_row == last
+
+
+async def test_f_jumps_to_the_culprit_and_the_detail_pane_describes_it(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        await settle(pilot)
+        assert app.selected_row == CULPRIT
+        assert names(app, CULPRIT) == ("h.0.attn", "layers.0.self_attn")
+        text = detail_text(app)
+        assert "h.0.attn ↔ layers.0.self_attn" in text and "CULPRIT" in text
+        assert "why: its inputs agree" in text
+        assert "x ↔ hidden_states" in text  # inputs paired by position, named on both sides
+        for heading in ("shape", "dtype", "min", "max", "mean", "std"):
+            assert heading in text
+        assert "max |Δ| 2.26e-01" in text and "max rel" in text and "cosine" in text
+        assert "96 of 112 elements (85.7%) break atol 0.001" in text
+        assert "worst 5" in text and "[0, 2, 12]" in text and "+2.263e-01" in text
+        assert "|Δ| along dim 1 (7)" in text and "|Δ| histogram" in text
+        assert "original [0, :, :]" in text and "ported [0, :, :]" in text
+        assert "[[ 0.5499," in text  # the preview reads like a printed tensor
+
+
+async def test_detail_pane_follows_the_cursor(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "idx ↔ input_ids" in detail_text(app)  # the root's input
+        await pilot.press("j")
+        await settle(pilot)
+        assert "wte ↔ embed_tokens" in detail_text(app)
+        assert "0 of 112 elements (0.0%) break atol 0.001" in detail_text(app)
+        app.selected_row = 14
+        await settle(pilot)
+        assert "only the ported model makes this call" in detail_text(app)
+
+
+# -- folding -----------------------------------------------------------------------------
+
+
+async def test_enter_and_space_fold_and_unfold_a_subtree(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("j", "j")
+        assert app.selected_row == H0
+        assert "▾ h.0" in line(app, H0)
+        await pilot.press("enter")
+        subtree = [row.index for row in comparison.rows if 3 <= row.index <= 14]
+        assert not set(subtree) & set(app.visible_rows)
+        assert app.visible_rows[:4] == [0, 1, 2, 15]
+        assert "▸ h.0" in line(app, H0)
+        assert app.selected_row == H0
+        await pilot.press("j")
+        assert app.selected_row == 15  # the next visible row: h.1
+        await pilot.press("k", "space")
+        assert app.visible_rows == list(range(len(comparison.rows)))
+
+
+async def test_enter_on_a_leaf_does_nothing(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("j")  # wte: no submodules
+        await pilot.press("enter")
+        assert len(app.visible_rows) == len(comparison.rows)
+
+
+async def test_f_unfolds_to_show_a_hidden_culprit(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter")  # fold the root: one row left
+        assert app.visible_rows == [0]
+        await pilot.press("f")
+        assert app.selected_row == CULPRIT
+        assert CULPRIT in app.visible_rows
+
+
+# -- mouse -------------------------------------------------------------------------------
+
+
+async def test_click_selects_a_row_and_clicking_the_marker_folds(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        # Line 0 is the column header; row r is on line r + 1.
+        await pilot.click(CallList, offset=(30, 1 + 3))
+        assert app.selected_row == 3
+        indent = 2 * comparison.rows[H0].depth
+        await pilot.click(CallList, offset=(indent, 1 + H0))
+        assert app.selected_row == H0
+        assert 3 not in app.visible_rows
+
+
+async def test_the_mouse_wheel_scrolls_the_list(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        call_list = app.query_one(CallList)
+        assert call_list.scroll_offset.y == 0
+        # The pilot has no wheel helper; its mouse-event helper sends any mouse event.
+        await pilot._post_mouse_events([MouseScrollDown, MouseScrollDown], CallList, offset=(10, 3))
+        await pilot.pause()
+        assert call_list.scroll_offset.y > 0
+        assert app.selected_row == 0  # scrolling does not move the cursor
+
+
+# -- filtering ---------------------------------------------------------------------------
+
+
+async def test_slash_filters_rows_by_name_and_escape_clears(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash")
+        assert app.focused is app.query_one(StatusLine)
+        await pilot.press(*"mlp")
+        expected = [row.index for row in comparison.rows if any("mlp" in name for name in (row.original_name or "", row.ported_name or ""))]
+        assert app.visible_rows == expected
+        assert app.selected_row in expected
+        await pilot.press("enter")
+        assert app.focused is app.query_one(CallList)
+        assert app.visible_rows == expected  # enter keeps the filter
+        assert "filter /mlp/" in str(app.query_one(StatusLine).render())
+        assert "h.0.mlp (OriginalMLP)" in line(app, 10)  # filtered rows show full names
+        await pilot.press("escape")
+        assert app.visible_rows == list(range(len(comparison.rows)))
+
+
+async def test_the_filter_matches_either_sides_name_as_a_regex(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"q_p")  # only in ported names: layers.N.self_attn.q_proj
+        assert [names(app, row)[1] for row in app.visible_rows] == [f"layers.{n}.self_attn.q_proj" for n in range(3)]
+        await pilot.press("escape")
+        assert app.visible_rows == list(range(len(comparison.rows)))
+        await pilot.press("slash", *"c_[qk]")  # original-only names
+        assert [names(app, row)[0] for row in app.visible_rows] == [f"h.{n}.attn.c_{p}" for n in range(3) for p in "qk"]
+
+
+async def test_an_invalid_regex_keeps_the_last_valid_filter(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"ln_f")
+        assert app.visible_rows == [41]
+        await pilot.press("(")
+        assert app.query_one(StatusLine).has_class("-invalid")
+        assert app.visible_rows == [41]
+
+
+async def test_a_filter_with_no_match_says_so(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"zz", "enter")
+        assert app.visible_rows == []
+        await pilot.press("j", "n", "enter")  # keys on an empty list are harmless
+        await pilot.press("escape")
+        assert len(app.visible_rows) == len(comparison.rows)
+
+
+async def test_x_shows_only_rows_that_do_not_match(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("x")
+        assert app.visible_rows == [row.index for row in comparison.rows if row.status != "match"]
+        assert 1 not in app.visible_rows and 14 in app.visible_rows
+        assert "only rows that do not match" in str(app.query_one(StatusLine).render())
+        await pilot.press("x")
+        assert len(app.visible_rows) == len(comparison.rows)
+
+
+# -- tolerance ---------------------------------------------------------------------------
+
+
+async def test_t_changes_the_tolerance_and_rows_reclassify(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        assert isinstance(app.screen, ToleranceDialog)
+        await pilot.press(*"1", "enter")  # atol 1 (the field's text is selected: typing replaces it)
+        await settle(pilot)
+        assert not isinstance(app.screen, ToleranceDialog)
+        current = app.comparison
+        assert current is not None and current.tolerance.atol == 1.0
+        assert current.verdict == "match" and current.culprit is None
+        assert {row.status for row in current.rows} <= {"match", "unmatched"}
+        assert "MATCH" in header_text(app) and "atol 1" in header_text(app)
+        assert "match" in line(app, CULPRIT) and "CULPRIT" not in line(app, CULPRIT)
+        await pilot.press("f")  # no culprit now
+        assert app.selected_row == 0
+        # Back to a tight tolerance: the culprit returns.
+        await pilot.press("t", *"1e-3", "enter")
+        await settle(pilot)
+        assert app.comparison is not None and app.comparison.culprit is not None
+        assert app.comparison.culprit.index == CULPRIT
+        assert "DIVERGED" in header_text(app)
+
+
+async def test_t_with_rtol(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t", "tab", *"2", "enter")  # atol unchanged, rtol 2
+        await settle(pilot)
+        assert app.comparison is not None
+        assert (app.comparison.tolerance.atol, app.comparison.tolerance.rtol) == (0.001, 2.0)
+        assert "rtol 2" in header_text(app)
+
+
+async def test_t_rejects_bad_numbers_and_escape_cancels(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t", *"-1", "enter")
+        assert isinstance(app.screen, ToleranceDialog)
+        assert "atol must be zero or positive" in str(app.screen.query_one("#tolerance-error", Label).content)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ToleranceDialog)
+        assert app.comparison is comparison
+
+
+# -- panes, help, quitting -----------------------------------------------------------------
+
+
+async def test_d_toggles_the_detail_pane(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = app.query_one(DetailPane)
+        list_height = app.query_one(CallList).size.height
+        assert detail.display
+        await pilot.press("d")
+        await pilot.pause()
+        assert not detail.display
+        assert app.query_one(CallList).size.height > list_height
+        await pilot.press("d")
+        await settle(pilot)
+        assert detail.display and "idx ↔ input_ids" in detail_text(app)
+
+
+async def test_question_mark_opens_the_help_and_escape_closes_it(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = " ".join(str(label.content) for label in app.screen.query(Label).results(Label))
+        assert "jump to the culprit" in help_text and "inherited" in help_text
+        await pilot.press("j")  # keys do not reach the list behind
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.selected_row == 0
+
+
+async def test_q_quits(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+@pytest.mark.parametrize("key", ["b", "B", "m"])
+async def test_reserved_keys_are_not_bound(comparison: Comparison, key: str) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("j", key)
+        assert app.selected_row == 1 and app.is_running
+        bound = {active.binding.key for active in app.active_bindings.values()}
+        assert "j" in bound and key not in bound
+
+
+async def test_tab_moves_focus_to_the_detail_pane_where_j_scrolls(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        await settle(pilot)
+        await pilot.press("tab")
+        assert app.focused is app.query_one(DetailPane)
+        await pilot.press("j", "j")
+        assert app.selected_row == CULPRIT
+        assert app.query_one(DetailPane).scroll_offset.y > 0
+
+
+# -- marks -------------------------------------------------------------------------------
+
+
+async def test_shape_dtype_and_nonfinite_mismatches_are_marked(zoo_comparison: Comparison, settle) -> None:
+    app = TracetuiApp(zoo_comparison)
+    statuses = {row.original_name or row.ported_name: row.status for row in zoo_comparison.rows if row.parent is not None}
+    assert statuses == {
+        "same": "match",
+        "same.linear": "match",
+        "shape": "shape_mismatch",
+        "dtype": "dtype_mismatch",
+        "nan": "nonfinite",
+        "extra": "unmatched",
+    }
+    index = {row.original_name or row.ported_name: row.index for row in zoo_comparison.rows}
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "≠ shape" in line(app, index["shape"]) and "2×6≠2×5" in line(app, index["shape"])
+        assert "≠ dtype" in line(app, index["dtype"])
+        assert "NaN/Inf" in line(app, index["nan"])
+        app.selected_row = index["nan"]
+        await settle(pilot)
+        assert "NaN/Inf mismatches" in detail_text(app)
+        app.selected_row = index["shape"]
+        await settle(pilot)
+        assert "shapes differ: [2, 6] vs [2, 5]" in detail_text(app)
+        app.selected_row = index["dtype"]
+        await settle(pilot)
+        assert "dtypes differ: float32 vs float64" in detail_text(app)
+
+
+# -- one trace (tracetui show) -----------------------------------------------------------
+
+
+async def test_a_single_trace_uses_the_same_list_one_side(tiny_traces: tuple[Trace, Trace], settle) -> None:
+    trace = tiny_traces[0]
+    app = TracetuiApp(trace)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.visible_rows == list(range(len(trace)))
+        assert "tracetui show" in header_text(app) and "models/original.py" in header_text(app)
+        text = line(app, 4)
+        assert "attn (OriginalAttention)" in text and "float32" in text and "Δ" not in text
+        await pilot.press("j", "j", "enter")
+        assert 3 not in app.visible_rows
+        await pilot.press("enter", "slash", *"c_q", "enter")
+        assert [trace.records[row].name for row in app.visible_rows] == [f"h.{n}.attn.c_q" for n in range(3)]
+        await pilot.press("t", "x", "n")  # no tolerance, no statuses here: nothing happens
+        assert not isinstance(app.screen, ToleranceDialog)
+        await settle(pilot)
+        text = detail_text(app)
+        assert "h.0.attn.c_q" in text and "value" in text and "Δ" not in text

@@ -1,0 +1,47 @@
+"""What the screen shows, pinned as SVG snapshots (``pytest --snapshot-update`` to regenerate).
+
+Every snapshot waits for the detail pane's worker, so the pictures do not depend on timing;
+sources are shown as given (relative), and nothing on screen carries a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from textual.pilot import Pilot
+
+from tracetui.compare import Comparison
+from tracetui.tui import TracetuiApp
+
+Settle = Callable[[Pilot], Awaitable[None]]
+
+
+def pressing(settle: Settle, *keys: str) -> Callable[[Pilot], Awaitable[None]]:
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot)
+
+    return run_before
+
+
+def test_first_screen_of_a_diverged_comparison(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 36), run_before=pressing(settle))
+
+
+def test_culprit_selected_with_the_detail_pane(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 44), run_before=pressing(settle, "f"))
+
+
+def test_filter_applied(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    keys = ("slash", *"mlp", "enter")
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 36), run_before=pressing(settle, *keys))
+
+
+def test_help_screen(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 40), run_before=pressing(settle, "question_mark"))
+
+
+def test_narrow_terminal(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(80, 24), run_before=pressing(settle, "f"))

@@ -1,0 +1,222 @@
+"""The app: the one place that holds the interface's state.
+
+State (reactive attributes of :class:`TracetuiApp`):
+
+- ``source``: the :class:`Comparison` (replaced by ``t`` with ``comparison.with_tolerance``),
+  or the :class:`Trace` for ``tracetui show``;
+- ``listing``: the lines derived from it (:mod:`tracetui.tui.listing`);
+- ``view``: the view options (filter text, only-problems, folded rows);
+- ``outline``: the visible rows, derived from ``listing`` and ``view``;
+- ``selected_row``: the row under the cursor (an index into ``comparison.rows``);
+- ``show_detail``: whether the detail pane is shown.
+
+Widgets are bound to these (``data_bind``) and redraw when they change; they ask for changes
+with the messages of :mod:`tracetui.tui.messages`, handled here.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.reactive import reactive
+
+from tracetui.compare import Comparison, Tolerance
+from tracetui.trace import Trace
+from tracetui.tui.call_list import CallList
+from tracetui.tui.detail import DetailPane
+from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
+from tracetui.tui.header import ComparisonHeader
+from tracetui.tui.key_footer import KeyFooter
+from tracetui.tui.listing import Listing, make_listing
+from tracetui.tui.messages import FilterChanged, FilterDone, Reclassified, SelectRow, ToggleRow
+from tracetui.tui.outline import Outline, ViewOptions, compile_filter
+from tracetui.tui.status_line import StatusLine
+
+
+class TracetuiApp(App[None]):
+    """Browse a comparison (``tracetui compare``) or one model's trace (``tracetui show``)."""
+
+    CSS_PATH = Path(__file__).with_name("tracetui.tcss")
+    TITLE = "tracetui"
+    ENABLE_COMMAND_PALETTE = False
+    AUTO_FOCUS = "CallList"
+
+    # b and B are reserved for the debugger, m for manual pairing: bind nothing to them.
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("slash", "filter", "filter", key_display="/"),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("x", "only_problems", "problems"),
+        Binding("t", "tolerance", "tolerance"),
+        Binding("d", "toggle_detail", "detail"),
+    ]
+
+    # repaint=False: the app itself draws nothing; the widgets bound to these redraw what changed.
+    source: reactive[Comparison | Trace] = reactive(None, always_update=True, init=False, repaint=False)  # type: ignore[arg-type]
+    listing: reactive[Listing] = reactive(None, always_update=True, init=False, repaint=False)  # type: ignore[arg-type]
+    view: reactive[ViewOptions] = reactive(ViewOptions, init=False, repaint=False)
+    outline: reactive[Outline] = reactive(None, always_update=True, init=False, repaint=False)  # type: ignore[arg-type]
+    selected_row: reactive[int] = reactive(0, init=False, repaint=False)
+    show_detail: reactive[bool] = reactive(True, init=False, repaint=False)
+
+    def __init__(self, source: Comparison | Trace, *, freeze_garbage_collector: bool = False) -> None:
+        super().__init__()
+        self.freeze_garbage_collector = freeze_garbage_collector
+        listing = make_listing(source)
+        self.set_reactive(TracetuiApp.source, source)
+        self.set_reactive(TracetuiApp.listing, listing)
+        self.set_reactive(TracetuiApp.outline, Outline(listing, ViewOptions()))
+
+    # -- convenience for callers and tests --------------------------------------------------
+
+    @property
+    def comparison(self) -> Comparison | None:
+        return self.source if isinstance(self.source, Comparison) else None
+
+    @property
+    def is_comparison(self) -> bool:
+        return isinstance(self.source, Comparison)
+
+    @property
+    def visible_rows(self) -> list[int]:
+        return self.outline.visible
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield ComparisonHeader(id="header").data_bind(TracetuiApp.source)
+        with Vertical(id="rows-pane"):
+            yield CallList(id="calls").data_bind(TracetuiApp.outline, cursor_row=TracetuiApp.selected_row)
+            yield StatusLine(id="status").data_bind(TracetuiApp.outline, row=TracetuiApp.selected_row)
+        yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
+        yield KeyFooter(id="footer")
+
+    def on_ready(self) -> None:
+        if self.freeze_garbage_collector:
+            # Everything made so far (the recorded traces, the widgets) lives until the app
+            # quits. Frozen, the collector no longer walks it: a full collection over the
+            # objects of a 20,000-call comparison takes 0.1-0.3 s, a stall in the middle of a key.
+            gc.freeze()
+            # And full collections become ten times rarer: each one is a stall.
+            young, middle, old = gc.get_threshold()
+            gc.set_threshold(young, middle, old * 10)
+
+    # -- derived state ----------------------------------------------------------------------
+
+    def watch_source(self, source: Comparison | Trace) -> None:
+        if self.listing.source is not source:
+            self.listing = make_listing(source, self.listing)
+
+    def watch_listing(self, listing: Listing) -> None:
+        self.outline = Outline(listing, self.view)
+
+    def watch_view(self, view: ViewOptions) -> None:
+        self.outline = Outline(self.listing, view, previous=self.outline)
+
+    def watch_outline(self, outline: Outline) -> None:
+        if outline.position_of(self.selected_row) is None:
+            nearest = outline.nearest(self.selected_row)
+            if nearest is not None:
+                self.selected_row = nearest
+
+    # -- requests from the widgets ----------------------------------------------------------
+
+    def on_select_row(self, message: SelectRow) -> None:
+        self.reveal(message.row)
+        self.selected_row = message.row
+
+    def on_toggle_row(self, message: ToggleRow) -> None:
+        self.view = self.view.toggled(message.row)
+
+    def on_filter_changed(self, message: FilterChanged) -> None:
+        status_line = self.query_one(StatusLine)
+        try:
+            compile_filter(message.text)
+        except re.error:
+            status_line.add_class("-invalid")
+            return
+        status_line.remove_class("-invalid")
+        self.view = replace(self.view, filter_text=message.text)
+
+    def on_filter_done(self, message: FilterDone) -> None:
+        if not message.keep:
+            self.view = replace(self.view, filter_text="")
+        self.close_filter_line()
+
+    def reveal(self, row: int) -> None:
+        """Unfold the row's ancestors, and drop filters that hide it (f to a filtered-out culprit)."""
+        if self.outline.position_of(row) is not None:
+            return
+        view = self.view
+        ancestors = set()
+        parent = self.listing.parents[row]
+        while parent is not None:
+            ancestors.add(parent)
+            parent = self.listing.parents[parent]
+        if view.collapsed & ancestors:
+            view = replace(view, collapsed=view.collapsed - ancestors)
+        if Outline(self.listing, view).position_of(row) is None and view.is_filtered:
+            view = replace(view, filter_text="", only_problems=False)
+            self.close_filter_line()
+            self.notify("filters cleared to show the row", timeout=3)
+        self.view = view
+
+    # -- app-wide keys ----------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A single trace has no tolerance and no statuses: t and x are hidden there."""
+        return self.is_comparison or action not in ("tolerance", "only_problems")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_filter(self) -> None:
+        self.query_one(StatusLine).start(self.view.filter_text)
+
+    def close_filter_line(self) -> None:
+        status_line = self.query_one(StatusLine)
+        status_line.remove_class("-invalid")
+        status_line.stop()
+        self.query_one(CallList).focus()
+
+    def action_clear_filter(self) -> None:
+        if self.view.filter_text:
+            self.view = replace(self.view, filter_text="")
+
+    def action_only_problems(self) -> None:
+        self.view = replace(self.view, only_problems=not self.view.only_problems)
+
+    def action_toggle_detail(self) -> None:
+        self.show_detail = not self.show_detail
+        if not self.show_detail:
+            self.query_one(CallList).focus()
+
+    def action_tolerance(self) -> None:
+        comparison = self.comparison
+        if comparison is not None:
+            self.push_screen(ToleranceDialog(comparison.tolerance), self.apply_tolerance)
+
+    def apply_tolerance(self, tolerance: Tolerance | None) -> None:
+        comparison = self.comparison
+        if tolerance is None or comparison is None or tolerance == comparison.tolerance:
+            return
+        self.reclassify(comparison, tolerance)
+
+    # An explicit description: Textual would otherwise repr() the arguments — the whole comparison.
+    @work(thread=True, exclusive=True, group="tolerance", description="re-classify the rows")
+    def reclassify(self, comparison: Comparison, tolerance: Tolerance) -> None:
+        """``with_tolerance`` re-classifies every row (no model is re-run): 0.3 s for 20,000 rows."""
+        reclassified = comparison.with_tolerance(tolerance)
+        self.post_message(Reclassified(reclassified, make_listing(reclassified, self.listing)))
+
+    def on_reclassified(self, message: Reclassified) -> None:
+        self.listing = message.listing
+        self.source = message.comparison

@@ -1,0 +1,398 @@
+"""The call list: one line per paired module call, drawn with Textual's Line API.
+
+Only the lines on screen are rendered (``render_line`` returns one :class:`Strip` each, kept
+in an LRU cache), so 20,000 rows cost what 40 do. The first line is a fixed column header.
+The list owns no state: the outline (which rows are visible) and the cursor row are bound to
+the app's reactives; keys and clicks post requests (:mod:`tracetui.tui.messages`) to the app.
+Colours come from the component classes, styled in ``tracetui.tcss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tracetui.tui.lines import component_style, set_virtual_size
+from tracetui.tui.listing import Listing
+from tracetui.tui.messages import SelectRow, ToggleRow
+from tracetui.tui.outline import Outline
+
+INDENT = 2
+MAX_INDENT_FRACTION = 0.4  # of a name column
+MARKER_WIDTH = 2
+EXPANDED, COLLAPSED, LEAF = "▾ ", "▸ ", "  "
+ROW_STYLES = {"diverged": "diverged", "inherited": "inherited", "unmatched": "unmatched"}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column widths for one list width; names share what the fixed columns leave."""
+
+    original: int
+    ported: int
+    shape: int
+    difference: int
+    status: int
+
+    @classmethod
+    def for_width(cls, width: int, mode: str) -> Columns:
+        if mode == "trace":
+            shape, dtype = (16, 9) if width >= 60 else (0, 9)
+            name = max(8, width - shape - dtype - (2 if shape else 1))
+            return cls(name, 0, shape, dtype, 0)
+        shape = 14 if width >= 90 else (11 if width >= 64 else 0)
+        difference, status = 9, 10
+        gaps = 4 if shape else 3
+        names = max(16, width - shape - difference - status - gaps)
+        return cls(names - names // 2, names // 2, shape, difference, status)
+
+
+def fit(parts: list[tuple[str, Style]], width: int) -> list[Segment]:
+    """Segments filling exactly ``width`` cells; text that does not fit ends with an ellipsis."""
+    if width <= 0:
+        return []
+    total = sum(cell_len(text) for text, _ in parts)
+    if total <= width:
+        segments = [Segment(text, style) for text, style in parts if text]
+        padding_style = parts[-1][1] if parts else Style()
+        if total < width:
+            segments.append(Segment(" " * (width - total), padding_style))
+        return segments
+    segments = []
+    room = width - 1
+    last_style = parts[0][1]
+    for text, style in parts:
+        if room <= 0:
+            break
+        length = cell_len(text)
+        if length > room:
+            text = set_cell_size(text, room)
+            length = room
+        segments.append(Segment(text, style))
+        room -= length
+        last_style = style
+    segments.append(Segment("…", last_style))
+    return segments
+
+
+class CallList(ScrollView, can_focus=True):
+    """The rows of the comparison (or the calls of one trace), in call order, as a tree."""
+
+    BINDINGS = [
+        Binding("up,k", "move(-1)", "up", show=False),
+        Binding("down,j", "move(1)", "down", show=False),
+        Binding("pageup", "page(-1)", "page up", show=False),
+        Binding("pagedown", "page(1)", "page down", show=False),
+        Binding("g,home", "first", "top", show=False),
+        Binding("G,end", "last", "bottom", show=False),
+        Binding("n", "next_divergence(1)", "next Δ"),
+        Binding("N", "next_divergence(-1)", "previous Δ", show=False),
+        Binding("f", "culprit", "culprit"),
+        Binding("enter,space", "toggle", "fold", show=False),
+    ]
+
+    COMPONENT_CLASSES = {
+        "call-list--header",
+        "call-list--cursor",
+        "call-list--cursor-culprit",
+        "call-list--class",
+        "call-list--marker",
+        "call-list--shape",
+        "call-list--delta",
+        "call-list--delta-bad",
+        "call-list--delta-inherited",
+        "call-list--missing",
+        "call-list--empty",
+        "call-list--row-culprit",
+        "call-list--row-diverged",
+        "call-list--row-inherited",
+        "call-list--row-unmatched",
+        "call-list--status-culprit",
+        "call-list--status-match",
+        "call-list--status-diverged",
+        "call-list--status-inherited",
+        "call-list--status-shape_mismatch",
+        "call-list--status-dtype_mismatch",
+        "call-list--status-unmatched",
+        "call-list--status-nonfinite",
+        "call-list--status-nondeterministic",
+    }
+
+    outline: reactive[Outline | None] = reactive(None, repaint=False, always_update=True)
+    cursor_row: reactive[int] = reactive(0, repaint=False)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._strips: LRUCache[tuple[int, bool, int, bool], Strip] = LRUCache(maxsize=2000)
+        self._styles: dict[str, Style] = {}
+        self._page_scroll: int | None = None  # where pageup/pagedown wants the view
+
+    # -- state from the app -----------------------------------------------------------------
+
+    @property
+    def listing(self) -> Listing | None:
+        return None if self.outline is None else self.outline.listing
+
+    def watch_outline(self, outline: Outline | None) -> None:
+        self._strips.clear()
+        self._update_virtual_size()
+        self.refresh()
+        self.follow_cursor(center=True)
+
+    def watch_cursor_row(self, previous: int, row: int) -> None:
+        for line_row in (previous, row):
+            position = self._position(line_row)
+            if position is not None:
+                self.refresh_line(position + 1)
+        self.follow_cursor()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._strips.clear()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._strips.clear()
+        self._update_virtual_size()
+        self.follow_cursor(center=True)
+
+    def _update_virtual_size(self) -> None:
+        rows = 0 if self.outline is None else len(self.outline)
+        set_virtual_size(self, Size(self.line_width, rows + 1))
+
+    def _position(self, row: int) -> int | None:
+        return None if self.outline is None else self.outline.position_of(row)
+
+    @property
+    def page_height(self) -> int:
+        """Rows on screen under the column header."""
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def follow_cursor(self, center: bool = False) -> None:
+        """Scroll the least that shows the cursor; jumps further than a line land mid-screen."""
+        position = self._position(self.cursor_row)
+        if position is None or self.size.height == 0:
+            return
+        height = self.page_height
+        if self._page_scroll is not None:
+            # pageup/pagedown: the view moves by the same page as the cursor, in the same frame.
+            target, self._page_scroll = self._page_scroll, None
+            if target <= position < target + height:
+                self.scroll_to(y=target, animate=False)
+                return
+        top = round(self.scroll_offset.y)
+        if top <= position < top + height:
+            return
+        if not center and position == top - 1:
+            target = position
+        elif not center and position == top + height:
+            target = position - height + 1
+        else:
+            target = position - height // 2
+        self.scroll_to(y=max(0, target), animate=False)
+
+    # -- actions: requests to the app -------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A single trace has no statuses and no culprit: n, N and f are hidden there."""
+        is_trace = self.listing is not None and self.listing.mode == "trace"
+        return not (is_trace and action in ("next_divergence", "culprit"))
+
+    def _select_position(self, position: int) -> None:
+        if self.outline is None:
+            return
+        row = self.outline.row_at(position)
+        if row is not None:
+            self.post_message(SelectRow(row))
+
+    def _cursor_position(self) -> int:
+        if self.outline is None:
+            return 0
+        position = self.outline.position_of(self.cursor_row)
+        if position is None:
+            nearest = self.outline.nearest(self.cursor_row)
+            position = 0 if nearest is None else self.outline.position_of(nearest) or 0
+        return position
+
+    def action_move(self, delta: int) -> None:
+        self._select_position(self._cursor_position() + delta)
+
+    def action_page(self, direction: int) -> None:
+        if self.outline is None:
+            return
+        page = self.page_height
+        position = max(0, min(len(self.outline) - 1, self._cursor_position() + direction * page))
+        self._page_scroll = max(0, min(self.max_scroll_y, round(self.scroll_offset.y) + direction * page))
+        self._select_position(position)
+
+    def action_first(self) -> None:
+        self._select_position(0)
+
+    def action_last(self) -> None:
+        if self.outline is not None:
+            self._select_position(len(self.outline) - 1)
+
+    def action_next_divergence(self, direction: int) -> None:
+        if self.outline is None:
+            return
+        row = self.outline.find(self.cursor_row, direction, self.outline.listing.is_divergence)
+        if row is None:
+            self.app.bell()
+            self.notify("no diverged row " + ("below" if direction > 0 else "above"), timeout=2)
+            return
+        self.post_message(SelectRow(row))
+
+    def action_culprit(self) -> None:
+        culprit = None if self.listing is None else self.listing.culprit
+        if culprit is None:
+            self.app.bell()
+            self.notify("no culprit: every paired call agrees within the tolerance", timeout=3)
+            return
+        self.post_message(SelectRow(culprit))
+
+    def action_toggle(self) -> None:
+        if self._position(self.cursor_row) is None:
+            return  # the cursor row is filtered out: nothing on screen to fold
+        if self.listing is not None and self.listing.child_counts[self.cursor_row]:
+            self.post_message(ToggleRow(self.cursor_row))
+
+    def on_click(self, event: events.Click) -> None:
+        if self.outline is None or event.y < 1:
+            return
+        position = round(self.scroll_offset.y) + event.y - 1
+        row = self.outline.row_at(position) if position < len(self.outline) else None
+        if row is None:
+            return
+        self.post_message(SelectRow(row))
+        indent = self._indent(row, Columns.for_width(self.line_width, self.outline.listing.mode).original)
+        if self.listing is not None and self.listing.child_counts[row] and indent <= event.x < indent + MARKER_WIDTH:
+            self.post_message(ToggleRow(row))
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def style(self, name: str) -> Style:
+        """A component class's own style (colours only), cached until the CSS changes."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = component_style(self, f"call-list--{name}")
+        return style
+
+    def _indent(self, row: int, column_width: int) -> int:
+        assert self.listing is not None
+        return min(self.listing.depths[row] * INDENT, int(column_width * MAX_INDENT_FRACTION))
+
+    @property
+    def line_width(self) -> int:
+        """The width of a line: the widget less its scrollbar."""
+        return self.scrollable_content_region.width
+
+    def render_line(self, y: int) -> Strip:
+        width = self.line_width
+        base = self.rich_style
+        if y == 0:
+            return self._header_strip(width, base)
+        outline = self.outline
+        position = round(self.scroll_offset.y) + y - 1
+        if outline is None or position >= len(outline):
+            if y == 1 and outline is not None and not len(outline):
+                message = "no rows to show — escape clears the filter, x shows every row"
+                return Strip(fit([(message, base + self.style("empty"))], width), width)
+            return Strip.blank(width, base)
+        row = outline.visible[position]
+        is_cursor = row == self.cursor_row
+        key = (row, is_cursor, width, outline.options.is_filtered)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._line_strip(row, is_cursor, width, base, outline)
+        return strip
+
+    def _header_strip(self, width: int, base: Style) -> Strip:
+        listing = self.listing
+        mode = "comparison" if listing is None else listing.mode
+        columns = Columns.for_width(width, mode)
+        style = base + self.style("header")
+        if mode == "trace":
+            titles = [("module (class)", columns.original), ("output", columns.shape), ("dtype", columns.difference)]
+        else:
+            titles = [
+                ("original (class)", columns.original),
+                ("ported (class)", columns.ported),
+                ("output", columns.shape),
+                ("max |Δ|".rjust(columns.difference), columns.difference),
+                ("status", columns.status),
+            ]
+        segments: list[Segment] = []
+        for title, column_width in titles:
+            if column_width:
+                if segments:
+                    segments.append(Segment(" ", style))
+                segments += fit([(title, style)], column_width)
+        segments += fit([("", style)], width - sum(segment.cell_length for segment in segments))
+        return Strip(segments, width)
+
+    def _line_strip(self, row: int, is_cursor: bool, width: int, base: Style, outline: Outline) -> Strip:
+        listing = outline.listing
+        cells = listing.cells(row, full_names=outline.options.is_filtered)
+        columns = Columns.for_width(width, listing.mode)
+        line_style = base
+        if cells.is_culprit:
+            line_style += self.style("row-culprit")
+        elif cells.status in ROW_STYLES:
+            line_style += self.style("row-" + ROW_STYLES[cells.status])
+        if is_cursor:
+            line_style += self.style("cursor-culprit" if cells.is_culprit else "cursor")
+
+        marker = LEAF
+        if listing.child_counts[row]:
+            marker = COLLAPSED if row in outline.options.collapsed else EXPANDED
+        indent = " " * self._indent(row, columns.original)
+        # Inherited and unmatched rows keep their own muted colour for the class too.
+        muted_row = cells.status in ("inherited", "unmatched") and not cells.is_culprit
+        class_style = line_style if muted_row else line_style + self.style("class")
+        marker_style = line_style + self.style("marker")
+
+        def name_cell(side: object, lead: str, column_width: int) -> list[Segment]:
+            if side is None:
+                return fit([(indent + lead, line_style), ("—", line_style + self.style("missing"))], column_width)
+            parts = [(indent, line_style), (lead, marker_style), (side.name, line_style), (f" ({side.class_name})", class_style)]  # type: ignore[attr-defined]
+            return fit(parts, column_width)
+
+        segments = name_cell(cells.original, marker, columns.original)
+        gap = Segment(" ", line_style)
+        if listing.mode == "trace":
+            if columns.shape:
+                segments += [gap, *fit([(cells.shape, line_style + self.style("shape"))], columns.shape)]
+            segments += [gap, *fit([(cells.dtype, line_style + self.style("shape"))], columns.difference)]
+        else:
+            segments += [gap, *name_cell(cells.ported, LEAF, columns.ported)]
+            if columns.shape:
+                shape_style = line_style + self.style("status-shape_mismatch" if cells.status == "shape_mismatch" else "shape")
+                segments += [gap, *fit([(cells.shape, shape_style)], columns.shape)]
+            if cells.is_culprit:
+                delta_style = line_style
+            elif cells.difference_breaks_tolerance:
+                delta_style = line_style + self.style("delta-inherited" if cells.status == "inherited" else "delta-bad")
+            else:
+                delta_style = line_style + self.style("delta")
+            segments += [gap, *fit([(cells.difference.rjust(columns.difference), delta_style)], columns.difference)]
+            status_style = line_style + self.style("status-culprit" if cells.is_culprit else f"status-{cells.status}")
+            segments += [gap, *fit([(cells.status_label, status_style)], columns.status)]
+        used = sum(segment.cell_length for segment in segments)
+        if used < width:
+            segments.append(Segment(" " * (width - used), line_style))
+        return Strip(segments, width).crop(0, width)
+
+    def line_text(self, row: int) -> str:
+        """The plain text of ``row``'s line at the current width (for tests and the bench)."""
+        assert self.outline is not None
+        return self._line_strip(row, False, self.line_width, Style(), self.outline).text

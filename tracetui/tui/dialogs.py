@@ -1,0 +1,125 @@
+"""The two screens over the list: the tolerance dialog (`t`) and the help screen (`?`)."""
+
+from __future__ import annotations
+
+import math
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+from tracetui.compare import Tolerance
+from tracetui.tui.listing import CULPRIT_LABEL, STATUS_LABELS
+
+
+def parse_tolerance(atol_text: str, rtol_text: str) -> Tolerance:
+    """Two non-negative numbers; raises ValueError with a sentence to show."""
+    values = []
+    for name, text in (("atol", atol_text), ("rtol", rtol_text)):
+        try:
+            value = float(text.strip() or "0")
+        except ValueError:
+            raise ValueError(f"{name} must be a number such as 1e-3 (got {text!r})") from None
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be zero or positive and finite (got {text})")
+        values.append(value)
+    return Tolerance(atol=values[0], rtol=values[1])
+
+
+class ToleranceDialog(ModalScreen[Tolerance | None]):
+    """atol and rtol; enter applies (the rows re-classify at once), escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    AUTO_FOCUS = "#atol"
+
+    def __init__(self, tolerance: Tolerance) -> None:
+        super().__init__()
+        self.tolerance = tolerance
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="tolerance-dialog"):
+            yield Label("Tolerance: |ported − original| ≤ atol + rtol·|original|", classes="dialog-title")
+            with Horizontal(classes="field"):
+                yield Label("atol", classes="field-name")
+                yield Input(f"{self.tolerance.atol:g}", id="atol", compact=True)
+            with Horizontal(classes="field"):
+                yield Label("rtol", classes="field-name")
+                yield Input(f"{self.tolerance.rtol:g}", id="rtol", compact=True)
+            yield Label("", id="tolerance-error")
+            yield Label("enter applies · tab next field · escape cancels", classes="dialog-hint")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            tolerance = parse_tolerance(self.query_one("#atol", Input).value, self.query_one("#rtol", Input).value)
+        except ValueError as error:
+            self.query_one("#tolerance-error", Label).update(str(error))
+            return
+        self.dismiss(tolerance)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+KEYS = [
+    ("↑ ↓  j k", "move the cursor"),
+    ("pgup pgdn", "a page up or down"),
+    ("g G  home end", "first or last row"),
+    ("n N", "next or previous diverged row"),
+    ("f", "jump to the culprit (the first call that introduces the difference)"),
+    ("enter space", "fold or unfold the selected row's submodules (click ▸/▾ too)"),
+    ("/", "filter rows by name: a regex over both sides' names; enter keeps it"),
+    ("escape", "clear the filter"),
+    ("x", "only rows that do not match (x again shows all)"),
+    ("t", "change atol / rtol: rows re-classify at once"),
+    ("d", "show or hide the detail pane"),
+    ("tab", "move focus between the list and the detail pane"),
+    ("?", "this help"),
+    ("q", "quit"),
+]
+
+LEGEND = [
+    ("culprit", CULPRIT_LABEL, "inputs agree, outputs do not: the difference starts here"),
+    ("diverged", STATUS_LABELS["diverged"], "inputs agree, outputs do not (an enclosing call of the culprit, or a later one)"),
+    ("inherited", STATUS_LABELS["inherited"], "outputs differ because the inputs already did"),
+    ("shape_mismatch", STATUS_LABELS["shape_mismatch"], "output shapes differ"),
+    ("dtype_mismatch", STATUS_LABELS["dtype_mismatch"], "values agree, dtypes differ"),
+    ("nonfinite", STATUS_LABELS["nonfinite"], "NaN or Inf where the other side has a number"),
+    ("nondeterministic", STATUS_LABELS["nondeterministic"], "changes from one run of the same model to the next"),
+    ("unmatched", STATUS_LABELS["unmatched"], "only one model makes this call (a --map rule may pair it)"),
+    ("match", STATUS_LABELS["match"], "outputs agree within the tolerance"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys, colours, and what `n` stops at."""
+
+    BINDINGS = [
+        Binding("escape,q,question_mark", "close", "close"),
+    ]
+    AUTO_FOCUS = "#help"
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Label("tracetui — keys", classes="dialog-title")
+            for keys, meaning in KEYS:
+                with Horizontal(classes="help-line"):
+                    yield Label(keys, classes="help-key")
+                    yield Label(meaning, classes="help-meaning")
+            yield Label("status colours", classes="dialog-title legend-title")
+            for status, label, meaning in LEGEND:
+                with Horizontal(classes="help-line"):
+                    yield Label(label, classes=f"help-status -{status}")
+                    yield Label(meaning, classes="help-meaning")
+            yield Static(
+                "n/N stop at every paired row that does not match: diverged, inherited, shape, dtype, "
+                "NaN/Inf and nondeterministic rows (unmatched rows have nothing to compare). "
+                "Reserved: m (manual pairing), b/B (debugger).",
+                classes="help-note",
+            )
+            yield Label("escape, q or ? closes", classes="dialog-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

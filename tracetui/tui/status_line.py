@@ -1,0 +1,122 @@
+"""The line under the call list: where the cursor is and which filters apply — and, after `/`,
+the filter being typed.
+
+One line that edits in place, rather than an ``Input`` shown over it: typing then redraws one
+line of the screen instead of laying out the whole screen on every key.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tracetui.tui.lines import component_style
+from tracetui.tui.messages import FilterChanged, FilterDone
+from tracetui.tui.outline import Outline
+
+FILTER_HINT = "  regex over both sides' names · enter keeps · escape clears"
+
+
+class StatusLine(Widget, can_focus=False):
+    """``row 5 of 42 · filter /mlp/``; after `/`, ``/mlp▏`` with the filter applied as you type."""
+
+    BINDINGS = [
+        Binding("enter", "done(True)", "keep filter", show=False),
+        Binding("escape", "done(False)", "clear filter", show=False),
+        Binding("backspace", "delete(1)", "delete", show=False),
+        Binding("ctrl+w", "delete_word", "delete word", show=False),
+        Binding("ctrl+u", "delete(-1)", "delete all", show=False),
+    ]
+    COMPONENT_CLASSES = {"status-line--prompt", "status-line--cursor", "status-line--hint", "status-line--filter"}
+
+    outline: reactive[Outline | None] = reactive(None, always_update=True)
+    row: reactive[int] = reactive(0)
+    editing: reactive[bool] = reactive(False)
+    text: reactive[str] = reactive("")
+
+    # -- editing ----------------------------------------------------------------------------
+
+    def start(self, text: str) -> None:
+        """Edit the filter, starting from ``text``."""
+        self.text = text
+        self.editing = True
+        self.focus()
+
+    def stop(self) -> None:
+        self.editing = False
+
+    def watch_editing(self, editing: bool) -> None:
+        self.can_focus = editing  # out of the tab order unless a filter is being typed
+        self.set_class(editing, "-editing")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.editing
+
+    def _set_text(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.post_message(FilterChanged(text))
+
+    def action_done(self, keep: bool) -> None:
+        self.post_message(FilterDone(keep=keep))
+
+    def action_delete(self, count: int) -> None:
+        self._set_text("" if count < 0 else self.text[:-count])
+
+    def action_delete_word(self) -> None:
+        stripped = self.text.rstrip()
+        cut = max(stripped.rfind(separator) for separator in " ./") + 1
+        self._set_text(stripped[:cut])
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.editing and event.is_printable and event.character:
+            event.stop()
+            event.prevent_default()
+            self._set_text(self.text + event.character)
+
+    def _on_paste(self, event: events.Paste) -> None:
+        if self.editing and event.text:
+            event.stop()
+            self._set_text(self.text + event.text.splitlines()[0])
+
+    def on_blur(self) -> None:
+        if self.editing:  # clicked away: keep what was typed
+            self.post_message(FilterDone(keep=True))
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    def render(self) -> Text:
+        if self.editing:
+            line = Text("/", component_style(self, "status-line--prompt"), no_wrap=True, overflow="ellipsis")
+            line.append(self.text)
+            line.append(" ", component_style(self, "status-line--cursor"))
+            line.append(FILTER_HINT, component_style(self, "status-line--hint"))
+            return line
+        return self.status()
+
+    def status(self) -> Text:
+        outline = self.outline
+        line = Text(no_wrap=True, overflow="ellipsis")
+        if outline is None:
+            return line
+        total = len(outline.listing)
+        position = outline.position_of(self.row)
+        line.append(f"row {position + 1} of {len(outline)}" if position is not None else f"{len(outline)} rows shown")
+        if len(outline) != total:
+            line.append(f" · {total} in all")
+        options = outline.options
+        filter_style = component_style(self, "status-line--filter")
+        if options.filter_text:
+            line.append(" · ")
+            line.append(f"filter /{options.filter_text}/", filter_style)
+            line.append(" (escape clears)")
+        if options.only_problems:
+            line.append(" · ")
+            line.append("only rows that do not match", filter_style)
+            line.append(" (x shows all)")
+        if options.collapsed:
+            line.append(f" · {len(options.collapsed)} folded")
+        return line
