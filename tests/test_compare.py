@@ -408,3 +408,28 @@ def test_a_one_sided_module_just_before_the_difference_is_pointed_at() -> None:
     assert comparison.culprit is not None and comparison.culprit.ported_name == "0"
     assert "look at its own forward code" in comparison.reason
     assert "calls with no counterpart that ran just before the difference shows: 0.extra_norm (ported only)" in comparison.reason
+
+
+def test_a_new_tolerance_leaves_the_old_comparison_as_it_was() -> None:
+    comparison = tracetui.compare(ported(), original(residual_bug=True), rerun=False)
+    statuses = [row.status for row in comparison.rows]
+    looser = comparison.with_tolerance(Tolerance(atol=100.0))
+    assert looser.verdict == "match" and looser.culprit is None
+    assert [row.status for row in comparison.rows] == statuses
+    assert comparison.verdict == "diverged" and comparison.culprit is not None
+    assert len(repr(comparison)) < 2000
+
+
+def test_tuple_outputs_pair_by_position_so_a_changed_shape_shows() -> None:
+    class Pair(nn.Module):
+        def __init__(self, flatten: bool) -> None:
+            super().__init__()
+            self.flatten = flatten
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            first = x.reshape(-1) if self.flatten else x
+            return first, x.reshape(-1) * 0
+
+    comparison = tracetui.compare((Pair(False), torch.ones(2, 3)), (Pair(True), torch.ones(2, 3)), rerun=False)
+    assert comparison.rows[0].status == "shape_mismatch"
+    assert comparison.culprit is not None and "output shapes differ ([2, 3] vs [6])" in comparison.reason

@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tracetui.align import Alignment, Pair
+from tracetui.memory import garbage_collection_paused
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure
 from tracetui.trace import CallRecord, Leaf, Trace
 
@@ -91,8 +92,8 @@ class Row:
     pairing: Pair
     depth: int
     parent: int | None  # row index
-    inputs: list[LeafPair] = field(default_factory=list)
-    outputs: list[LeafPair] = field(default_factory=list)
+    inputs: list[LeafPair] = field(default_factory=list, repr=False)
+    outputs: list[LeafPair] = field(default_factory=list, repr=False)
     status: Status = "match"
     inputs_agree: bool = True
     outputs_agree: bool = True
@@ -165,11 +166,11 @@ def largest_difference(pairs: Iterable[LeafPair]) -> float | None:
 class Comparison:
     """The outcome of comparing two traces: rows, the verdict and the culprit with its reason."""
 
-    original: Trace
-    ported: Trace
-    alignment: Alignment
+    original: Trace = field(repr=False)
+    ported: Trace = field(repr=False)
+    alignment: Alignment = field(repr=False)
     tolerance: Tolerance
-    rows: list[Row]
+    rows: list[Row] = field(repr=False)
     culprit: Row | None
     reason: str
     notes: list[str] = field(default_factory=list)
@@ -182,8 +183,11 @@ class Comparison:
         return Counter(row.status for row in self.rows)
 
     def with_tolerance(self, tolerance: Tolerance) -> Comparison:
-        """Re-classify every row under another tolerance, reusing the measured differences."""
-        return classify(self.alignment, tolerance, measured_rows=self.rows)
+        """Re-classify every row under another tolerance, reusing the measured differences.
+
+        This comparison is left as it was: the new one has its own rows (sharing the leaves).
+        """
+        return classify(self.alignment, tolerance, measured_rows=[replace(row) for row in self.rows])
 
     def row_of(self, side: Literal["original", "ported"], record_index: int) -> Row | None:
         for row in self.rows:
@@ -196,7 +200,9 @@ class Comparison:
 # -- pairing leaves ------------------------------------------------------------------------
 
 
-def pair_leaves(original: list[Leaf], ported: list[Leaf], pair_leftovers_by_order: bool) -> list[LeafPair]:
+def pair_leaves(
+    original: list[Leaf], ported: list[Leaf], pair_leftovers_by_order: bool, pair_names_across_shapes: bool = False
+) -> list[LeafPair]:
     """Pair tensor leaves by name (same shape), then in order among same-shaped tensors.
 
     Leftovers are paired by order (and so reported as shape mismatches) only when
@@ -211,7 +217,7 @@ def pair_leaves(original: list[Leaf], ported: list[Leaf], pair_leftovers_by_orde
     ported_position_by_name = {leaf.name: position for position, leaf in enumerate(ported_tensors)}
     for position, leaf in enumerate(original_tensors):
         ported_position = ported_position_by_name.get(leaf.name)
-        if ported_position is not None and same_shape(leaf, ported_tensors[ported_position]):
+        if ported_position is not None and (pair_names_across_shapes or same_shape(leaf, ported_tensors[ported_position])):
             partner[position] = ported_position
             taken.add(ported_position)
     for position, leaf in enumerate(original_tensors):
@@ -261,7 +267,16 @@ def measure_row(row: Row) -> None:
     row.inputs = pair_leaves(
         row.original.inputs, row.ported.inputs, pair_leftovers_by_order=len(original_inputs) == len(ported_inputs)
     )
-    row.outputs = pair_leaves(row.original.outputs, row.ported.outputs, pair_leftovers_by_order=True)
+    original_outputs = row.original.tensor_outputs()
+    ported_outputs = row.ported.tensor_outputs()
+    # Outputs in the same structure pair by name whatever their shapes, so that a changed
+    # shape shows as a shape mismatch rather than pairing with another same-shaped leaf.
+    row.outputs = pair_leaves(
+        row.original.outputs,
+        row.ported.outputs,
+        pair_leftovers_by_order=True,
+        pair_names_across_shapes=[leaf.name for leaf in original_outputs] == [leaf.name for leaf in ported_outputs],
+    )
 
 
 # -- classification ------------------------------------------------------------------------
@@ -326,7 +341,10 @@ def build_rows(alignment: Alignment) -> list[Row]:
 
 def classify(alignment: Alignment, tolerance: Tolerance, measured_rows: list[Row] | None = None) -> Comparison:
     """Give every row a status under ``tolerance`` and find the culprit."""
-    rows = measured_rows if measured_rows is not None else build_rows(alignment)
+    if measured_rows is None:
+        with garbage_collection_paused():
+            measured_rows = build_rows(alignment)
+    rows = measured_rows
     for row in rows:
         if row.is_paired:
             row.inputs_agree = leaves_agree(row.inputs, tolerance)

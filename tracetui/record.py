@@ -20,6 +20,7 @@ import torch
 
 from tracetui.errors import RecordingError
 from tracetui.flatten import flatten, name_arguments
+from tracetui.memory import garbage_collection_paused
 from tracetui.numeric import max_abs_difference
 from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace
@@ -192,7 +193,7 @@ def tap(name: str, value: Any) -> Any:
 def record_script(script: ModelScript, seed: int | None = None, progress: Progress | None = None) -> Trace:
     """Run a built model script once with hooks on every module and return its trace."""
     recorder = Recorder(script.model, script.label, progress)
-    with recorder.attached():
+    with garbage_collection_paused(), recorder.attached():
         script.run(seed=seed)
     trace = recorder.trace
     trace.seed = script.seed if seed is None else seed

@@ -26,7 +26,7 @@ class Leaf:
     """
 
     name: str
-    tensor: torch.Tensor | None = None
+    tensor: torch.Tensor | None = field(default=None, repr=False)
     value_type: str = ""
     value_repr: str = ""
     # Where this tensor came from, when it is the very tensor an earlier call produced:
@@ -55,8 +55,8 @@ class CallRecord:
     depth: int
     parent: int | None  # index of the enclosing call's record
     kind: RecordKind = "module"
-    inputs: list[Leaf] = field(default_factory=list)
-    outputs: list[Leaf] = field(default_factory=list)
+    inputs: list[Leaf] = field(default_factory=list, repr=False)
+    outputs: list[Leaf] = field(default_factory=list, repr=False)
     finished: bool = False  # False when the forward raised inside this call
 
     @property
@@ -77,13 +77,13 @@ class Trace:
     """All calls of one forward pass of one model, plus where it came from."""
 
     source: str  # the script or trace file it was recorded from, for headers and errors
-    records: list[CallRecord] = field(default_factory=list)
+    records: list[CallRecord] = field(default_factory=list, repr=False)
     seed: int = 0
     torch_version: str = torch.__version__
     # The same model run a second time with another seed: the largest output difference of
     # each record between the two runs (None when the model was run once).
-    rerun_output_diff: list[float] | None = None
-    rerun_input_diff: list[float] | None = None
+    rerun_output_diff: list[float] | None = field(default=None, repr=False)
+    rerun_input_diff: list[float] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.records)
