@@ -131,8 +131,8 @@ class ComparisonListing(Listing):
         super().__init__([row.parent for row in self.rows], [row.depth for row in self.rows])
         self.statuses = [row.status for row in self.rows]
         self._culprit = None if comparison.culprit is None else comparison.culprit.index
-        if isinstance(previous, ComparisonListing) and previous.rows is self.rows:
-            # The same rows under another tolerance: the names have not changed.
+        if isinstance(previous, ComparisonListing) and previous.comparison.alignment is comparison.alignment:
+            # The same pairing under another tolerance: the names have not changed.
             self.search_texts = previous.search_texts
         else:
             self.search_texts  # noqa: B018 - computed now, not on the first filter keystroke
