@@ -71,12 +71,17 @@ def compare(
     atol: float = 1e-3,
     rtol: float = 0.0,
     rename_map: RenameRules = None,
+    infer: bool = True,
     rerun: bool = True,
     seed: int = DEFAULT_SEED,
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> Comparison:
-    """Record both models, pair their calls, compare them and name the culprit."""
+    """Record both models, pair their calls, compare them and name the culprit.
+
+    Calls are paired by equal names and ``rename_map`` first, then (unless ``infer=False``)
+    automatically by structure, kind, names and values: no map is needed to begin with.
+    """
     resolved_map = resolve_rename_map(rename_map)
     report = progress or (lambda message: None)
 
@@ -87,7 +92,7 @@ def compare(
     original_trace = record(original, rerun=rerun, seed=seed, device=device, progress=stage("recording the original"))
     ported_trace = record(ported, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"))
     stage("comparing")
-    alignment = align(original_trace, ported_trace, resolved_map)
+    alignment = align(original_trace, ported_trace, resolved_map, infer=infer, atol=atol)
     return compare_traces(alignment, Tolerance(atol=atol, rtol=rtol))
 
 

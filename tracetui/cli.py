@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from tracetui import api
+from tracetui.commands import add_align_command, add_weights_command, run_align, run_weights
 from tracetui.compare import Comparison
 from tracetui.errors import TracetuiError, UsageError
 from tracetui.report import print_report
@@ -74,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("ported", metavar="PORTED", help="ported model script (.py) or trace file")
     compare.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default: %(default)g)")
     compare.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default: %(default)g)")
-    compare.add_argument("--map", metavar="MAP.toml", help='rename map: rename = [["regex", "replacement"], ...] applied to original names')
+    compare.add_argument(
+        "--map",
+        metavar="MAP.toml",
+        help='rename map: rename = [["regex", "replacement"], ...] applied to original names; calls it leaves unpaired '
+        "are paired automatically (default: no map, pair everything automatically; see `tracetui align`)",
+    )
+    compare.add_argument("--no-infer", action="store_true", help="pair calls only by equal names and the --map, not automatically")
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
@@ -119,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("source", metavar="SCRIPT|TRACEFILE")
     show.add_argument("--no-tui", action="store_true", help="print the calls instead of opening the interface")
     common_run_options(show)
+
+    add_align_command(commands)
+    add_weights_command(commands)
     return parser
 
 
@@ -136,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_compare(arguments, console, errors)
         if arguments.command == "record":
             return run_record(arguments, console, errors)
+        if arguments.command == "align":
+            return run_align(arguments, console, errors)
+        if arguments.command == "weights":
+            return run_weights(arguments, console, errors)
         return run_show(arguments, console, errors)
     except TracetuiError as error:
         if arguments.debug:
@@ -165,6 +179,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             atol=arguments.atol,
             rtol=arguments.rtol,
             rename_map=rename_map,
+            infer=not arguments.no_infer,
             rerun=not arguments.no_rerun,
             seed=arguments.seed,
             device=arguments.device,

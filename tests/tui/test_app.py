@@ -388,7 +388,7 @@ async def test_q_quits(comparison: Comparison) -> None:
         assert not app.is_running
 
 
-@pytest.mark.parametrize("key", ["b", "B", "m"])
+@pytest.mark.parametrize("key", ["m"])
 async def test_reserved_keys_are_not_bound(comparison: Comparison, key: str) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:

@@ -16,7 +16,8 @@ SHOW_CURSOR = "\x1b[?25h"
 
 
 def spawn(*arguments: str) -> pexpect.spawn:
-    environment = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    # PROMPT_TOOLKIT_NO_CPR: ipdb's prompt would wait for a cursor-position answer pexpect never gives.
+    environment = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", "PROMPT_TOOLKIT_NO_CPR": "1"}
     environment.pop("NO_COLOR", None)
     return pexpect.spawn(
         sys.executable,
@@ -62,3 +63,29 @@ def test_show_opens_the_interface_for_one_trace() -> None:
         child.close()
     assert child.exitstatus == 0
     assert LEAVE_ALTERNATE_SCREEN in (child.before or "")[-400:]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_b_suspends_the_interface_for_ipdb_and_comes_back() -> None:
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun")
+    child.delayafterread = None
+    try:
+        child.expect("CULPRIT")
+        child.send("f")  # select the culprit
+        child.send("b")  # and break in its forward, ported side
+        child.expect("ipdb>", timeout=120)
+        child.sendline("p ctx.side, ctx.row.index")
+        child.expect(r"\('ported', \d+\)")
+        child.sendline("c")  # finish the run: the interface comes back
+        child.expect("DIVERGED", timeout=120)
+        child.expect("debugger: the run finished")
+        child.send("?")  # and answers keys
+        child.expect("status colours")
+        child.send("?")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    tail = (child.before or "")[-400:]
+    assert LEAVE_ALTERNATE_SCREEN in tail and SHOW_CURSOR in tail, repr(tail)

@@ -27,7 +27,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
 
-from tracetui.compare import Comparison, Tolerance
+from tracetui.compare import Comparison, Row, Tolerance
+from tracetui.debugger import Side, debug_call, describe_outcome
+from tracetui.errors import TracetuiError
 from tracetui.trace import Trace
 from tracetui.tui.call_list import CallList
 from tracetui.tui.detail import DetailPane
@@ -48,8 +50,11 @@ class TracetuiApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     AUTO_FOCUS = "CallList"
 
-    # b and B are reserved for the debugger, m for manual pairing: bind nothing to them.
+    # m is reserved for manual pairing: bind nothing to it.
     BINDINGS = [
+        Binding("b", "break_selected", "debug here"),
+        Binding("B", "break_culprit", "debug culprit", show=False),
+        Binding("s", "switch_side", "side", show=False),
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("slash", "filter", "filter", key_display="/"),
@@ -66,6 +71,7 @@ class TracetuiApp(App[None]):
     outline: reactive[Outline] = reactive(None, always_update=True, init=False, repaint=False)  # type: ignore[arg-type]
     selected_row: reactive[int] = reactive(0, init=False, repaint=False)
     show_detail: reactive[bool] = reactive(True, init=False, repaint=False)
+    debug_side: reactive[Side] = reactive("ported", init=False, repaint=False)
 
     def __init__(self, source: Comparison | Trace, *, freeze_garbage_collector: bool = False) -> None:
         super().__init__()
@@ -172,8 +178,45 @@ class TracetuiApp(App[None]):
     # -- app-wide keys ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """A single trace has no tolerance and no statuses: t and x are hidden there."""
-        return self.is_comparison or action not in ("tolerance", "only_problems")
+        """A single trace has no tolerance, statuses or other side: t, x, b, B and s are off there."""
+        return self.is_comparison or action not in ("tolerance", "only_problems", "break_selected", "break_culprit", "switch_side")
+
+    # -- the debugger -----------------------------------------------------------------------
+
+    def action_switch_side(self) -> None:
+        self.debug_side = "original" if self.debug_side == "ported" else "ported"
+        self.notify(f"b and B now re-run the {self.debug_side} model", timeout=3)
+
+    def action_break_selected(self) -> None:
+        comparison = self.comparison
+        if comparison is not None:
+            self.break_in(comparison, comparison.rows[self.selected_row])
+
+    def action_break_culprit(self) -> None:
+        comparison = self.comparison
+        if comparison is None:
+            return
+        if comparison.culprit is None:
+            self.notify("no culprit: every paired call agrees, nothing to break at", severity="warning")
+            return
+        self.selected_row = comparison.culprit.index
+        self.reveal(comparison.culprit.index)
+        self.break_in(comparison, comparison.culprit)
+
+    def break_in(self, comparison: Comparison, row: Row) -> None:
+        """Suspend the interface, re-run one side in ipdb at this row's call, then come back here."""
+        side = self.debug_side
+        if (row.ported if side == "ported" else row.original) is None:
+            self.notify(f"{row.label} has no {side} call: press s to switch to the other side", severity="warning")
+            return
+        message, severity = "", "information"
+        with self.suspend():
+            try:
+                outcome = debug_call(comparison, row, side)
+                message = describe_outcome(outcome, row, side)
+            except TracetuiError as error:
+                message, severity = error.message, "error"
+        self.notify(message, severity=severity, timeout=6)  # type: ignore[arg-type]
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

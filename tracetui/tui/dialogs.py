@@ -75,6 +75,9 @@ KEYS = [
     ("x", "only rows that do not match (x again shows all)"),
     ("t", "change atol / rtol: rows re-classify at once"),
     ("d", "show or hide the detail pane"),
+    ("b", "debug: re-run the model and stop ipdb in the selected module's forward, on this call"),
+    ("B", "debug: the same at the culprit"),
+    ("s", "switch the side b and B re-run: ported (default) or original"),
     ("tab", "move focus between the list and the detail pane"),
     ("?", "this help"),
     ("q", "quit"),
@@ -116,7 +119,9 @@ class HelpScreen(ModalScreen[None]):
             yield Static(
                 "n/N stop at every paired row that does not match: diverged, inherited, shape, dtype, "
                 "NaN/Inf and nondeterministic rows (unmatched rows have nothing to compare). "
-                "Reserved: m (manual pairing), b/B (debugger).",
+                "In ipdb, `p ctx` shows both sides' recorded tensors for the call and `p ctx.diff(x)` "
+                "compares a live tensor with the other side; c finishes the run, q abandons it — either way "
+                "tracetui comes back where it was. Reserved: m (manual pairing).",
                 classes="help-note",
             )
             yield Label("escape, q or ? closes", classes="dialog-hint")
