@@ -433,3 +433,35 @@ def test_tuple_outputs_pair_by_position_so_a_changed_shape_shows() -> None:
     comparison = tracetui.compare((Pair(False), torch.ones(2, 3)), (Pair(True), torch.ones(2, 3)), rerun=False)
     assert comparison.rows[0].status == "shape_mismatch"
     assert comparison.culprit is not None and "output shapes differ ([2, 3] vs [6])" in comparison.reason
+
+
+def test_inputs_in_broadcast_equivalent_shapes_agree() -> None:
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) + mask
+
+    class Net(nn.Module):
+        def __init__(self, expand_mask: bool) -> None:
+            super().__init__()
+            self.masked = Masked()
+            self.expand_mask = expand_mask
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mask = torch.zeros(1, 4)
+            if self.expand_mask:
+                mask = mask.expand(3, 4).contiguous()
+            return self.masked(x, mask)
+
+    def built(expand_mask: bool) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        return Net(expand_mask), torch.randn(3, 4)
+
+    comparison = tracetui.compare(built(False), built(True), rerun=False)
+    assert comparison.verdict == "match"
+    masked = next(row for row in comparison.rows if row.ported_name == "masked")
+    mask_pair = next(pair for pair in masked.inputs if pair.name == "mask")
+    assert mask_pair.difference.broadcast_shape == (3, 4) and mask_pair.difference.shape_matches

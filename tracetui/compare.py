@@ -201,7 +201,11 @@ class Comparison:
 
 
 def pair_leaves(
-    original: list[Leaf], ported: list[Leaf], pair_leftovers_by_order: bool, pair_names_across_shapes: bool = False
+    original: list[Leaf],
+    ported: list[Leaf],
+    pair_leftovers_by_order: bool,
+    pair_names_across_shapes: bool = False,
+    broadcast: bool = False,
 ) -> list[LeafPair]:
     """Pair tensor leaves by name (same shape), then in order among same-shaped tensors.
 
@@ -240,7 +244,7 @@ def pair_leaves(
         if position in partner:
             counterpart = ported_tensors[partner[position]]
             assert leaf.tensor is not None and counterpart.tensor is not None
-            pairs.append(LeafPair(leaf, counterpart, measure(leaf.tensor, counterpart.tensor)))
+            pairs.append(LeafPair(leaf, counterpart, measure(leaf.tensor, counterpart.tensor, broadcast=broadcast)))
         else:
             pairs.append(LeafPair(leaf, None))
     pairs += [LeafPair(None, leaf) for position, leaf in enumerate(ported_tensors) if position not in taken]
@@ -265,7 +269,10 @@ def measure_row(row: Row) -> None:
     # Inputs: an extra argument on one side is not evidence of a difference; but when both
     # sides pass the same number of tensors, a shape change is.
     row.inputs = pair_leaves(
-        row.original.inputs, row.ported.inputs, pair_leftovers_by_order=len(original_inputs) == len(ported_inputs)
+        row.original.inputs,
+        row.ported.inputs,
+        pair_leftovers_by_order=len(original_inputs) == len(ported_inputs),
+        broadcast=True,  # masks are often given in different but broadcast-equivalent shapes
     )
     original_outputs = row.original.tensor_outputs()
     ported_outputs = row.ported.tensor_outputs()
@@ -499,8 +506,8 @@ def general_notes(comparison: Comparison) -> list[str]:
     paired = sum(1 for row in comparison.rows if row.is_paired)
     if counts["unmatched"] and paired <= 1:
         notes.append(
-            f"Only {paired} call(s) could be paired by name; {counts['unmatched']} are unmatched. "
-            "Pass a rename map with --map (see the README) to pair modules whose names differ."
+            f"Only {paired} call(s) could be paired; {counts['unmatched']} are unmatched. "
+            "Pass a rename map with --map (`tracetui align ORIG PORTED -o map.toml` writes a first one to edit)."
         )
     sources = [row for row in comparison.rows if row.nondeterministic]
     if sources:

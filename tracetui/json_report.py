@@ -32,6 +32,7 @@ def row_entry(row: Row) -> dict[str, Any]:
         "kind": row.kind,
         "depth": row.depth,
         "pairing": row.pairing.method,
+        "confidence": row.pairing.confidence,
     }
 
 

@@ -43,6 +43,9 @@ class TensorDifference:
     nonfinite_mismatches: int = 0
     nonfinite_original: int = 0
     nonfinite_ported: int = 0
+    # Set when differing shapes were compared after broadcasting (an attention mask given as
+    # [2, 1, 1, 10] on one side and [2, 1, 10, 10] on the other holds the same information).
+    broadcast_shape: tuple[int, ...] | None = None
     _original: torch.Tensor | None = field(default=None, repr=False)
     _ported: torch.Tensor | None = field(default=None, repr=False)
     _counts_by_tolerance: dict[tuple[float, float], int] = field(default_factory=dict, repr=False)
@@ -53,7 +56,7 @@ class TensorDifference:
 
         Ports often add or drop a batch dimension; the values are still comparable one to one.
         """
-        return equivalent_shapes(self.original_shape, self.ported_shape)
+        return self.broadcast_shape is not None or equivalent_shapes(self.original_shape, self.ported_shape)
 
     @property
     def dtype_matches(self) -> bool:
@@ -79,14 +82,30 @@ class TensorDifference:
 
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
-        original = as_comparable(self._original)
-        ported = as_comparable(self._ported).reshape(original.shape)
+        original, ported = comparable_pair(self._original, self._ported, self.broadcast_shape)
         both_finite = torch.isfinite(original) & torch.isfinite(ported)
         broken = (ported - original).abs() > atol + rtol * original.abs()
         return int((broken & both_finite).sum())
 
 
-def measure(original: torch.Tensor, ported: torch.Tensor) -> TensorDifference:
+def comparable_pair(
+    original: torch.Tensor, ported: torch.Tensor, broadcast_shape: tuple[int, ...] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    original_values = as_comparable(original)
+    if broadcast_shape is not None:
+        return original_values.expand(broadcast_shape), as_comparable(ported).expand(broadcast_shape)
+    return original_values, as_comparable(ported).reshape(original_values.shape)
+
+
+def broadcast_shape_of(original: torch.Tensor, ported: torch.Tensor) -> tuple[int, ...] | None:
+    try:
+        return tuple(torch.broadcast_shapes(original.shape, ported.shape))
+    except RuntimeError:
+        return None
+
+
+def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = False) -> TensorDifference:
+    """How ``ported`` differs from ``original``; ``broadcast`` allows comparing broadcastable shapes."""
     difference = TensorDifference(
         original_shape=tuple(original.shape),
         ported_shape=tuple(ported.shape),
@@ -96,10 +115,14 @@ def measure(original: torch.Tensor, ported: torch.Tensor) -> TensorDifference:
         _original=original,
         _ported=ported,
     )
-    if not equivalent_shapes(difference.original_shape, difference.ported_shape) or original.numel() == 0:
+    if not equivalent_shapes(difference.original_shape, difference.ported_shape):
+        difference.broadcast_shape = broadcast_shape_of(original, ported) if broadcast else None
+        if difference.broadcast_shape is None:
+            return difference
+        difference.numel = math.prod(difference.broadcast_shape)
+    if difference.numel == 0:
         return difference
-    original_values = as_comparable(original)
-    ported_values = as_comparable(ported).reshape(original_values.shape)
+    original_values, ported_values = comparable_pair(original, ported, difference.broadcast_shape)
     original_finite = torch.isfinite(original_values)
     ported_finite = torch.isfinite(ported_values)
     both_finite = original_finite & ported_finite
@@ -112,15 +135,15 @@ def measure(original: torch.Tensor, ported: torch.Tensor) -> TensorDifference:
         difference.nonfinite_ported = int((original_finite & ~ported_finite).sum())
     absolute = torch.where(both_finite, (ported_values - original_values).abs(), 0.0)
     worst_flat = int(absolute.argmax())
-    difference.max_abs = float(absolute.view(-1)[worst_flat])
+    difference.max_abs = float(absolute.reshape(-1)[worst_flat])
     difference.mean_abs = float(absolute.mean())
     nonzero = both_finite & (original_values != 0)
     if bool(nonzero.any()):
         difference.max_rel = float((absolute[nonzero] / original_values[nonzero].abs()).max())
     # numpy's unravel_index: torch's imports a slow module on first use.
-    difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, tuple(original.shape)))
-    difference.worst_original = float(original_values.view(-1)[worst_flat])
-    difference.worst_ported = float(ported_values.view(-1)[worst_flat])
+    difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, tuple(original_values.shape)))
+    difference.worst_original = float(original_values.reshape(-1)[worst_flat])
+    difference.worst_ported = float(ported_values.reshape(-1)[worst_flat])
     difference.cosine = cosine_similarity(
         torch.where(both_finite, original_values, 0.0), torch.where(both_finite, ported_values, 0.0)
     )
