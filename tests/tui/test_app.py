@@ -7,10 +7,13 @@ The tiny comparison (models/): 42 rows; row 2 is ``h.0 ↔ layers.0``, row 4 the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from textual.events import MouseScrollDown
 from textual.widgets import Label
 
+import tracetui
 from tracetui.compare import Comparison
 from tracetui.trace import Trace
 from tracetui.tui import TracetuiApp
@@ -22,6 +25,7 @@ from tracetui.tui.status_line import StatusLine
 CULPRIT = 4
 H0 = 2
 SIZE = (120, 40)
+MODELS = Path(__file__).parent / "models"
 
 
 def names(app: TracetuiApp, row: int) -> tuple[str | None, str | None]:
@@ -388,14 +392,39 @@ async def test_q_quits(comparison: Comparison) -> None:
         assert not app.is_running
 
 
-@pytest.mark.parametrize("key", ["m"])
-async def test_reserved_keys_are_not_bound(comparison: Comparison, key: str) -> None:
-    app = TracetuiApp(comparison)
+async def test_m_pairs_two_unmatched_rows_by_hand_unpairs_and_w_writes_the_map(
+    tiny_traces: tuple[Trace, Trace], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracetui.rename import load_rename_map
+
+    rules = [rule for rule in load_rename_map(MODELS / "map.toml").rules if "ln_f" not in rule[0].pattern]
+    partial = tracetui.compare(*tiny_traces, rename_map=[[pattern.pattern, replacement] for pattern, replacement in rules], infer=False, rerun=False)
+    original_only = next(row.index for row in partial.rows if row.original_name == "ln_f")
+    app = TracetuiApp(partial)
+    monkeypatch.chdir(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("j", key)
-        assert app.selected_row == 1 and app.is_running
-        bound = {active.binding.key for active in app.active_bindings.values()}
-        assert "j" in bound and key not in bound
+        app.selected_row = original_only
+        await pilot.press("m")
+        assert app.marked_row == original_only
+        app.selected_row = next(row.index for row in partial.rows if row.ported_name == "norm")
+        await pilot.press("m")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        paired = app.comparison.rows[app.selected_row]
+        assert (paired.original_name, paired.ported_name, paired.pairing.method) == ("ln_f", "norm", "manual")
+        assert paired.status == "inherited"  # the planted bug is upstream, in layer 0
+
+        await pilot.press("w")
+        rename_map = load_rename_map(tmp_path / "tracetui.map.toml")
+        assert rename_map.apply("ln_f") == "norm" and rename_map.apply("h.1.attn") == "layers.1.self_attn"
+
+        await pilot.press("m")  # on the paired row: unpair it again
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        rows = app.comparison.rows
+        assert any(row.original_name == "ln_f" and row.ported is None for row in rows)
+        assert any(row.ported_name == "norm" and row.original is None for row in rows)
+
 
 
 async def test_tab_moves_focus_to_the_detail_pane_where_j_scrolls(comparison: Comparison, settle) -> None:

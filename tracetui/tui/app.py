@@ -27,7 +27,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
 
-from tracetui.compare import Comparison, Row, Tolerance
+from tracetui.align import Alignment
+from tracetui.compare import Comparison, Row, Tolerance, compare_traces
+from tracetui.mapfile import write_rename_map
 from tracetui.debugger import Side, debug_call, describe_outcome
 from tracetui.errors import TracetuiError
 from tracetui.trace import Trace
@@ -42,6 +44,9 @@ from tracetui.tui.outline import Outline, ViewOptions, compile_filter
 from tracetui.tui.status_line import StatusLine
 
 
+MAP_FILE_NAME = "tracetui.map.toml"  # written by w, in the folder tracetui was started from
+
+
 class TracetuiApp(App[None]):
     """Browse a comparison (``tracetui compare``) or one model's trace (``tracetui show``)."""
 
@@ -50,8 +55,9 @@ class TracetuiApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     AUTO_FOCUS = "CallList"
 
-    # m is reserved for manual pairing: bind nothing to it.
     BINDINGS = [
+        Binding("m", "pair_by_hand", "pair", show=False),
+        Binding("w", "write_map", "write map", show=False),
         Binding("b", "break_selected", "debug here"),
         Binding("B", "break_culprit", "debug culprit", show=False),
         Binding("s", "switch_side", "side", show=False),
@@ -72,6 +78,8 @@ class TracetuiApp(App[None]):
     selected_row: reactive[int] = reactive(0, init=False, repaint=False)
     show_detail: reactive[bool] = reactive(True, init=False, repaint=False)
     debug_side: reactive[Side] = reactive("ported", init=False, repaint=False)
+    # The unmatched row marked by m, waiting for its counterpart (the next m).
+    marked_row: reactive[int | None] = reactive(None, init=False, repaint=False)
 
     def __init__(self, source: Comparison | Trace, *, freeze_garbage_collector: bool = False) -> None:
         super().__init__()
@@ -179,7 +187,52 @@ class TracetuiApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A single trace has no tolerance, statuses or other side: t, x, b, B and s are off there."""
-        return self.is_comparison or action not in ("tolerance", "only_problems", "break_selected", "break_culprit", "switch_side")
+        return self.is_comparison or action not in (
+            "tolerance", "only_problems", "break_selected", "break_culprit", "switch_side", "pair_by_hand", "write_map"
+        )
+
+    # -- pairing by hand --------------------------------------------------------------------
+
+    def action_pair_by_hand(self) -> None:
+        """m on a paired row unpairs it; m on an unmatched row marks it, m on its counterpart pairs them."""
+        comparison = self.comparison
+        if comparison is None:
+            return
+        row = comparison.rows[self.selected_row]
+        if row.original is not None and row.ported is not None:
+            self.marked_row = None
+            self.realign(comparison.alignment.without_pair(original_index=row.original.index), ("original", row.original.index))
+            self.notify(f"unpaired {row.label}", timeout=3)
+            return
+        marked = None if self.marked_row is None else comparison.rows[self.marked_row]
+        if marked is None or marked is row:
+            self.marked_row = None if marked is row else row.index
+            side = "original" if row.original is not None else "ported"
+            other = "ported" if side == "original" else "original"
+            if self.marked_row is not None:
+                self.notify(f"marked {row.label} ({side} only): press m on its {other} counterpart", timeout=5)
+            return
+        original = marked.original or row.original
+        ported = marked.ported or row.ported
+        if original is None or ported is None:
+            self.notify("both marked rows are on the same side: mark an original-only and a ported-only row", severity="warning")
+            return
+        self.marked_row = None
+        self.realign(comparison.alignment.with_manual_pair(original.index, ported.index), ("original", original.index))
+        self.notify(f"paired {original.display_name} ↔ {ported.display_name} by hand; w writes the rename map", timeout=5)
+
+    @work(thread=True, exclusive=True, group="tolerance", description="compare the new pairing")
+    def realign(self, alignment: Alignment, keep_selected: tuple[Side, int]) -> None:
+        """Compare again under the same tolerance with the amended pairing (no model is re-run)."""
+        comparison = compare_traces(alignment, self.comparison.tolerance if self.comparison else Tolerance())
+        self.post_message(Reclassified(comparison, make_listing(comparison), select=comparison.row_of(*keep_selected)))
+
+    def action_write_map(self) -> None:
+        comparison = self.comparison
+        if comparison is None:
+            return
+        path = write_rename_map(comparison.alignment, MAP_FILE_NAME, header="written by tracetui's interface (m pairs by hand)")
+        self.notify(f"wrote {path}: pass --map {path} next time", timeout=6)
 
     # -- the debugger -----------------------------------------------------------------------
 
@@ -263,3 +316,6 @@ class TracetuiApp(App[None]):
     def on_reclassified(self, message: Reclassified) -> None:
         self.listing = message.listing
         self.source = message.comparison
+        if message.select is not None:
+            self.reveal(message.select.index)
+            self.selected_row = message.select.index

@@ -78,6 +78,8 @@ KEYS = [
     ("b", "debug: re-run the model and stop ipdb in the selected module's forward, on this call"),
     ("B", "debug: the same at the culprit"),
     ("s", "switch the side b and B re-run: ported (default) or original"),
+    ("m", "pair by hand: m on an original-only row, then m on its ported counterpart; m on a paired row unpairs it"),
+    ("w", "write the pairing as a rename map (tracetui.map.toml) for --map next time"),
     ("tab", "move focus between the list and the detail pane"),
     ("?", "this help"),
     ("q", "quit"),
@@ -121,7 +123,7 @@ class HelpScreen(ModalScreen[None]):
                 "NaN/Inf and nondeterministic rows (unmatched rows have nothing to compare). "
                 "In ipdb, `p ctx` shows both sides' recorded tensors for the call and `p ctx.diff(x)` "
                 "compares a live tensor with the other side; c finishes the run, q abandons it — either way "
-                "tracetui comes back where it was. Reserved: m (manual pairing).",
+                "tracetui comes back where it was.",
                 classes="help-note",
             )
             yield Label("escape, q or ? closes", classes="dialog-hint")

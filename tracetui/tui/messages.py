@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.strip import Strip
 
 if TYPE_CHECKING:
-    from tracetui.compare import Comparison
+    from tracetui.compare import Comparison, Row
     from tracetui.tui.listing import Listing
 
 
@@ -56,8 +56,10 @@ class DetailReady(Message):
 
 @dataclass
 class Reclassified(Message):
-    """The rows have been re-classified under a new tolerance (posted from the app's worker)."""
+    """The rows have been re-classified under a new tolerance, or compared again after a pairing
+    by hand (posted from the app's worker)."""
 
     # repr=False: a comparison's repr prints every recorded tensor.
     comparison: Comparison = field(repr=False)
     listing: Listing = field(repr=False)
+    select: Row | None = field(default=None, repr=False)  # the row to select afterwards
