@@ -15,10 +15,11 @@ current call's own code, before that child) or when no child disagrees.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tracetui.align import Alignment, Pair
@@ -187,7 +188,7 @@ class Comparison:
 
         This comparison is left as it was: the new one has its own rows (sharing the leaves).
         """
-        return classify(self.alignment, tolerance, measured_rows=[replace(row) for row in self.rows])
+        return classify(self.alignment, tolerance, measured_rows=[copy.copy(row) for row in self.rows])
 
     def row_of(self, side: Literal["original", "ported"], record_index: int) -> Row | None:
         for row in self.rows:

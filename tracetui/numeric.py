@@ -46,6 +46,7 @@ class TensorDifference:
     # Set when differing shapes were compared after broadcasting (an attention mask given as
     # [2, 1, 1, 10] on one side and [2, 1, 10, 10] on the other holds the same information).
     broadcast_shape: tuple[int, ...] | None = None
+    _shape_matches: bool | None = field(default=None, repr=False)  # cached: re-classifying asks often
     _original: torch.Tensor | None = field(default=None, repr=False)
     _ported: torch.Tensor | None = field(default=None, repr=False)
     _counts_by_tolerance: dict[tuple[float, float], int] = field(default_factory=dict, repr=False)
@@ -56,7 +57,9 @@ class TensorDifference:
 
         Ports often add or drop a batch dimension; the values are still comparable one to one.
         """
-        return self.broadcast_shape is not None or equivalent_shapes(self.original_shape, self.ported_shape)
+        if self._shape_matches is None:
+            self._shape_matches = self.broadcast_shape is not None or equivalent_shapes(self.original_shape, self.ported_shape)
+        return self._shape_matches
 
     @property
     def dtype_matches(self) -> bool:
