@@ -142,6 +142,21 @@ class Row:
         return f"{name} (call {self.call})" if self.call else name
 
     @property
+    def class_label(self) -> str:
+        """``GELU ↔ SiLU``, or one class name when both sides agree or one side is missing."""
+        names = [record.class_name for record in (self.original, self.ported) if record is not None]
+        return names[0] if len(set(names)) == 1 else " ↔ ".join(names)
+
+    @property
+    def pairing_label(self) -> str:
+        method = self.pairing.method
+        if method == "inferred":
+            return f"paired by inference ({self.pairing.confidence:.0%} confident)"
+        return {"name": "paired by name", "map": "paired by the rename map", "manual": "paired by hand", "tap": "paired by tap name"}.get(
+            method, "unpaired"
+        )
+
+    @property
     def input_max_abs(self) -> float | None:
         return largest_difference(self.inputs)
 

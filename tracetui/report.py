@@ -51,16 +51,6 @@ def call_name(record: CallRecord | None, depth: int) -> Text:
     return Text(name)
 
 
-def class_names(row: Row) -> str:
-    original = row.original.class_name if row.original else None
-    ported = row.ported.class_name if row.ported else None
-    if original == ported or ported is None:
-        return original or ""
-    if original is None:
-        return ported
-    return f"{original} ↔ {ported}"
-
-
 def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
     if full or comparison.culprit is None:
         if full or len(comparison.rows) <= 40:
@@ -99,7 +89,7 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             str(row.index),
             call_name(row.original, row.depth),
             call_name(row.ported, row.depth),
-            class_names(row),
+            row.class_label,
             status,
             format_difference(row.input_max_abs),
             format_difference(row.output_max_abs),
@@ -118,7 +108,7 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
         console.print(Text("MATCH", style="bold green"))
     elif culprit is not None:
         console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (culprit.label, "bold")))
-        console.print(f"  class: {class_names(culprit)}", highlight=False)
+        console.print(f"  class: {culprit.class_label}", highlight=False)
         console.print(Text(f"  why: {comparison.reason}"))
     else:
         console.print(Text.assemble(("DIVERGED", "bold red"), f"  {comparison.reason}"))

@@ -11,12 +11,6 @@ from tracetui.compare import STATUSES, Comparison, format_difference
 from tracetui.trace import Trace
 
 
-def pair_classes(comparison: Comparison) -> str:
-    culprit = comparison.culprit
-    assert culprit is not None
-    return " ↔ ".join(record.class_name if record else "—" for record in (culprit.original, culprit.ported))
-
-
 class ComparisonHeader(Vertical):
     """Four lines: sources and verdict; the culprit; why; how many rows of each status."""
 
@@ -49,7 +43,7 @@ class ComparisonHeader(Vertical):
                 yield Label(format_difference(culprit.input_max_abs), id="culprit-input", classes="delta -good")
                 yield Label("out |Δ|", classes="key")
                 yield Label(format_difference(culprit.output_max_abs), id="culprit-output", classes="delta -bad")
-                yield Label(pair_classes(comparison), classes="dim")
+                yield Label(comparison.culprit.class_label, classes="dim")
         if culprit is not None:
             with Horizontal(classes="header-line"):
                 yield Label("why", classes="key")

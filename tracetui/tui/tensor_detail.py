@@ -484,10 +484,9 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
         title.append(f" {culprit_label(row.status)} ", palette.culprit)
     else:
         title.append(STATUS_LABELS[row.status], palette.label)
-    classes = " ↔ ".join(record.class_name if record else "—" for record in (row.original, row.ported))
-    title.append(f"   {classes}", palette.dim)
+    title.append(f"   {row.class_label}", palette.dim)
     if row.is_paired:
-        title.append(f"   paired by {row.pairing.method}", palette.dim)
+        title.append(f"   {row.pairing_label}", palette.dim)
     return title
 
 
