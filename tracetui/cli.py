@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from tracetui import api
-from tracetui.commands import add_align_command, add_weights_command, run_align, run_weights
+from tracetui.commands import add_align_command, add_run_options, add_weights_command, run_align, run_weights
 from tracetui.compare import Comparison
 from tracetui.errors import TracetuiError, UsageError
 from tracetui.report import print_report
-from tracetui.script import DEFAULT_SEED
 from tracetui.trace import Trace
 from tracetui.tracefile import save_trace
 
@@ -54,16 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="tracetui 0.1.0")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common_run_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed set before build() and the forward pass (default: %(default)s)")
-        command.add_argument("--device", default="cpu", help="device to run the models on, e.g. cuda (default: %(default)s)")
-        command.add_argument(
-            "--no-rerun",
-            action="store_true",
-            help="run each model once; skips the check that finds nondeterministic calls (default: run twice)",
-        )
-        command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
-
     compare = commands.add_parser(
         "compare",
         help="compare an original model with its port",
@@ -103,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="ported",
         help="the model to re-run and stop in for --break-on-mismatch / --break-at (default: %(default)s)",
     )
-    common_run_options(compare)
+    add_run_options(compare, rerun=True)
 
     record = commands.add_parser(
         "record",
@@ -114,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.add_argument("script", metavar="SCRIPT", help="model script (.py)")
     record.add_argument("-o", "--output", required=True, metavar="TRACEFILE", help="where to write the trace")
-    common_run_options(record)
+    add_run_options(record, rerun=True)
 
     show = commands.add_parser(
         "show",
@@ -125,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("source", metavar="SCRIPT|TRACEFILE")
     show.add_argument("--no-tui", action="store_true", help="print the calls instead of opening the interface")
-    common_run_options(show)
+    add_run_options(show, rerun=True)
 
     add_align_command(commands)
     add_weights_command(commands)

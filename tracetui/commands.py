@@ -23,6 +23,7 @@ from tracetui.align import Alignment, align
 from tracetui.errors import ScriptError, UsageError
 from tracetui.infer import template_of
 from tracetui.mapfile import rename_rules, render_rename_map
+from tracetui.script import DEFAULT_SEED
 from tracetui.weights import TensorSource, WeightReport, check_weights, report_document, state_with_buffers
 
 ALIGN_EPILOG = """\
@@ -61,6 +62,19 @@ examples:
   tracetui weights original.safetensors ported.py --full"""
 
 
+def add_run_options(command: argparse.ArgumentParser, rerun: bool) -> None:
+    """--seed, --device, --debug (and --no-rerun for commands that run each model twice)."""
+    command.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed set before build() and the forward pass (default: %(default)s)")
+    command.add_argument("--device", default="cpu", help="device to run the models on, e.g. cuda (default: %(default)s)")
+    if rerun:
+        command.add_argument(
+            "--no-rerun",
+            action="store_true",
+            help="run each model once; skips the check that finds nondeterministic calls (default: run twice)",
+        )
+    command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
+
+
 def add_align_command(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser(
         "align",
@@ -74,9 +88,7 @@ def add_align_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument("-o", "--output", metavar="MAP.toml", help="where to write the map (default: print it)")
     command.add_argument("--map", metavar="MAP.toml", help="a partial rename map to honour; the rest is inferred")
     command.add_argument("--atol", type=float, default=1e-3, help="values within this count as agreeing evidence (default: %(default)g)")
-    command.add_argument("--seed", type=int, default=0, help="seed set before build() and the forward pass (default: %(default)s)")
-    command.add_argument("--device", default="cpu", help="device to run the models on, e.g. cuda (default: %(default)s)")
-    command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
+    add_run_options(command, rerun=False)
 
 
 def add_weights_command(commands: argparse._SubParsersAction) -> None:
