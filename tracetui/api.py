@@ -16,7 +16,7 @@ from tracetui.compare import Comparison, Tolerance, compare_traces
 from tracetui.errors import ScriptError
 from tracetui.record import Progress, record_script, record_twice
 from tracetui.rename import RenameMap, load_rename_map, parse_rename_rules
-from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, move_to_device
+from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
 from tracetui.trace import Trace
 from tracetui.tracefile import load_trace
 
@@ -33,11 +33,7 @@ def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu") -
     if isinstance(source, (Trace, ModelScript)):
         return source
     if isinstance(source, tuple):
-        model, inputs = check_built(Path("<python>"), source)
-        model.eval()
-        if device != "cpu":
-            model.to(device)
-            inputs = move_to_device(inputs, device)
+        model, inputs = prepare(*check_built(Path("<python>"), source), device)
         return ModelScript(path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=seed)
     if isinstance(source, (str, Path)):
         if is_script_path(source):

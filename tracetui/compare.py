@@ -20,7 +20,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from tracetui.align import Alignment, Pair
 from tracetui.memory import garbage_collection_paused
@@ -37,16 +37,7 @@ Status = Literal[
     "nonfinite",
     "nondeterministic",
 ]
-STATUSES: tuple[Status, ...] = (
-    "match",
-    "diverged",
-    "inherited",
-    "shape_mismatch",
-    "dtype_mismatch",
-    "unmatched",
-    "nonfinite",
-    "nondeterministic",
-)
+STATUSES: tuple[Status, ...] = get_args(Status)
 # Inputs that agree only loosely: an output just over the tolerance may be amplified rounding.
 LOOSE_AGREEMENT_FRACTION = 0.1
 

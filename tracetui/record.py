@@ -93,7 +93,7 @@ class Recorder:
             index, open_module, _ = self._open_calls.pop()
             if open_module is module:
                 record = self.trace.records[index]
-                record.outputs = self._leaves(flatten(output, "output"), index)
+                record.outputs = self._leaves([("output", output)], index)
                 record.finished = True
                 return
 
@@ -115,7 +115,7 @@ class Recorder:
     def tap(self, name: str, value: Any) -> None:
         self._close_calls_that_raised(sys._getframe(1))
         record = self._open_record(name, "tap", self._tap_counts, "tap")
-        record.outputs = self._leaves(flatten(value, "output"), record.index)
+        record.outputs = self._leaves([("output", value)], record.index)
         record.finished = True
 
     # -- helpers -----------------------------------------------------------------------------
@@ -137,7 +137,8 @@ class Recorder:
             self._progress(f"{record.index} calls")
         return record
 
-    def _leaves(self, named_values: Any, record_index: int) -> list[Leaf]:
+    def _leaves(self, named_values: list[tuple[str, Any]], record_index: int) -> list[Leaf]:
+        """Flatten each named value (an argument, or the output) into leaves, copying tensors."""
         leaves = []
         for leaf_name, value in named_values:
             for path, item in flatten(value, leaf_name):

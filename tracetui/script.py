@@ -175,11 +175,17 @@ def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu")
         finally:
             forget_local_modules(modules_before, folder)
     model, inputs = check_built(path, built)
+    model, inputs = prepare(model, inputs, device)
+    return ModelScript(path=path, model=model, inputs=inputs, forward_function=forward_function, seed=seed)
+
+
+def prepare(model: torch.nn.Module, inputs: Any, device: str) -> tuple[torch.nn.Module, Any]:
+    """Eval mode, and model and inputs on the device: what the contract promises before a run."""
     model.eval()
     if device != "cpu":
         model.to(device)
         inputs = move_to_device(inputs, device)
-    return ModelScript(path=path, model=model, inputs=inputs, forward_function=forward_function, seed=seed)
+    return model, inputs
 
 
 def check_built(path: Path, built: Any) -> tuple[torch.nn.Module, Any]:
