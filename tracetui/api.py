@@ -7,20 +7,21 @@ Each of ``original`` and ``ported`` may be a model script path, a trace file pat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import torch
 
 from tracetui.align import align
 from tracetui.compare import Comparison, Tolerance, compare_traces
 from tracetui.errors import ScriptError
-from tracetui.record import Progress, record_script, record_twice
+from tracetui.record import KeepPolicy, Progress, record_script, record_twice
 from tracetui.rename import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
 from tracetui.trace import Trace
 from tracetui.tracefile import load_trace
 
 Source = Union[str, Path, Trace, ModelScript, tuple[torch.nn.Module, Any]]
+Keep = Literal["full", "stats"]
 RenameRules = Union[str, Path, RenameMap, list[list[str]], list[tuple[str, str]], None]
 
 
@@ -43,13 +44,27 @@ def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu") -
 
 
 def record(
-    source: Source, *, rerun: bool = True, seed: int = DEFAULT_SEED, device: str = "cpu", progress: Progress | None = None
+    source: Source,
+    *,
+    rerun: bool = True,
+    seed: int = DEFAULT_SEED,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    keep: Keep = "full",
+    only: str | None = None,
+    spill: str | Path | None = None,
 ) -> Trace:
-    """Record one model's forward pass (twice, to catch nondeterminism, unless ``rerun=False``)."""
+    """Record one model's forward pass (twice, to catch nondeterminism, unless ``rerun=False``).
+
+    ``keep="stats"`` keeps statistics instead of tensors; ``only`` (a regex) keeps full tensors
+    for the matching modules only; ``spill`` (a directory) writes tensors there as they are
+    recorded and reads them back memory-mapped, for traces bigger than memory.
+    """
+    policy = KeepPolicy(values=keep, only=only, spill=None if spill is None else Path(spill))
     loaded = load_source(source, seed=seed, device=device)
     if isinstance(loaded, Trace):
         return loaded
-    return record_twice(loaded, progress) if rerun else record_script(loaded, progress=progress)
+    return record_twice(loaded, progress, policy) if rerun else record_script(loaded, progress=progress, keep=policy)
 
 
 def resolve_rename_map(rules: RenameRules) -> RenameMap | None:
@@ -72,24 +87,59 @@ def compare(
     seed: int = DEFAULT_SEED,
     device: str = "cpu",
     progress: Progress | None = None,
+    keep: Keep = "full",
+    only: str | None = None,
+    spill: str | Path | None = None,
+    stream: bool = False,
 ) -> Comparison:
     """Record both models, pair their calls, compare them and name the culprit.
 
     Calls are paired by equal names and ``rename_map`` first, then (unless ``infer=False``)
     automatically by structure, kind, names and values: no map is needed to begin with.
+
+    For models too big for memory: ``spill=DIR`` writes both traces to ``DIR/original`` and
+    ``DIR/ported`` as they are recorded; ``stream=True`` records the original to disk and
+    checks the port against it as it runs (see :mod:`tracetui.stream`). ``keep`` and ``only``
+    choose what is kept of each tensor, as in :func:`record`.
     """
     resolved_map = resolve_rename_map(rename_map)
     report = progress or (lambda message: None)
+    tolerance = Tolerance(atol=atol, rtol=rtol)
+    spill_directory = None if spill is None else Path(spill)
 
     def stage(name: str) -> Progress:
         report(name)
         return lambda message: report(f"{name}, {message}")
 
-    original_trace = record(original, rerun=rerun, seed=seed, device=device, progress=stage("recording the original"))
-    ported_trace = record(ported, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"))
+    if stream:
+        from tracetui.stream import compare_streaming
+
+        return compare_streaming(
+            lambda: load_source(original, seed=seed, device=device),
+            lambda: load_source(ported, seed=seed, device=device),
+            directory=spill_directory,
+            keep=KeepPolicy(values=keep, only=only, spill=spill_directory),
+            rename_map=resolved_map,
+            tolerance=tolerance,
+            infer=infer,
+            rerun=rerun,
+            progress=report,
+        )
+
+    def side_spill(side: str) -> Path | None:
+        return None if spill_directory is None else spill_directory / side
+
+    original_trace = record(
+        original, rerun=rerun, seed=seed, device=device, progress=stage("recording the original"),
+        keep=keep, only=only, spill=side_spill("original"),
+    )
+    ported_trace = record(
+        ported, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"),
+        keep=keep, only=only, spill=side_spill("ported"),
+    )
     stage("comparing")
     alignment = align(original_trace, ported_trace, resolved_map, infer=infer, atol=atol)
-    return compare_traces(alignment, Tolerance(atol=atol, rtol=rtol))
+    return compare_traces(alignment, tolerance)
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

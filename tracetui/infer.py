@@ -270,17 +270,15 @@ class CallFacts:
     subtree_end: int = 0  # index of the last call nested in this one (itself when none)
 
 
-def main_tensor(leaves: Iterable[Leaf]) -> torch.Tensor | None:
-    for leaf in leaves:
-        if leaf.tensor is not None:
-            return leaf.tensor
-    return None
+def main_leaf(leaves: Iterable[Leaf]) -> Leaf | None:
+    """The first tensor leaf, whether its values were kept or only its statistics."""
+    return next((leaf for leaf in leaves if leaf.is_tensor), None)
 
 
-def squeezed_shape(tensor: torch.Tensor | None) -> tuple[int, ...] | None:
-    if tensor is None:
+def squeezed_shape(leaf: Leaf | None) -> tuple[int, ...] | None:
+    if leaf is None or leaf.shape is None:
         return None
-    return tuple(size for size in tensor.shape if size != 1)
+    return tuple(size for size in leaf.shape if size != 1)
 
 
 def flat(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -311,8 +309,8 @@ def describe_calls(trace: Trace, needed: set[int] | None = None) -> list[CallFac
                 family = "unknown"
         last, path, indices = name_parts(record.name)
         path_concepts = frozenset().union(*(component_concepts(part) for part in path)) if path else frozenset()
-        output = main_tensor(record.outputs)
-        main_input = main_tensor(record.inputs)
+        output = main_leaf(record.outputs)
+        main_input = main_leaf(record.inputs)
         facts.append(
             CallFacts(
                 record=record,
@@ -323,9 +321,9 @@ def describe_calls(trace: Trace, needed: set[int] | None = None) -> list[CallFac
                 path_concepts=path_concepts,
                 indices=indices,
                 template=template_of(record.name),
-                output=flat(output),
+                output=flat(None if output is None else output.tensor),
                 output_shape=squeezed_shape(output),
-                input=flat(main_input),
+                input=flat(None if main_input is None else main_input.tensor),
                 input_shape=squeezed_shape(main_input),
                 subtree_end=record.index,
             )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy
 import torch
 
+from tracetui.trace import TensorSummary
+
 # Tensors are compared in float64 whatever their recorded dtype (fp16/bf16/fp32), so the
 # difference itself carries no rounding error of its own.
 COMPARISON_DTYPE = torch.float64
@@ -46,6 +48,10 @@ class TensorDifference:
     # Set when differing shapes were compared after broadcasting (an attention mask given as
     # [2, 1, 1, 10] on one side and [2, 1, 10, 10] on the other holds the same information).
     broadcast_shape: tuple[int, ...] | None = None
+    # Computed from statistics (min, max, mean) because one side kept no values: max_abs is
+    # then a lower bound of the true largest difference, and the other figures are unknown.
+    from_statistics: bool = False
+    original_abs_max: float = 0.0  # largest finite |o|: bounds what an rtol can forgive
     _shape_matches: bool | None = field(default=None, repr=False)  # cached: re-classifying asks often
     _original: torch.Tensor | None = field(default=None, repr=False)
     _ported: torch.Tensor | None = field(default=None, repr=False)
@@ -65,23 +71,50 @@ class TensorDifference:
     def dtype_matches(self) -> bool:
         return self.original_dtype == self.ported_dtype
 
+    @property
+    def values_kept(self) -> bool:
+        """Both tensors are still at hand, so any tolerance can be counted element by element."""
+        return self._original is not None and self._ported is not None
+
     def within(self, atol: float, rtol: float) -> bool:
-        """``|p - o| <= atol + rtol * |o|`` for every element, with matching NaN/Inf."""
+        """``|p - o| <= atol + rtol * |o|`` for every element, with matching NaN/Inf.
+
+        Without the values (a streamed or statistics-only comparison) and with an rtol not
+        counted while they were at hand, a difference that only the rtol could forgive is
+        judged out of tolerance: the safe side for a porting check.
+        """
         if not self.shape_matches or self.nonfinite_mismatches:
             return False
-        if rtol == 0.0:
-            return self.max_abs <= atol
+        if self.max_abs <= atol:
+            return True
+        if rtol == 0.0 or self.max_abs > atol + rtol * self.original_abs_max:
+            return False
         return self.out_of_tolerance(atol, rtol) == 0
 
-    def out_of_tolerance(self, atol: float, rtol: float) -> int:
-        """How many elements break the tolerance (NaN/Inf mismatches included)."""
+    def out_of_tolerance(self, atol: float, rtol: float) -> int | None:
+        """How many elements break the tolerance (NaN/Inf mismatches included).
+
+        None when the values were not kept and this tolerance was not counted while they were.
+        """
         if not self.shape_matches:
             return self.numel
-        if rtol == 0.0 and self.max_abs <= atol:
+        if self.max_abs <= atol:
             return self.nonfinite_mismatches
         if (atol, rtol) not in self._counts_by_tolerance:
+            if not self.values_kept:
+                return None
             self._counts_by_tolerance[(atol, rtol)] = self._count_out_of_tolerance(atol, rtol)
         return self._counts_by_tolerance[(atol, rtol)] + self.nonfinite_mismatches
+
+    def forget_values(self, atol: float, rtol: float) -> None:
+        """Drop the references to both tensors, first counting ``(atol, rtol)`` while they are here.
+
+        A streamed comparison measures the ported tensor while the port runs and cannot keep it.
+        """
+        if self.values_kept and self.shape_matches and not self.from_statistics:
+            self.out_of_tolerance(atol, rtol)
+        self._original = None
+        self._ported = None
 
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
@@ -108,7 +141,12 @@ def broadcast_shape_of(original: torch.Tensor, ported: torch.Tensor) -> tuple[in
 
 
 def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = False) -> TensorDifference:
-    """How ``ported`` differs from ``original``; ``broadcast`` allows comparing broadcastable shapes."""
+    """How ``ported`` differs from ``original``; ``broadcast`` allows comparing broadcastable shapes.
+
+    Computed where ``ported`` lives: a port streamed on a GPU is measured there against the
+    original read from disk, and only the figures come back to the host.
+    """
+    original = on_device_of(original, ported)
     difference = TensorDifference(
         original_shape=tuple(original.shape),
         ported_shape=tuple(ported.shape),
@@ -140,6 +178,7 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
     worst_flat = int(absolute.argmax())
     difference.max_abs = float(absolute.reshape(-1)[worst_flat])
     difference.mean_abs = float(absolute.mean())
+    difference.original_abs_max = float(torch.where(both_finite, original_values.abs(), 0.0).max())
     nonzero = both_finite & (original_values != 0)
     if bool(nonzero.any()):
         difference.max_rel = float((absolute[nonzero] / original_values[nonzero].abs()).max())
@@ -150,6 +189,56 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
     difference.cosine = cosine_similarity(
         torch.where(both_finite, original_values, 0.0), torch.where(both_finite, ported_values, 0.0)
     )
+    return difference
+
+
+def on_device_of(tensor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.device == other.device else tensor.to(other.device)
+
+
+def summarize(tensor: torch.Tensor) -> TensorSummary:
+    """The statistics kept of a tensor whose values are not: two reductions, no copy."""
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    shape = tuple(tensor.shape)
+    if tensor.numel() == 0:
+        return TensorSummary(shape, dtype, 0.0, 0.0, 0.0, 0)
+    values = torch.view_as_real(tensor) if tensor.is_complex() else tensor
+    if values.dtype == torch.bool:
+        values = values.to(torch.uint8)
+    minimum, maximum = torch.aminmax(values)
+    # Accumulate the mean in float64 on the tensor's device: a float16 sum would overflow.
+    mean = values.mean(dtype=torch.float64) if values.is_floating_point() else values.to(torch.float64).mean()
+    low, high, average = float(minimum), float(maximum), float(mean)
+    nonfinite = 0
+    if not (math.isfinite(low) and math.isfinite(high)):  # aminmax propagates NaN; Inf shows as a bound
+        nonfinite = int((~torch.isfinite(values)).sum())
+    return TensorSummary(shape, dtype, low, high, average, nonfinite)
+
+
+def measure_summaries(original: TensorSummary, ported: TensorSummary) -> TensorDifference:
+    """A difference from statistics only: max_abs is a lower bound (see :class:`TensorSummary`)."""
+    difference = TensorDifference(
+        original_shape=original.shape,
+        ported_shape=ported.shape,
+        original_dtype=original.dtype,
+        ported_dtype=ported.dtype,
+        numel=math.prod(original.shape),
+        from_statistics=True,
+        cosine=math.nan,
+    )
+    if not difference.shape_matches or difference.numel == 0:
+        return difference
+    if original.nonfinite != ported.nonfinite:
+        difference.nonfinite_mismatches = abs(original.nonfinite - ported.nonfinite)
+        difference.nonfinite_original = max(0, original.nonfinite - ported.nonfinite)
+        difference.nonfinite_ported = max(0, ported.nonfinite - original.nonfinite)
+    if original.nonfinite or ported.nonfinite:
+        return difference  # the statistics themselves are NaN/Inf: nothing finite to bound
+    difference.max_abs = max(
+        abs(ported.maximum - original.maximum), abs(ported.minimum - original.minimum), abs(ported.mean - original.mean)
+    )
+    difference.mean_abs = abs(ported.mean - original.mean)
+    difference.original_abs_max = max(abs(original.minimum), abs(original.maximum))
     return difference
 
 
@@ -172,6 +261,7 @@ def cosine_similarity(original: torch.Tensor, ported: torch.Tensor) -> float:
 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
+    original = on_device_of(original, ported)
     if original.shape == ported.shape:
         absolute = (as_comparable(ported) - as_comparable(original)).abs()
         if absolute.numel() == 0:

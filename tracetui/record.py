@@ -7,48 +7,109 @@ change what was recorded); forward hooks copy the outputs. Every hook handle is 
 
 from __future__ import annotations
 
+import re
 import sys
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from tracetui.errors import RecordingError
+from tracetui.errors import RecordingError, UsageError
 from tracetui.flatten import flatten, name_arguments
 from tracetui.memory import garbage_collection_paused
-from tracetui.numeric import max_abs_difference
+from tracetui.numeric import max_abs_difference, summarize
 from tracetui.script import ModelScript
-from tracetui.trace import CallRecord, Leaf, Trace
+from tracetui.spill import SpillStore, prepare_directory
+from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace, summary_leaf
+from tracetui.tracefile import INDEX_NAME, trace_document, write_index
 
 REPR_LIMIT = 80
 PROGRESS_EVERY = 500  # calls between progress updates: frequent enough to see, too rare to cost
 
 # Receives short messages such as "1500 calls" while a long recording runs.
 Progress = Callable[[str], None]
+# Called with a call's record, "inputs" or "outputs", and its leaves while their tensors are
+# still the live ones: a streamed comparison measures them here, before they are let go.
+LiveCheck = Callable[[CallRecord, str, list[Leaf]], None]
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """What a recording keeps of each tensor, and where it keeps it.
+
+    ``values="full"`` keeps a copy of every tensor; ``"stats"`` only a :class:`TensorSummary`
+    (shape, dtype, min, max, mean, NaN/Inf count); ``"none"`` nothing but the shape of the
+    call tree (for a run checked live and then thrown away). ``only`` — a regular expression —
+    keeps full values for the modules and taps whose name it finds, statistics elsewhere.
+    ``spill`` writes the kept copies to that directory as they are recorded, a shard at a
+    time, and reads them back memory-mapped: memory stays bounded whatever the model's size.
+    """
+
+    values: Literal["full", "stats", "none"] = "full"
+    only: str | None = None
+    spill: Path | None = None
+    _only_pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.only is not None:
+            try:
+                object.__setattr__(self, "_only_pattern", re.compile(self.only))
+            except re.error as error:
+                raise UsageError(f"--only {self.only!r} is not a valid regular expression: {error}.") from error
+
+    def keeps_values(self, name: str) -> bool:
+        if self._only_pattern is not None:
+            return self._only_pattern.search(name) is not None
+        return self.values == "full"
+
+    def describe(self) -> str:
+        kept = f"full values for names matching {self.only!r}, statistics elsewhere" if self.only else {
+            "full": "full values", "stats": "statistics only", "none": "nothing"
+        }[self.values]
+        return kept + (f", spilled to {self.spill}" if self.spill else "")
 
 
 @dataclass
 class _KeptCopy:
-    """The copy made of one live tensor object, valid while that object is alive and unmodified."""
+    """What was kept of one live tensor object, valid while that object is alive and unmodified."""
 
     original: weakref.ref[torch.Tensor]
     version: int
-    copy: torch.Tensor
+    copy: torch.Tensor | None
+    summary: TensorSummary | None
     source: tuple[int, str] | None
 
 
 class Recorder:
     """Collects the calls of one forward pass. Use :meth:`attached` around the pass."""
 
-    def __init__(self, model: torch.nn.Module, source: str, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        source: str,
+        progress: Progress | None = None,
+        keep: KeepPolicy = KeepPolicy(),
+        live_check: LiveCheck | None = None,
+    ) -> None:
         self.model = model
         self.trace = Trace(source=source)
+        self.keep = keep
+        self.live_check = live_check
         self._progress = progress
+        self._spill: SpillStore | None = None
+        if keep.spill is not None:
+            prepare_directory(keep.spill, INDEX_NAME)
+            self._spill = SpillStore(keep.spill)
+        # Spilled copies not yet written: their key, and the leaves and cache entries holding them.
+        self._pending_keys: dict[int, str] = {}
+        self._pending_leaves: list[Leaf] = []
+        self._key_of_written: dict[int, str] = {}
         # Calls that have started and not yet returned: (record index, module, its _call_impl frame).
         self._open_calls: list[tuple[int, torch.nn.Module, FrameType]] = []
         self._call_counts: Counter[str] = Counter()
@@ -85,7 +146,7 @@ class Recorder:
         self._close_calls_that_raised(calling_frame)
         name = self._module_names[id(module)]
         record = self._open_record(name, type(module).__name__, self._call_counts, "module")
-        record.inputs = self._leaves(name_arguments(module, args, kwargs), record.index)
+        record.inputs = self._leaves(name_arguments(module, args, kwargs), record, "inputs")
         self._open_calls.append((record.index, module, calling_frame))
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
@@ -93,7 +154,7 @@ class Recorder:
             index, open_module, _ = self._open_calls.pop()
             if open_module is module:
                 record = self.trace.records[index]
-                record.outputs = self._leaves([("output", output)], index)
+                record.outputs = self._leaves([("output", output)], record, "outputs")
                 record.finished = True
                 return
 
@@ -115,7 +176,7 @@ class Recorder:
     def tap(self, name: str, value: Any) -> None:
         self._close_calls_that_raised(sys._getframe(1))
         record = self._open_record(name, "tap", self._tap_counts, "tap")
-        record.outputs = self._leaves([("output", value)], record.index)
+        record.outputs = self._leaves([("output", value)], record, "outputs")
         record.finished = True
 
     # -- helpers -----------------------------------------------------------------------------
@@ -134,33 +195,92 @@ class Recorder:
         counts[name] += 1
         self.trace.records.append(record)
         if self._progress is not None and record.index % PROGRESS_EVERY == 0:
-            self._progress(f"{record.index} calls")
+            written = f", {self._spill.bytes_written / 1e9:.2f} GB spilled" if self._spill is not None else ""
+            self._progress(f"{record.index} calls{written}")
         return record
 
-    def _leaves(self, named_values: list[tuple[str, Any]], record_index: int) -> list[Leaf]:
-        """Flatten each named value (an argument, or the output) into leaves, copying tensors."""
+    def _leaves(self, named_values: list[tuple[str, Any]], record: CallRecord, part: str) -> list[Leaf]:
+        """Flatten each named value (an argument, or the output) into leaves, keeping tensors per the policy."""
         leaves = []
         for leaf_name, value in named_values:
             for path, item in flatten(value, leaf_name):
                 if isinstance(item, torch.Tensor):
-                    copy, source = self._keep(item, record_index, path)
-                    leaves.append(Leaf(name=path, tensor=copy, source=source))
+                    leaves.append(Leaf(name=path, tensor=item))  # the live tensor, until _keep replaces it
                 else:
                     leaves.append(Leaf(name=path, value_type=type(item).__name__, value_repr=short_repr(item)))
+        if self.live_check is not None:
+            self.live_check(record, part, leaves)
+        keep_values = self.keep.keeps_values(record.name)
+        for leaf in leaves:
+            if leaf.tensor is not None:
+                self._keep(leaf, record.index, keep_values)
+        if self._spill is not None and self._spill.is_full:
+            self._write_shard()
         return leaves
 
-    def _keep(self, tensor: torch.Tensor, record_index: int, leaf_name: str) -> tuple[torch.Tensor, tuple[int, str] | None]:
-        """Copy a tensor once: the same unmodified tensor object seen again reuses the copy."""
+    def _keep(self, leaf: Leaf, record_index: int, keep_values: bool) -> None:
+        """Replace the leaf's live tensor by what is kept of it (a copy, a summary or nothing).
+
+        The leaf is changed in place: a live check may hold it. The same unmodified tensor
+        object seen again reuses what was kept of it.
+        """
+        tensor = leaf.tensor
+        assert tensor is not None
+        leaf.tensor = None
         version = tensor_version(tensor)
         kept = self._kept.get(id(tensor))
-        if kept is not None and version is not None and kept.version == version and kept.original() is tensor:
-            return kept.copy, kept.source
-        copy = tensor.detach().to("cpu", copy=True)
-        is_output = leaf_name.startswith("output")
-        source = (record_index, leaf_name) if is_output else None
-        if version is not None:
-            self._kept[id(tensor)] = _KeptCopy(weakref.ref(tensor), version, copy, source)
-        return copy, source
+        if kept is not None and (version is None or kept.version != version or kept.original() is not tensor):
+            kept = None
+        if kept is None or (keep_values and kept.copy is None) or (kept.copy is None and kept.summary is None):
+            source = kept.source if kept is not None else (record_index, leaf.name) if leaf.name.startswith("output") else None
+            kept = _KeptCopy(weakref.ref(tensor), version if version is not None else -1, None, None, source)
+            if keep_values:
+                kept.copy = tensor.detach().to("cpu", copy=True)  # the only copy to the host a recording makes
+                if self._spill is not None:
+                    self._pending_keys[id(kept.copy)] = self._spill.add(kept.copy)
+            elif self.keep.values != "none" or self.keep.only is not None:
+                kept.summary = summarize(tensor.detach())  # reduced where the tensor lives: only numbers reach the host
+            if version is not None:
+                self._kept[id(tensor)] = kept
+        leaf.source = kept.source
+        if kept.copy is not None:
+            leaf.tensor = kept.copy
+            if id(kept.copy) in self._pending_keys:
+                self._pending_leaves.append(leaf)
+        elif kept.summary is not None:
+            described = summary_leaf(leaf.name, kept.summary)
+            leaf.summary, leaf.value_type, leaf.value_repr = kept.summary, described.value_type, described.value_repr
+        else:
+            leaf.value_type, leaf.value_repr = "Tensor", f"{tensor.dtype}{list(tensor.shape)}, not kept"
+
+    # -- spilling ----------------------------------------------------------------------------
+
+    def _write_shard(self) -> None:
+        """Write the buffered copies and point every leaf and cache entry at the mapped views."""
+        assert self._spill is not None
+        mapped = self._spill.flush()
+        if not mapped:
+            return
+        view_of_copy = {copy_id: mapped[key] for copy_id, key in self._pending_keys.items()}
+        for leaf in self._pending_leaves:
+            assert leaf.tensor is not None
+            leaf.tensor = view_of_copy[id(leaf.tensor)]
+        for kept in self._kept.values():
+            if kept.copy is not None and id(kept.copy) in view_of_copy:
+                kept.copy = view_of_copy[id(kept.copy)]
+        for copy_id, key in self._pending_keys.items():
+            self._key_of_written[id(view_of_copy[copy_id])] = key
+        self._pending_keys = {}
+        self._pending_leaves = []
+
+    def finish(self) -> Trace:
+        """Write what is still buffered and the trace's index; the trace then lives on disk."""
+        if self._spill is not None and self.keep.spill is not None:
+            self._write_shard()
+            document = trace_document(self.trace, lambda tensor: self._key_of_written[id(tensor)])
+            write_index(self.keep.spill, document, self._spill)
+        self._kept.clear()  # the weak references and copies are only needed while the pass runs
+        return self.trace
 
 
 def tensor_version(tensor: torch.Tensor) -> int | None:
@@ -191,15 +311,20 @@ def tap(name: str, value: Any) -> Any:
     return value
 
 
-def record_script(script: ModelScript, seed: int | None = None, progress: Progress | None = None) -> Trace:
+def record_script(
+    script: ModelScript,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    keep: KeepPolicy = KeepPolicy(),
+    live_check: LiveCheck | None = None,
+) -> Trace:
     """Run a built model script once with hooks on every module and return its trace."""
-    recorder = Recorder(script.model, script.label, progress)
+    recorder = Recorder(script.model, script.label, progress, keep, live_check)
     with garbage_collection_paused(), recorder.attached():
         script.run(seed=seed)
-    trace = recorder.trace
-    trace.seed = script.seed if seed is None else seed
-    check_hooks_fired(trace, script)
-    return trace
+    recorder.trace.seed = script.seed if seed is None else seed
+    check_hooks_fired(recorder.trace, script)
+    return recorder.finish()
 
 
 def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
@@ -218,39 +343,66 @@ def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
         )
 
 
-def record_twice(script: ModelScript, progress: Progress | None = None) -> Trace:
+def record_twice(script: ModelScript, progress: Progress | None = None, keep: KeepPolicy = KeepPolicy()) -> Trace:
     """Record the model, then run it again with another seed to find nondeterministic calls.
 
-    Only the largest run-to-run difference of each call is kept from the second run.
+    The second run keeps nothing: each of its calls is measured against the first run's as it
+    happens, and only the largest run-to-run difference of each call is kept.
     """
     def run_progress(run: str) -> Progress | None:
         return None if progress is None else (lambda message: progress(f"{run}: {message}"))
 
-    trace = record_script(script, progress=run_progress("run 1 of 2"))
-    second_run = record_script(script, seed=script.seed + 1, progress=run_progress("run 2 of 2"))
-    attach_rerun_differences(trace, second_run)
+    trace = record_script(script, progress=run_progress("run 1 of 2"), keep=keep)
+    check = RerunCheck(trace)
+    record_script(script, seed=script.seed + 1, progress=run_progress("run 2 of 2"), keep=KeepPolicy(values="none"), live_check=check)
+    if keep.spill is not None:  # the run-to-run differences belong in the index written by the first run
+        from tracetui.tracefile import rewrite_index_document
+
+        rewrite_index_document(keep.spill, trace)
     return trace
 
 
-def attach_rerun_differences(trace: Trace, second_run: Trace) -> None:
-    second_by_key = {(record.kind, record.name, record.call): record for record in second_run.records}
-    trace.rerun_output_diff = []
-    trace.rerun_input_diff = []
-    for record in trace.records:
-        again = second_by_key.get((record.kind, record.name, record.call))
-        if again is None:  # the second run took another path; nothing to judge this call by
-            trace.rerun_output_diff.append(0.0)
-            trace.rerun_input_diff.append(0.0)
-            continue
-        trace.rerun_output_diff.append(largest_change(record.outputs, again.outputs))
-        trace.rerun_input_diff.append(largest_change(record.inputs, again.inputs))
+class RerunCheck:
+    """Measures a second run of the same model against the first, call by call, as it runs."""
+
+    def __init__(self, first_run: Trace) -> None:
+        self.first_run = first_run
+        self.first_by_key = {(record.kind, record.name, record.call): record for record in first_run.records}
+        # A call the second run never makes (another path taken) has nothing to judge it by: 0.
+        first_run.rerun_output_diff = [0.0] * len(first_run.records)
+        first_run.rerun_input_diff = [0.0] * len(first_run.records)
+
+    def __call__(self, record: CallRecord, part: str, leaves: list[Leaf]) -> None:
+        first = self.first_by_key.get((record.kind, record.name, record.call))
+        if first is None:
+            return
+        if part == "inputs":
+            assert self.first_run.rerun_input_diff is not None
+            self.first_run.rerun_input_diff[first.index] = largest_change(first.inputs, leaves)
+        else:
+            assert self.first_run.rerun_output_diff is not None
+            self.first_run.rerun_output_diff[first.index] = largest_change(first.outputs, leaves)
 
 
 def largest_change(first: list[Leaf], second: list[Leaf]) -> float:
+    """Largest |Δ| between same-named tensors of two runs (compared by statistics where the first run kept only those)."""
     second_by_name = {leaf.name: leaf.tensor for leaf in second if leaf.tensor is not None}
     change = 0.0
     for leaf in first:
         other = second_by_name.get(leaf.name)
-        if leaf.tensor is not None and other is not None and leaf.tensor is not other:
+        if other is None:
+            continue
+        if leaf.tensor is not None:
             change = max(change, max_abs_difference(leaf.tensor, other))
+        elif leaf.summary is not None:
+            change = max(change, summary_change(leaf.summary, summarize(other)))
     return change
+
+
+def summary_change(first: TensorSummary, second: TensorSummary) -> float:
+    """The lower bound of max |Δ| that two summaries prove (inf when shapes or NaN/Inf counts differ)."""
+    if first.shape != second.shape or first.nonfinite != second.nonfinite:
+        return float("inf")
+    if first.nonfinite:
+        return 0.0
+    return max(abs(first.minimum - second.minimum), abs(first.maximum - second.maximum), abs(first.mean - second.mean))

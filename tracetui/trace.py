@@ -17,12 +17,35 @@ import torch
 RecordKind = Literal["module", "tap"]
 
 
+@dataclass(frozen=True)
+class TensorSummary:
+    """What is kept of a tensor recorded without its values (``--keep stats``, outside ``--only``).
+
+    Enough to check shapes and dtypes and to prove a difference: ``|max p - max o|``,
+    ``|min p - min o|`` and ``|mean p - mean o|`` are each at most ``max |p - o|``. Statistics
+    can show that two tensors differ; they cannot show that they agree.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str  # "float32", "bfloat16", ...
+    minimum: float  # NaN when the tensor holds a NaN; over real and imaginary parts for complex
+    maximum: float
+    mean: float
+    nonfinite: int  # how many elements are NaN or ±Inf
+
+    def describe(self) -> str:
+        return f"min {self.minimum:.4g}, max {self.maximum:.4g}, mean {self.mean:.4g}" + (
+            f", {self.nonfinite} NaN/Inf" if self.nonfinite else ""
+        )
+
+
 @dataclass
 class Leaf:
     """One named value from a call's inputs or outputs, flattened out of nested containers.
 
     ``name`` is a path such as ``hidden_states``, ``position_embeddings.0`` or ``output.logits``.
-    A tensor leaf holds a detached copy; any other value is kept as its type and a short repr.
+    A tensor leaf holds a detached copy, or only its :class:`TensorSummary` when the recording
+    kept statistics; any other value is kept as its type and a short repr.
     """
 
     name: str
@@ -32,16 +55,41 @@ class Leaf:
     # Where this tensor came from, when it is the very tensor an earlier call produced:
     # (record index, leaf name). Lets a report say "this extra input came from model.rotary_emb".
     source: tuple[int, str] | None = None
+    summary: TensorSummary | None = field(default=None, repr=False)
 
     @property
     def is_tensor(self) -> bool:
-        return self.tensor is not None
+        """A tensor was recorded here, with its values or with statistics only."""
+        return self.tensor is not None or self.summary is not None
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        if self.tensor is not None:
+            return tuple(self.tensor.shape)
+        return None if self.summary is None else self.summary.shape
+
+    @property
+    def dtype(self) -> str | None:
+        if self.tensor is not None:
+            return str(self.tensor.dtype).removeprefix("torch.")
+        return None if self.summary is None else self.summary.dtype
 
     def describe(self) -> str:
-        if self.tensor is not None:
-            dtype = str(self.tensor.dtype).removeprefix("torch.")
-            return f"{self.name}: {dtype}{list(self.tensor.shape)}"
+        if self.is_tensor:
+            kept = "" if self.tensor is not None else " (statistics only)"
+            return f"{self.name}: {self.dtype}{list(self.shape or ())}{kept}"
         return f"{self.name}: {self.value_type} {self.value_repr}"
+
+
+def summary_leaf(name: str, summary: TensorSummary, source: tuple[int, str] | None = None) -> Leaf:
+    """A tensor leaf recorded with statistics only; its repr says so wherever values are shown."""
+    return Leaf(
+        name=name,
+        summary=summary,
+        source=source,
+        value_type="tensor",
+        value_repr=f"{summary.dtype}{list(summary.shape)}, values not kept — {summary.describe()}",
+    )
 
 
 @dataclass
@@ -104,6 +152,9 @@ class Trace:
                 if leaf.tensor is not None:
                     seen.setdefault(id(leaf.tensor), leaf.tensor)
         return list(seen.values())
+
+    def has_summaries(self) -> bool:
+        return any(leaf.summary is not None for record in self.records for leaf in record.inputs + record.outputs)
 
     def nbytes(self) -> int:
         return sum(tensor.numel() * tensor.element_size() for tensor in self.unique_tensors())

@@ -1,48 +1,54 @@
-"""Trace files: tensors in safetensors, the call records as JSON in its metadata. Never pickle.
+"""Trace files: tensors in safetensors, the call records as JSON. Never pickle.
 
-One file per trace. Each distinct recorded tensor is stored once (``t0``, ``t1``, …) and leaves
-refer to it by key, so a tensor passed unchanged from one module to the next costs nothing twice.
+Two layouts hold the same document:
+
+- **one file** (``trace.safetensors``): the records in the safetensors metadata;
+- **a directory** (the bounded-memory layout, written while recording with ``--spill``): the
+  records in ``trace.json`` and the tensors in shards ``tensors-00000.safetensors``, … — the
+  layout of sharded checkpoints, so a trace bigger than RAM is never held whole.
+
+Each distinct recorded tensor is stored once (``t0``, ``t1``, …) and leaves refer to it by key,
+so a tensor passed unchanged from one module to the next costs nothing twice. Tensors are read
+back memory-mapped in both layouts. Leaves recorded with statistics only store their summary.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
 
 from tracetui.errors import TraceFileError
-from tracetui.trace import CallRecord, Leaf, Trace
+from tracetui.spill import SpillStore, prepare_directory, read_safetensors, storable, write_safetensors
+from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace, summary_leaf
 
 FORMAT_NAME = "tracetui.trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: statistics-only leaves ("summary") and the directory layout
+INDEX_NAME = "trace.json"
+
+# Receives short messages such as "shard 3 of 12" while a large trace is saved or loaded.
+Progress = Callable[[str], None]
 
 
-def save_trace(trace: Trace, path: str | Path) -> Path:
-    path = Path(path)
-    tensors: dict[str, torch.Tensor] = {}
-    key_by_tensor: dict[int, str] = {}
-    complex_keys: list[str] = []
+def is_directory_trace(path: Path) -> bool:
+    """Where a trace is (or will be) a directory: an existing directory, or a name with no suffix."""
+    return path.is_dir() or (not path.exists() and path.suffix == "")
 
-    def tensor_key(tensor: torch.Tensor) -> str:
-        key = key_by_tensor.get(id(tensor))
-        if key is None:
-            key = f"t{len(tensors)}"
-            key_by_tensor[id(tensor)] = key
-            stored = tensor
-            if tensor.is_complex():  # safetensors has no complex dtypes
-                complex_keys.append(key)
-                stored = torch.view_as_real(tensor)
-            tensors[key] = stored.contiguous()
-        return key
+
+def trace_document(trace: Trace, tensor_key: Callable[[torch.Tensor], str]) -> dict[str, Any]:
+    """The trace as JSON-ready data; ``tensor_key`` names (and stores) each tensor."""
 
     def leaf_entry(leaf: Leaf) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": leaf.name}
         if leaf.tensor is not None:
             entry["tensor"] = tensor_key(leaf.tensor)
+        elif leaf.summary is not None:
+            entry["summary"] = asdict(leaf.summary)
         else:
             entry["type"] = leaf.value_type
             entry["repr"] = leaf.value_repr
@@ -65,32 +71,97 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
         }
         for record in trace.records
     ]
-    document = {
+    return {
         "source": trace.source,
         "seed": trace.seed,
         "torch_version": trace.torch_version,
         "rerun_output_diff": trace.rerun_output_diff,
         "rerun_input_diff": trace.rerun_input_diff,
-        "complex_tensors": complex_keys,
         "records": records,
     }
+
+
+def save_trace(trace: Trace, path: str | Path, progress: Progress | None = None) -> Path:
+    """Write ``trace`` as one file, or as a directory when ``path`` is one (see the module docstring)."""
+    path = Path(path)
+    if is_directory_trace(path):
+        return save_trace_directory(trace, path, progress)
+    tensors: dict[str, torch.Tensor] = {}
+    key_by_tensor: dict[int, str] = {}
+    complex_keys: list[str] = []
+
+    def tensor_key(tensor: torch.Tensor) -> str:
+        key = key_by_tensor.get(id(tensor))
+        if key is None:
+            key = f"t{len(tensors)}"
+            key_by_tensor[id(tensor)] = key
+            if tensor.is_complex():  # safetensors has no complex dtypes
+                complex_keys.append(key)
+            tensors[key] = storable(tensor)
+        return key
+
+    document = trace_document(trace, tensor_key)
+    document["complex_tensors"] = complex_keys
+    if progress is not None:
+        progress(f"writing {sum(tensor.numel() * tensor.element_size() for tensor in tensors.values()) / 1e6:.0f} MB")
     metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "trace": json.dumps(document)}
-    try:
-        save_file(tensors, str(path), metadata=metadata)
-    except OSError as error:
-        raise TraceFileError(f"{path}: cannot write the trace file ({error.strerror}).") from error
+    write_safetensors(path, tensors, metadata)
     return path
 
 
-def load_trace(path: str | Path) -> Trace:
+def save_trace_directory(trace: Trace, directory: Path, progress: Progress | None = None) -> Path:
+    """Write ``trace`` in the directory layout, one shard at a time."""
+    prepare_directory(directory, INDEX_NAME)
+    store = SpillStore(directory)
+    key_by_tensor: dict[int, str] = {}
+
+    def tensor_key(tensor: torch.Tensor) -> str:
+        key = key_by_tensor.get(id(tensor))
+        if key is None:
+            key = store.add(tensor)
+            key_by_tensor[id(tensor)] = key
+            if store.is_full:
+                store.flush(on_write=progress)
+        return key
+
+    document = trace_document(trace, tensor_key)
+    store.flush(on_write=progress)
+    write_index(directory, document, store)
+    return directory
+
+
+def write_index(directory: Path, document: dict[str, Any], store: SpillStore) -> None:
+    """Finish a directory trace: its records, and which shard holds each tensor."""
+    index = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "trace": document | {"complex_tensors": store.complex_keys},
+        "tensor_files": store.file_of_key,
+    }
+    try:
+        (directory / INDEX_NAME).write_text(json.dumps(index))
+    except OSError as error:
+        raise TraceFileError(f"{directory / INDEX_NAME}: cannot write the trace index ({error.strerror}).") from error
+
+
+def rewrite_index_document(directory: Path, trace: Trace) -> None:
+    """Store the run-to-run differences found after a directory trace's index was written."""
+    index_path = directory / INDEX_NAME
+    index = json.loads(index_path.read_text())
+    index["trace"]["rerun_output_diff"] = trace.rerun_output_diff
+    index["trace"]["rerun_input_diff"] = trace.rerun_input_diff
+    index_path.write_text(json.dumps(index))
+
+
+def load_trace(path: str | Path, progress: Progress | None = None) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceFileError(f"{path}: no such file. Pass a model script (.py) or a trace saved by `tracetui record SCRIPT -o FILE`.")
+    if path.is_dir():
+        return load_trace_directory(path, progress)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            document = read_document(path, metadata)
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tensors, metadata = read_safetensors(path)
+        document = read_document(path, metadata)
     except SafetensorError as error:
         raise TraceFileError(
             f"{path}: not a readable tracetui trace — the file is corrupt, truncated or not a safetensors file ({error}). "
@@ -98,9 +169,54 @@ def load_trace(path: str | Path) -> Trace:
         ) from error
     except OSError as error:
         raise TraceFileError(f"{path}: cannot read the trace file ({error}).") from error
+    return finish_loading(document, tensors, path, progress)
+
+
+def load_trace_directory(directory: Path, progress: Progress | None = None) -> Trace:
+    index_path = directory / INDEX_NAME
+    if not index_path.exists():
+        shards = sorted(directory.glob("tensors-*.safetensors"))
+        problem = (
+            f"it has {len(shards)} tensor shard(s) but no {INDEX_NAME}: the recording did not finish"
+            if shards
+            else f"it has no {INDEX_NAME}, so it is not a tracetui trace directory"
+        )
+        raise TraceFileError(f"{directory}: {problem}. Record it again with `tracetui record SCRIPT -o DIRECTORY --spill`.")
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TraceFileError(f"{index_path}: the trace index is damaged ({error}). Record it again with `tracetui record`.") from error
+    if not isinstance(index, dict):
+        raise TraceFileError(f"{index_path}: the trace index is damaged (not a JSON object). Record it again with `tracetui record`.")
+    document = read_document(
+        index_path,
+        {"format": str(index.get("format")), "format_version": str(index.get("format_version")), "trace": json.dumps(index.get("trace"))},
+    )
+    tensor_files = index.get("tensor_files")
+    if not isinstance(tensor_files, dict):
+        raise TraceFileError(f"{index_path}: the trace index is damaged (no tensor_files). Record it again with `tracetui record`.")
+    tensors: dict[str, torch.Tensor] = {}
+    shard_names = sorted(set(tensor_files.values()))
+    for number, shard_name in enumerate(shard_names, start=1):
+        shard = directory / str(shard_name)
+        if progress is not None:
+            progress(f"mapping shard {number} of {len(shard_names)}")
+        try:
+            mapped, _ = read_safetensors(shard)
+        except (SafetensorError, OSError) as error:
+            raise TraceFileError(
+                f"{shard}: a shard of the trace is missing, corrupt or truncated ({error}). Record the trace again with `tracetui record`."
+            ) from error
+        tensors.update(mapped)
+    return finish_loading(document, tensors, directory, progress)
+
+
+def finish_loading(document: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path, progress: Progress | None) -> Trace:
     for key in document.get("complex_tensors", []):
         if key in tensors:
             tensors[key] = torch.view_as_complex(tensors[key])
+    if progress is not None:
+        progress(f"reading {len(document.get('records', []))} calls")
     try:
         return build_trace(document, tensors, path)
     except (KeyError, TypeError, ValueError, IndexError) as error:
@@ -137,6 +253,9 @@ def build_trace(document: dict[str, Any], tensors: dict[str, torch.Tensor], path
         source = tuple(entry["source"]) if "source" in entry else None
         if "tensor" in entry:
             return Leaf(name=entry["name"], tensor=tensors[entry["tensor"]], source=source)  # type: ignore[arg-type]
+        if "summary" in entry:
+            summary = entry["summary"]
+            return summary_leaf(entry["name"], TensorSummary(**summary | {"shape": tuple(summary["shape"])}), source)  # type: ignore[arg-type]
         return Leaf(name=entry["name"], value_type=entry["type"], value_repr=entry["repr"], source=source)  # type: ignore[arg-type]
 
     trace = Trace(

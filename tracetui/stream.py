@@ -1,0 +1,100 @@
+"""Streaming comparison: the original recorded to disk, the port checked against it as it runs.
+
+For models whose traces do not fit in memory. The original runs first and its tensors are
+spilled to a trace directory; its model is then let go. The port runs next, and every call
+paired by name or by the rename map is measured the moment its inputs and its outputs exist,
+against the original's memory-mapped tensors — so about one layer's tensors are in memory at
+a time. The port's own tensors are not kept (statistics only) unless ``keep`` says otherwise.
+
+The rows measured this way are exact. Calls that only inference pairs afterwards are compared
+by statistics (a lower bound), and nothing is re-measured at another rtol: see
+:meth:`tracetui.numeric.TensorDifference.forget_values`.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tracetui.align import align, pairing_key
+from tracetui.compare import Comparison, LeafPair, Measured, Tolerance, build_rows, classify, measure_inputs, measure_outputs
+from tracetui.errors import UsageError
+from tracetui.record import KeepPolicy, Progress, RerunCheck, record_script, record_twice
+from tracetui.rename import RenameMap
+from tracetui.script import ModelScript
+from tracetui.trace import CallRecord, Leaf, Trace
+
+
+class StreamCheck:
+    """The live check of the port: measures each call against its original counterpart."""
+
+    def __init__(self, original: Trace, rename_map: RenameMap | None, tolerance: Tolerance) -> None:
+        self.tolerance = tolerance
+        self.original_by_key = {pairing_key(record, rename_map): record for record in original.records}
+        self.measured: Measured = {}
+        self._inputs: dict[int, list[LeafPair]] = {}  # ported record index → input pairs, until its outputs
+
+    def __call__(self, record: CallRecord, part: str, leaves: list[Leaf]) -> None:
+        original = self.original_by_key.get((record.kind, record.name, record.call))
+        if original is None:
+            return
+        if part == "inputs":
+            pairs = measure_inputs(original.inputs, leaves)
+            self._inputs[record.index] = pairs
+        else:
+            pairs = measure_outputs(original.outputs, leaves)
+            self.measured[(original.index, record.index)] = (self._inputs.pop(record.index, []), pairs)
+        for pair in pairs:
+            if pair.difference is not None:  # count the tolerance now: the live tensor is about to go
+                pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol)
+
+
+def compare_streaming(
+    load_original: Callable[[], ModelScript | Trace],
+    load_ported: Callable[[], ModelScript | Trace],
+    *,
+    directory: Path | None,
+    keep: KeepPolicy,
+    rename_map: RenameMap | None,
+    tolerance: Tolerance,
+    infer: bool,
+    rerun: bool,
+    progress: Progress,
+) -> Comparison:
+    """Record the original into ``directory`` (a temporary one if None), then stream the port.
+
+    The loaders build each script only when it is needed, so the two models are never in
+    memory together. An original that is already a trace (``tracetui record orig.py -o DIR
+    --spill``) is used as it is: record it once, stream each new version of the port.
+    """
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="tracetui-stream-"))
+    progress("recording the original to disk")
+    loaded_original = load_original()
+    if isinstance(loaded_original, Trace):
+        original = loaded_original
+    else:
+        original_keep = KeepPolicy(values=keep.values, only=keep.only, spill=directory / "original")
+        original = (record_twice if rerun else record_script)(loaded_original, progress=progress, keep=original_keep)
+    del loaded_original
+    gc.collect()  # the original model's weights go before the port's are built
+
+    progress("running the port against it")
+    ported_script = load_ported()
+    if not isinstance(ported_script, ModelScript):
+        raise UsageError(
+            f"{ported_script.source}: --stream runs the port live against the original; pass the port as a model script (.py)."
+        )
+    # The port keeps statistics, and full values only where --only asks (spilled next to the original's).
+    ported_keep = KeepPolicy(
+        values="stats", only=keep.only, spill=None if keep.only is None or keep.spill is None else directory / "ported"
+    )
+    check = StreamCheck(original, rename_map, tolerance)
+    ported = record_script(ported_script, progress=progress, keep=ported_keep, live_check=check)
+    if rerun:  # the port's own nondeterminism: one more run, checked live against this one
+        record_script(ported_script, seed=ported_script.seed + 1, keep=KeepPolicy(values="none"), live_check=RerunCheck(ported))
+    progress("comparing")
+    alignment = align(original, ported, rename_map, infer=infer, atol=tolerance.atol)
+    return classify(alignment, tolerance, measured_rows=build_rows(alignment, check.measured))
