@@ -24,8 +24,8 @@ from typing import Literal, get_args
 
 from tracetui.align import Alignment, Pair
 from tracetui.memory import garbage_collection_paused
-from tracetui.numeric import TensorDifference, equivalent_shapes, measure
-from tracetui.trace import CallRecord, Leaf, Trace
+from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
+from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace
 
 Status = Literal[
     "match",
@@ -250,8 +250,7 @@ def pair_leaves(
     for position, leaf in enumerate(original_tensors):
         if position in partner:
             counterpart = ported_tensors[partner[position]]
-            assert leaf.tensor is not None and counterpart.tensor is not None
-            pairs.append(LeafPair(leaf, counterpart, measure(leaf.tensor, counterpart.tensor, broadcast=broadcast)))
+            pairs.append(LeafPair(leaf, counterpart, measure_leaves(leaf, counterpart, broadcast)))
         else:
             pairs.append(LeafPair(leaf, None))
     pairs += [LeafPair(None, leaf) for position, leaf in enumerate(ported_tensors) if position not in taken]
@@ -264,33 +263,56 @@ def pair_leaves(
     return pairs
 
 
+def measure_leaves(original: Leaf, ported: Leaf, broadcast: bool) -> TensorDifference:
+    """Element by element when both sides kept values; from statistics (a lower bound) otherwise."""
+    if original.tensor is not None and ported.tensor is not None:
+        return measure(original.tensor, ported.tensor, broadcast=broadcast)
+    return measure_summaries(leaf_summary(original), leaf_summary(ported))
+
+
+def leaf_summary(leaf: Leaf) -> TensorSummary:
+    if leaf.summary is not None:
+        return leaf.summary
+    assert leaf.tensor is not None
+    return summarize(leaf.tensor)
+
+
 def same_shape(original: Leaf, ported: Leaf) -> bool:
-    assert original.tensor is not None and ported.tensor is not None
-    return equivalent_shapes(tuple(original.tensor.shape), tuple(ported.tensor.shape))
+    assert original.shape is not None and ported.shape is not None
+    return equivalent_shapes(original.shape, ported.shape)
+
+
+def measure_inputs(original: list[Leaf], ported: list[Leaf]) -> list[LeafPair]:
+    """Pair and measure a call's inputs. An extra argument on one side is not evidence of a
+    difference; but when both sides pass the same number of tensors, a shape change is."""
+    return pair_leaves(
+        original,
+        ported,
+        pair_leftovers_by_order=sum(leaf.is_tensor for leaf in original) == sum(leaf.is_tensor for leaf in ported),
+        broadcast=True,  # masks are often given in different but broadcast-equivalent shapes
+    )
+
+
+def measure_outputs(original: list[Leaf], ported: list[Leaf]) -> list[LeafPair]:
+    """Pair and measure a call's outputs. Outputs in the same structure pair by name whatever
+    their shapes, so that a changed shape shows as a shape mismatch rather than pairing with
+    another same-shaped leaf."""
+    return pair_leaves(
+        original,
+        ported,
+        pair_leftovers_by_order=True,
+        pair_names_across_shapes=[leaf.name for leaf in original if leaf.is_tensor] == [leaf.name for leaf in ported if leaf.is_tensor],
+    )
 
 
 def measure_row(row: Row) -> None:
     assert row.original is not None and row.ported is not None
-    original_inputs = row.original.tensor_inputs()
-    ported_inputs = row.ported.tensor_inputs()
-    # Inputs: an extra argument on one side is not evidence of a difference; but when both
-    # sides pass the same number of tensors, a shape change is.
-    row.inputs = pair_leaves(
-        row.original.inputs,
-        row.ported.inputs,
-        pair_leftovers_by_order=len(original_inputs) == len(ported_inputs),
-        broadcast=True,  # masks are often given in different but broadcast-equivalent shapes
-    )
-    original_outputs = row.original.tensor_outputs()
-    ported_outputs = row.ported.tensor_outputs()
-    # Outputs in the same structure pair by name whatever their shapes, so that a changed
-    # shape shows as a shape mismatch rather than pairing with another same-shaped leaf.
-    row.outputs = pair_leaves(
-        row.original.outputs,
-        row.ported.outputs,
-        pair_leftovers_by_order=True,
-        pair_names_across_shapes=[leaf.name for leaf in original_outputs] == [leaf.name for leaf in ported_outputs],
-    )
+    row.inputs = measure_inputs(row.original.inputs, row.ported.inputs)
+    row.outputs = measure_outputs(row.original.outputs, row.ported.outputs)
+
+
+# Leaf pairs measured while the port ran (a streamed comparison), by (original, ported) record index.
+Measured = dict[tuple[int, int], tuple[list[LeafPair], list[LeafPair]]]
 
 
 # -- classification ------------------------------------------------------------------------
@@ -328,8 +350,9 @@ def row_status(row: Row) -> Status:
     return "match"
 
 
-def build_rows(alignment: Alignment) -> list[Row]:
-    """One row per pair, with parents resolved to rows and leaf differences measured."""
+def build_rows(alignment: Alignment, measured: Measured | None = None) -> list[Row]:
+    """One row per pair, with parents resolved to rows and leaf differences measured (or taken
+    from ``measured``, for calls measured while the port ran)."""
     row_by_original: dict[int, int] = {}
     row_by_ported: dict[int, int] = {}
     rows: list[Row] = []
@@ -349,7 +372,12 @@ def build_rows(alignment: Alignment) -> list[Row]:
         elif row.ported is not None and row.ported.parent is not None:
             row.parent = row_by_ported.get(row.ported.parent)
         if row.is_paired:
-            measure_row(row)
+            assert row.original is not None and row.ported is not None
+            already = None if measured is None else measured.get((row.original.index, row.ported.index))
+            if already is not None:
+                row.inputs, row.outputs = already
+            else:
+                measure_row(row)
     return rows
 
 
