@@ -29,7 +29,7 @@ def is_script_path(path: str | Path) -> bool:
     return Path(path).suffix == ".py"
 
 
-def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu") -> ModelScript | Trace:
+def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu", progress: Progress | None = None) -> ModelScript | Trace:
     """Resolve what the caller passed into a built script or a loaded trace."""
     if isinstance(source, (Trace, ModelScript)):
         return source
@@ -39,7 +39,7 @@ def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu") -
     if isinstance(source, (str, Path)):
         if is_script_path(source):
             return load_script(source, seed=seed, device=device)
-        return load_trace(source)
+        return load_trace(source, progress)
     raise ScriptError(f"cannot compare a {type(source).__name__}: pass a script path, a trace file path, a Trace or (model, inputs).")
 
 
@@ -61,7 +61,7 @@ def record(
     recorded and reads them back memory-mapped, for traces bigger than memory.
     """
     policy = KeepPolicy(values=keep, only=only, spill=None if spill is None else Path(spill))
-    loaded = load_source(source, seed=seed, device=device)
+    loaded = load_source(source, seed=seed, device=device, progress=progress)
     if isinstance(loaded, Trace):
         return loaded
     return record_twice(loaded, progress, policy) if rerun else record_script(loaded, progress=progress, keep=policy)
@@ -115,8 +115,8 @@ def compare(
         from tracetui.stream import compare_streaming
 
         return compare_streaming(
-            lambda: load_source(original, seed=seed, device=device),
-            lambda: load_source(ported, seed=seed, device=device),
+            lambda: load_source(original, seed=seed, device=device, progress=report),
+            lambda: load_source(ported, seed=seed, device=device, progress=report),
             directory=spill_directory,
             keep=KeepPolicy(values=keep, only=only, spill=spill_directory),
             rename_map=resolved_map,

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 
 from tracetui import api
-from tracetui.commands import add_align_command, add_run_options, add_weights_command, run_align, run_weights
+from tracetui.commands import add_align_command, add_memory_options, add_run_options, add_weights_command, run_align, run_weights
 from tracetui.compare import Comparison
 from tracetui.errors import TracetuiError, UsageError
 from tracetui.report import print_report
 from tracetui.trace import Trace
-from tracetui.tracefile import save_trace
+from tracetui.tracefile import is_directory_trace, save_trace
 
 DESCRIPTION = """\
 Find where a ported neural network stops giving the same numbers as the original.
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model to re-run and stop in for --break-on-mismatch / --break-at (default: %(default)s)",
     )
     add_run_options(compare, rerun=True)
+    add_memory_options(compare, stream=True)
 
     record = commands.add_parser(
         "record",
@@ -102,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     record.add_argument("script", metavar="SCRIPT", help="model script (.py)")
-    record.add_argument("-o", "--output", required=True, metavar="TRACEFILE", help="where to write the trace")
+    record.add_argument(
+        "-o", "--output", required=True, metavar="TRACEFILE",
+        help="where to write the trace: a file, or a directory (an existing one, or a name with no suffix) holding shards",
+    )
     add_run_options(record, rerun=True)
+    add_memory_options(record, stream=False)
 
     show = commands.add_parser(
         "show",
@@ -173,6 +179,10 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             seed=arguments.seed,
             device=arguments.device,
             progress=lambda message: status.update(message + " …"),
+            keep=arguments.keep,
+            only=arguments.only,
+            spill=arguments.spill,
+            stream=arguments.stream,
         )
     if arguments.json:
         from tracetui.json_report import write_report
@@ -237,6 +247,9 @@ def wants_interface(arguments: argparse.Namespace) -> bool:
 def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     if not api.is_script_path(arguments.script):
         raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
+    output = Path(arguments.output)
+    if arguments.spill and not is_directory_trace(output):
+        raise UsageError(f"{output}: --spill writes the trace as a directory of shards; pass a directory (a name with no suffix) to -o.")
     with errors.status("recording …") as status:
         trace = api.record(
             arguments.script,
@@ -244,12 +257,16 @@ def run_record(arguments: argparse.Namespace, console: Console, errors: Console)
             seed=arguments.seed,
             device=arguments.device,
             progress=lambda message: status.update(f"recording, {message} …"),
+            keep=arguments.keep,
+            only=arguments.only,
+            spill=output if arguments.spill else None,
         )
-    with errors.status(f"saving {len(trace)} calls …"):
-        path = save_trace(trace, arguments.output)
+    if not arguments.spill:  # a spilled trace is already on disk, index and all
+        with errors.status(f"saving {len(trace)} calls …") as status:
+            output = save_trace(trace, output, progress=lambda message: status.update(f"saving {len(trace)} calls, {message} …"))
     console.print(
         f"recorded {len(trace)} calls of {arguments.script}, {len(trace.unique_tensors())} tensors "
-        f"({trace.nbytes() / 1e6:.1f} MB) → {path}"
+        f"({trace.nbytes() / 1e6:.1f} MB) → {output}"
     )
     return 0
 

@@ -75,6 +75,37 @@ def add_run_options(command: argparse.ArgumentParser, rerun: bool) -> None:
     command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
 
 
+def add_memory_options(command: argparse.ArgumentParser, stream: bool) -> None:
+    """What a recording keeps of each tensor and where: for models whose traces outgrow memory."""
+    group = command.add_argument_group("memory (models whose traces do not fit in memory)")
+    group.add_argument(
+        "--keep",
+        choices=("full", "stats"),
+        default="full",
+        help="full: keep every tensor; stats: keep shape, dtype, min, max, mean and NaN/Inf count only — "
+        "a difference in statistics is certain, agreement is not proof (default: %(default)s)",
+    )
+    group.add_argument("--only", metavar="REGEX", help="keep full tensors only for modules whose name matches REGEX, statistics elsewhere")
+    if stream:
+        group.add_argument(
+            "--spill",
+            metavar="DIR",
+            help="write tensors to DIR/original and DIR/ported as they are recorded and read them back memory-mapped",
+        )
+        group.add_argument(
+            "--stream",
+            action="store_true",
+            help="record ORIG to disk (--spill DIR, or a temporary directory), then check PORTED against it as it runs, "
+            "holding about one layer in memory; PORTED keeps statistics (and --only tensors)",
+        )
+    else:
+        group.add_argument(
+            "--spill",
+            action="store_true",
+            help="write tensors to the -o directory as they are recorded (bounded memory); -o names a directory",
+        )
+
+
 def add_align_command(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser(
         "align",
