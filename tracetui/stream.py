@@ -14,6 +14,7 @@ by statistics (a lower bound), and nothing is re-measured at another rtol: see
 from __future__ import annotations
 
 import gc
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,28 +28,44 @@ from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace
 
 
+CallKey = tuple[str, str, int]  # kind, name, call: the same call in two runs of one model
+
+
+def call_key(record: CallRecord) -> CallKey:
+    return (record.kind, record.name, record.call)
+
+
 class StreamCheck:
     """The live check of the port: measures each call against its original counterpart."""
 
-    def __init__(self, original: Trace, rename_map: RenameMap | None, tolerance: Tolerance) -> None:
+    def __init__(self, counterparts: dict[CallKey, CallRecord], tolerance: Tolerance) -> None:
+        self.counterparts = counterparts  # port call → the original call it is paired with
         self.tolerance = tolerance
-        self.original_by_key = {pairing_key(record, rename_map): record for record in original.records}
-        self.measured: Measured = {}
-        self._inputs: dict[int, list[LeafPair]] = {}  # ported record index → input pairs, until its outputs
+        self.measured: dict[CallKey, tuple[int, list[LeafPair], list[LeafPair]]] = {}
+        self._inputs: dict[CallKey, list[LeafPair]] = {}  # until the call's outputs arrive
 
     def __call__(self, record: CallRecord, part: str, leaves: list[Leaf]) -> None:
-        original = self.original_by_key.get((record.kind, record.name, record.call))
+        key = call_key(record)
+        original = self.counterparts.get(key)
         if original is None:
             return
         if part == "inputs":
             pairs = measure_inputs(original.inputs, leaves)
-            self._inputs[record.index] = pairs
+            self._inputs[key] = pairs
         else:
             pairs = measure_outputs(original.outputs, leaves)
-            self.measured[(original.index, record.index)] = (self._inputs.pop(record.index, []), pairs)
+            self.measured[key] = (original.index, self._inputs.pop(key, []), pairs)
         for pair in pairs:
             if pair.difference is not None:  # count the tolerance now: the live tensor is about to go
                 pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol)
+
+    def by_record_index(self, ported: Trace) -> Measured:
+        ported_index = {call_key(record): record.index for record in ported.records}
+        return {
+            (original_index, ported_index[key]): (inputs, outputs)
+            for key, (original_index, inputs, outputs) in self.measured.items()
+            if key in ported_index
+        }
 
 
 def compare_streaming(
@@ -69,8 +86,29 @@ def compare_streaming(
     memory together. An original that is already a trace (``tracetui record orig.py -o DIR
     --spill``) is used as it is: record it once, stream each new version of the port.
     """
+    temporary = directory is None
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="tracetui-stream-"))
+    try:
+        return stream_port(load_original, load_ported, directory, keep, rename_map, tolerance, infer, rerun, progress)
+    finally:
+        if temporary:
+            # The trace's tensors stay readable: they are memory-mapped, and a mapped file
+            # lives on until it is unmapped. The disk space comes back when the process ends.
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def stream_port(
+    load_original: Callable[[], ModelScript | Trace],
+    load_ported: Callable[[], ModelScript | Trace],
+    directory: Path,
+    keep: KeepPolicy,
+    rename_map: RenameMap | None,
+    tolerance: Tolerance,
+    infer: bool,
+    rerun: bool,
+    progress: Progress,
+) -> Comparison:
     progress("recording the original to disk")
     loaded_original = load_original()
     if isinstance(loaded_original, Trace):
@@ -91,10 +129,23 @@ def compare_streaming(
     ported_keep = KeepPolicy(
         values="stats", only=keep.only, spill=None if keep.only is None or keep.spill is None else directory / "ported"
     )
-    check = StreamCheck(original, rename_map, tolerance)
+    check = StreamCheck({pairing_key(record, rename_map): record for record in original.records}, tolerance)
     ported = record_script(ported_script, progress=progress, keep=ported_keep, live_check=check)
     if rerun:  # the port's own nondeterminism: one more run, checked live against this one
         record_script(ported_script, seed=ported_script.seed + 1, keep=KeepPolicy(values="none"), live_check=RerunCheck(ported))
     progress("comparing")
     alignment = align(original, ported, rename_map, infer=infer, atol=tolerance.atol)
-    return classify(alignment, tolerance, measured_rows=build_rows(alignment, check.measured))
+    measured = check.by_record_index(ported)
+    # Calls paired only now, by inference, were not measured while the port ran: run it once
+    # more and measure exactly those, rather than settle for their statistics.
+    late_pairs = {
+        call_key(ported.records[pair.ported]): original.records[pair.original]
+        for pair in alignment.paired()
+        if (pair.original, pair.ported) not in measured
+    }
+    if late_pairs:
+        progress(f"running the port again for the {len(late_pairs)} calls paired by inference")
+        late_check = StreamCheck(late_pairs, tolerance)
+        record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
+        measured |= late_check.by_record_index(ported)
+    return classify(alignment, tolerance, measured_rows=build_rows(alignment, measured))
