@@ -1,6 +1,6 @@
 """The JSON report, schema ``tracetui.report/1`` (shared/docs/contracts.md).
 
-The contract's keys keep their meaning; extra keys (classes, input Δ, pairing, reason) are added.
+The contract's keys keep their meaning; extra keys (classes, input Δ, pairing, reason, precision) are added.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tracetui.compare import Comparison, Row
+from tracetui.precision import Precision, describe_precision
 
 SCHEMA = "tracetui.report/1"
 
@@ -33,6 +34,17 @@ def row_entry(row: Row) -> dict[str, Any]:
         "depth": row.depth,
         "pairing": row.pairing.method,
         "confidence": row.pairing.confidence,
+    }
+
+
+def precision_entry(precision: Precision) -> dict[str, Any]:
+    """Recorded dtypes per side and the dtype differences were computed in, so that a reader of
+    ``max_abs_diff`` knows whether it is half-precision rounding or a real difference."""
+    return {
+        "original": list(precision.original_dtypes),
+        "ported": list(precision.ported_dtypes),
+        "compared_in": precision.compared_in,
+        "note": precision.note,
     }
 
 
@@ -61,6 +73,7 @@ def report_document(comparison: Comparison) -> dict[str, Any]:
         "ported_source": comparison.ported.source,
         "counts": dict(comparison.status_counts()),
         "notes": comparison.notes,
+        "precision": precision_entry(describe_precision(comparison)),
         "rows": [row_entry(row) for row in comparison.rows],
     }
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracetui.compare import Comparison, Row, format_difference
+from tracetui.precision import describe_precision, notes_with_precision
 from tracetui.trace import CallRecord
 
 STATUS_STYLES = {
@@ -103,6 +104,8 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
         f"[bold]tracetui[/]  original [cyan]{comparison.original.source}[/]  ported [cyan]{comparison.ported.source}[/]"
         f"  {comparison.tolerance}"
     )
+    precision = describe_precision(comparison)
+    console.print(Text(f"precision: {precision}", style="dim"))
     culprit = comparison.culprit
     if comparison.verdict == "match":
         console.print(Text("MATCH", style="bold green"))
@@ -117,6 +120,6 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
     console.print(
         "rows: " + ", ".join(f"{counts[status]} {status}" for status in STATUS_STYLES if counts[status]) + f" ({len(comparison.rows)} in all)"
     )
-    for note in comparison.notes:
+    for note in notes_with_precision(comparison, precision):
         console.print(Text(f"note: {note}", style="yellow"))
     console.print(Text(summary_line(comparison), style="bold"))

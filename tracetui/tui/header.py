@@ -1,4 +1,4 @@
-"""The header: both scripts, the tolerance, the verdict, the culprit with its input and output Δ."""
+"""The header: both scripts, the tolerance, the verdict, the precision, the culprit with its input and output Δ."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from textual.reactive import reactive
 from textual.widgets import Label
 
 from tracetui.compare import STATUSES, Comparison, format_difference
+from tracetui.precision import describe_precision, notes_with_precision
 from tracetui.trace import Trace
 
 
@@ -24,6 +25,7 @@ class ComparisonHeader(Vertical):
             yield from self.compose_trace(source)
             return
         comparison = source
+        precision = describe_precision(comparison)
         with Horizontal(classes="header-line"):
             yield Label("tracetui", classes="app-name")
             yield Label(str(comparison.original.source), classes="source")
@@ -31,6 +33,8 @@ class ComparisonHeader(Vertical):
             yield Label(str(comparison.ported.source), classes="source")
             yield Label(str(comparison.tolerance), id="tolerance", classes="tolerance")
             yield Label(comparison.verdict.upper(), id="verdict", classes=f"verdict -{comparison.verdict}")
+            # After the verdict: on a narrow terminal it is what gets cut, not the verdict.
+            yield Label(precision.short_description, id="precision", classes="precision")
         culprit = comparison.culprit
         with Horizontal(classes="header-line"):
             if culprit is None:
@@ -54,7 +58,7 @@ class ComparisonHeader(Vertical):
             for status in STATUSES:
                 if counts[status]:
                     yield Label(f"{counts[status]} {status.replace('_', ' ')}", classes=f"count -{status}")
-            for note in comparison.notes[:1]:
+            for note in notes_with_precision(comparison, precision)[:1]:
                 yield Label(f"note: {note}", classes="note")
 
     def compose_trace(self, trace: Trace) -> ComposeResult:
