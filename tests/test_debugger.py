@@ -152,6 +152,11 @@ class Session:
         """Type a command; return what it printed (without the echoed command line)."""
         self.child.sendline(command)
         output = self.until_prompt()
+        lines = output.split("\n")
+        # The echo is normally the first line, but a loaded machine can redraw the prompt first.
+        for position, line in enumerate(lines):
+            if line.rstrip().endswith(command):
+                return "\n".join(lines[position + 1 :])
         return output.split("\n", 1)[1] if "\n" in output else ""
 
     def finish(self, command: str) -> tuple[str, int]:

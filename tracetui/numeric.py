@@ -7,6 +7,7 @@ comparison for every leaf pair, the interface for its detail pane.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy
@@ -118,19 +119,42 @@ class TensorDifference:
 
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
-        original, ported = comparable_pair(self._original, self._ported, self.broadcast_shape)
-        both_finite = torch.isfinite(original) & torch.isfinite(ported)
-        broken = (ported - original).abs() > atol + rtol * original.abs()
-        return int((broken & both_finite).sum())
+        broken_count = 0
+        for original, ported in comparable_chunks(self._original, self._ported, self.broadcast_shape):
+            both_finite = torch.isfinite(original) & torch.isfinite(ported)
+            broken = (ported - original).abs() > atol + rtol * original.abs()
+            broken_count += int((broken & both_finite).sum())
+        return broken_count
 
 
-def comparable_pair(
+# Tensors are compared a slice at a time: two float64 slices of this many elements are 64 MB,
+# so measuring a [1, 4096, 128256] logits tensor does not need gigabytes of float64 copies.
+CHUNK_ELEMENTS = 1 << 22
+
+
+def comparable_chunks(
+    original: torch.Tensor, ported: torch.Tensor, broadcast_shape: tuple[int, ...] | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Flat float64 slices of both tensors, element for element (after broadcasting if asked)."""
+    original_flat, ported_flat = flat_pair(original, ported, broadcast_shape)
+    for start in range(0, original_flat.numel(), CHUNK_ELEMENTS):
+        stop = start + CHUNK_ELEMENTS
+        yield as_comparable(original_flat[start:stop]), as_comparable(ported_flat[start:stop])
+
+
+def flat_pair(
     original: torch.Tensor, ported: torch.Tensor, broadcast_shape: tuple[int, ...] | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    original_values = as_comparable(original)
+    """Both tensors as flat views in one element order, complex ones as their real pairs."""
+    original_values = real_view(original)
+    ported_values = real_view(ported)
     if broadcast_shape is not None:
-        return original_values.expand(broadcast_shape), as_comparable(ported).expand(broadcast_shape)
-    return original_values, as_comparable(ported).reshape(original_values.shape)
+        return original_values.expand(broadcast_shape).reshape(-1), ported_values.expand(broadcast_shape).reshape(-1)
+    return original_values.reshape(-1), ported_values.reshape(-1)
+
+
+def real_view(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
 def broadcast_shape_of(original: torch.Tensor, ported: torch.Tensor) -> tuple[int, ...] | None:
@@ -163,33 +187,53 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
         difference.numel = math.prod(difference.broadcast_shape)
     if difference.numel == 0:
         return difference
-    original_values, ported_values = comparable_pair(original, ported, difference.broadcast_shape)
-    original_finite = torch.isfinite(original_values)
-    ported_finite = torch.isfinite(ported_values)
-    both_finite = original_finite & ported_finite
-    if not bool(both_finite.all()):
-        same_nonfinite = ~original_finite & ~ported_finite & (
-            (original_values == ported_values) | (original_values.isnan() & ported_values.isnan())
-        )
-        difference.nonfinite_mismatches = int(((~original_finite | ~ported_finite) & ~same_nonfinite).sum())
-        difference.nonfinite_original = int((~original_finite & ported_finite).sum())
-        difference.nonfinite_ported = int((original_finite & ~ported_finite).sum())
-    absolute = torch.where(both_finite, (ported_values - original_values).abs(), 0.0)
-    worst_flat = int(absolute.argmax())
-    difference.max_abs = float(absolute.reshape(-1)[worst_flat])
-    difference.mean_abs = float(absolute.mean())
-    difference.original_abs_max = float(torch.where(both_finite, original_values.abs(), 0.0).max())
-    nonzero = both_finite & (original_values != 0)
-    if bool(nonzero.any()):
-        difference.max_rel = float((absolute[nonzero] / original_values[nonzero].abs()).max())
-    # numpy's unravel_index: torch's imports a slow module on first use.
-    difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, tuple(original_values.shape)))
-    difference.worst_original = float(original_values.reshape(-1)[worst_flat])
-    difference.worst_ported = float(ported_values.reshape(-1)[worst_flat])
-    difference.cosine = cosine_similarity(
-        torch.where(both_finite, original_values, 0.0), torch.where(both_finite, ported_values, 0.0)
-    )
+    accumulate_differences(difference, original, ported)
     return difference
+
+
+def accumulate_differences(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> None:
+    """Fill in the tolerance-independent figures, one slice at a time (see CHUNK_ELEMENTS)."""
+    shape = difference.broadcast_shape or tuple(real_view(original).shape)
+    absolute_sum = 0.0
+    dot = original_square_sum = ported_square_sum = 0.0
+    worst_flat: int | None = None
+    start = 0
+    for original_values, ported_values in comparable_chunks(original, ported, difference.broadcast_shape):
+        original_finite = torch.isfinite(original_values)
+        ported_finite = torch.isfinite(ported_values)
+        both_finite = original_finite & ported_finite
+        raw_original, raw_ported = original_values, ported_values
+        if not bool(both_finite.all()):
+            same_nonfinite = ~original_finite & ~ported_finite & (
+                (original_values == ported_values) | (original_values.isnan() & ported_values.isnan())
+            )
+            difference.nonfinite_mismatches += int(((~original_finite | ~ported_finite) & ~same_nonfinite).sum())
+            difference.nonfinite_original += int((~original_finite & ported_finite).sum())
+            difference.nonfinite_ported += int((original_finite & ~ported_finite).sum())
+            original_values = torch.where(both_finite, original_values, 0.0)
+            ported_values = torch.where(both_finite, ported_values, 0.0)
+        absolute = (ported_values - original_values).abs()
+        chunk_worst = int(absolute.argmax())
+        chunk_max = float(absolute[chunk_worst])
+        if worst_flat is None or chunk_max > difference.max_abs:  # the first of equal maxima, as argmax gives
+            difference.max_abs = chunk_max
+            worst_flat = start + chunk_worst
+            difference.worst_original = float(raw_original[chunk_worst])
+            difference.worst_ported = float(raw_ported[chunk_worst])
+        absolute_sum += float(absolute.sum())
+        nonzero = original_values != 0  # non-finite elements were zeroed above
+        if bool(nonzero.any()):
+            difference.max_rel = max(difference.max_rel, float((absolute[nonzero] / original_values[nonzero].abs()).max()))
+        difference.original_abs_max = max(difference.original_abs_max, float(original_values.abs().max()))
+        dot += float(original_values @ ported_values)
+        original_square_sum += float(original_values @ original_values)
+        ported_square_sum += float(ported_values @ ported_values)
+        start += original_values.numel()
+    difference.mean_abs = absolute_sum / difference.numel
+    assert worst_flat is not None
+    # numpy's unravel_index: torch's imports a slow module on first use.
+    difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, shape))
+    difference.cosine = cosine_from_sums(dot, original_square_sum, ported_square_sum)
 
 
 def on_device_of(tensor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -248,14 +292,14 @@ def equivalent_shapes(original: tuple[int, ...], ported: tuple[int, ...]) -> boo
     return [size for size in original if size != 1] == [size for size in ported if size != 1]
 
 
-def cosine_similarity(original: torch.Tensor, ported: torch.Tensor) -> float:
-    original_norm = float(original.norm())
-    ported_norm = float(ported.norm())
+def cosine_from_sums(dot: float, original_square_sum: float, ported_square_sum: float) -> float:
+    original_norm = math.sqrt(original_square_sum)
+    ported_norm = math.sqrt(ported_square_sum)
     if original_norm == 0.0 and ported_norm == 0.0:
         return 1.0
     if original_norm == 0.0 or ported_norm == 0.0:
         return 0.0
-    value = float((original.reshape(-1) @ ported.reshape(-1)) / (original_norm * ported_norm))
+    value = dot / (original_norm * ported_norm)
     return max(-1.0, min(1.0, value)) if math.isfinite(value) else 0.0
 
 
@@ -263,11 +307,14 @@ def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
     original = on_device_of(original, ported)
     if original.shape == ported.shape:
-        absolute = (as_comparable(ported) - as_comparable(original)).abs()
-        if absolute.numel() == 0:
-            return 0.0
-        if bool(torch.isfinite(absolute).all()):
-            return float(absolute.max())
+        largest = 0.0
+        for original_values, ported_values in comparable_chunks(original, ported, None):
+            absolute = (ported_values - original_values).abs()
+            if not bool(torch.isfinite(absolute).all()):
+                break  # NaN/Inf: let measure() tell matching non-finite values from mismatches
+            largest = max(largest, float(absolute.max()))
+        else:
+            return largest
     difference = measure(original, ported)
     if not difference.shape_matches or difference.nonfinite_mismatches:
         return math.inf
