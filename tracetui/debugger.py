@@ -145,7 +145,7 @@ class TensorDiff:
         return self.difference.max_abs
 
     @property
-    def over_tolerance(self) -> int:
+    def over_tolerance(self) -> int | None:
         return self.difference.out_of_tolerance(self.tolerance.atol, self.tolerance.rtol)
 
     @property
@@ -175,7 +175,12 @@ def describe_difference(difference: TensorDifference, tolerance: Tolerance) -> s
     """``max |Δ| 1.2e-01, 2980 of 3072 over atol 0.001, worst at (0, 5, 17): 0.12 (original) vs 0.45 (ported)``."""
     if not difference.shape_matches:
         return f"shapes differ: {list(difference.original_shape)} (original) vs {list(difference.ported_shape)} (ported)"
+    if difference.from_statistics:
+        return f"max |Δ| ≥ {format_difference(difference.max_abs)} (from min, max and mean: the other side kept statistics only)"
     over = difference.out_of_tolerance(tolerance.atol, tolerance.rtol)
+    if over is None:
+        within = "within" if difference.within(tolerance.atol, tolerance.rtol) else "over"
+        return f"max |Δ| {format_difference(difference.max_abs)}, {within} {tolerance} (elements not counted: values not kept)"
     text = f"max |Δ| {format_difference(difference.max_abs)}, {over} of {difference.numel} over {tolerance}"
     if difference.nonfinite_mismatches:
         text += f", {difference.nonfinite_mismatches} NaN/Inf mismatches"

@@ -250,8 +250,12 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
     if values.dtype == torch.bool:
         values = values.to(torch.uint8)
     minimum, maximum = torch.aminmax(values)
-    # Accumulate the mean in float64 on the tensor's device: a float16 sum would overflow.
-    mean = values.mean(dtype=torch.float64) if values.is_floating_point() else values.to(torch.float64).mean()
+    # At least float32 accumulation (a float16 sum would overflow); not float64, which would
+    # convert every element first and cost more than the reductions themselves.
+    if values.is_floating_point():
+        mean = values.mean() if values.dtype in (torch.float32, torch.float64) else values.mean(dtype=torch.float32)
+    else:
+        mean = values.to(torch.float64).mean()
     low, high, average = float(minimum), float(maximum), float(mean)
     nonfinite = 0
     if not (math.isfinite(low) and math.isfinite(high)):  # aminmax propagates NaN; Inf shows as a bound

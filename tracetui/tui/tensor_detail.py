@@ -255,7 +255,10 @@ def render_preview(
 
 
 def shape_label(tensor: torch.Tensor) -> str:
-    shape = tuple(tensor.shape)
+    return shape_text(tuple(tensor.shape))
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape)) if shape else "scalar"
 
 
@@ -278,6 +281,12 @@ def statistics_table(sides: list[tuple[str, Leaf | None]], palette: Palette) -> 
     table.columns[0].justify = "left"
     table.add_row(*(Text(title, palette.label) for title in ("", "shape", "dtype", "min", "max", "mean", "std", "NaN/Inf")))
     for side_name, leaf in sides:
+        if leaf is not None and leaf.tensor is None and leaf.summary is not None:
+            kept = leaf.summary  # recorded with statistics only: no std, no values
+            cells = [shape_text(kept.shape), kept.dtype, general(kept.minimum), general(kept.maximum), general(kept.mean), "—"]
+            cells.append(Text(str(kept.nonfinite), palette.bad) if kept.nonfinite else Text("0", palette.dim))
+            table.add_row(Text(side_name, palette.label), *cells)
+            continue
         if leaf is None or leaf.tensor is None:
             value = "no counterpart" if leaf is None else f"{leaf.value_type} {leaf.value_repr}"
             table.add_row(Text(side_name, palette.label), Text(value, palette.dim))
@@ -304,10 +313,19 @@ def sparkline(values: list[float], threshold: float, palette: Palette) -> Text:
 
 
 def difference_summary(difference: TensorDifference, tolerance: Tolerance, palette: Palette) -> Text:
+    within = difference.within(tolerance.atol, tolerance.rtol)
+    style = palette.good if within else palette.bad
+    text = Text()
+    if difference.from_statistics:
+        text.append("max |Δ| ≥ ", palette.label)
+        text.append(format_difference(difference.max_abs), style)
+        text.append(
+            "   from min, max and mean only (one side kept statistics): a difference is certain, agreement is not proof",
+            palette.dim,
+        )
+        return text
     broken = difference.out_of_tolerance(tolerance.atol, tolerance.rtol)
     numel = max(difference.numel, 1)
-    style = palette.bad if broken else palette.good
-    text = Text()
     text.append("max |Δ| ", palette.label)
     text.append(format_difference(difference.max_abs), style)
     text.append("   max rel ", palette.label)
@@ -317,7 +335,10 @@ def difference_summary(difference: TensorDifference, tolerance: Tolerance, palet
     text.append("   cosine ", palette.label)
     text.append(f"{difference.cosine:.6f}")
     text.append("\n")
-    text.append(f"{broken:,} of {difference.numel:,} elements ({100 * broken / numel:.1f}%) break {tolerance}", style)
+    if broken is None:
+        text.append(f"{'within' if within else 'breaks'} {tolerance}; elements not counted (the values were not kept)", style)
+    else:
+        text.append(f"{broken:,} of {difference.numel:,} elements ({100 * broken / numel:.1f}%) break {tolerance}", style)
     if difference.nonfinite_mismatches:
         text.append(
             f"   NaN/Inf mismatches: {difference.nonfinite_mismatches:,} "
@@ -333,7 +354,7 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
     title = Text(pair.name, palette.heading)
     difference = pair.difference
     original, ported = pair.original, pair.ported
-    if original is not None and ported is not None and original.tensor is None and ported.tensor is None:
+    if original is not None and ported is not None and not original.is_tensor and not ported.is_tensor:
         title.append(f"   {original.value_type}  original {original.value_repr}  ported {ported.value_repr}", palette.dim)
         return title
     parts.append(title)
@@ -355,7 +376,10 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
     if not difference.dtype_matches:
         parts.append(Text(f"dtypes differ: {difference.original_dtype} vs {difference.ported_dtype}", palette.warning))
     parts.append(difference_summary(difference, tolerance, palette))
-    assert original is not None and ported is not None and original.tensor is not None and ported.tensor is not None
+    assert original is not None and ported is not None
+    if original.tensor is None or ported.tensor is None:  # one side kept statistics only
+        parts += side_previews(pair, tolerance, width, palette, None)
+        return Group(*parts)
     absolute = absolute_difference(original.tensor, ported.tensor)
     worst = worst_elements(original.tensor, ported.tensor, absolute)
     if worst:
@@ -523,9 +547,12 @@ def row_summary(row: Row, tolerance: Tolerance, palette: Palette) -> Text | None
             summary.append("none compared", palette.dim)
             continue
         summary.append(f"max |Δ| {format_difference(largest_difference(pairs))}", palette.good if agree else palette.bad)
-        broken = sum(difference.out_of_tolerance(tolerance.atol, tolerance.rtol) for difference in differences)
+        counts = [difference.out_of_tolerance(tolerance.atol, tolerance.rtol) for difference in differences]
+        broken = sum(count for count in counts if count is not None)
         total = sum(difference.numel for difference in differences)
-        if broken:
+        if None in counts or any(difference.from_statistics for difference in differences):
+            summary.append(" (partly from statistics or uncounted: values not kept)", palette.dim)
+        elif broken:
             summary.append(f", {broken:,} of {total:,} elements break {tolerance}", palette.bad)
     return summary
 
