@@ -1,6 +1,7 @@
 """The JSON report, schema ``tracetui.report/1`` (shared/docs/contracts.md).
 
-The contract's keys keep their meaning; extra keys (classes, input Δ, pairing, reason, precision) are added.
+The contract's keys keep their meaning; extra keys (classes, input Δ, pairing, reason, precision,
+whether a difference is a lower bound from statistics) are added.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def row_entry(row: Row) -> dict[str, Any]:
         "status": row.status,
         "max_abs_diff": finite_or_none(row.output_max_abs),
         "input_max_abs_diff": finite_or_none(row.input_max_abs),
+        # True when a side kept statistics only: max_abs_diff is then a lower bound.
+        "max_abs_diff_is_lower_bound": any(pair.difference is not None and pair.difference.from_statistics for pair in row.outputs),
         "original_class": None if row.original is None else row.original.class_name,
         "ported_class": None if row.ported is None else row.ported.class_name,
         "kind": row.kind,

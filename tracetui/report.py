@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracetui.compare import Comparison, Row, format_difference
+from tracetui.compare import Comparison, LeafPair, Row, format_difference
 from tracetui.precision import describe_precision, notes_with_precision
 from tracetui.trace import CallRecord
 
@@ -68,6 +68,12 @@ def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
     return [comparison.rows[index] for index in sorted(chosen)]
 
 
+def bound_label(value: float | None, pairs: list[LeafPair]) -> str:
+    """``1.2e-01``, or ``≥1.2e-01`` when a statistics-only leaf proved at least that much."""
+    from_statistics = any(pair.difference is not None and pair.difference.from_statistics for pair in pairs)
+    return ("≥" if from_statistics and value else "") + format_difference(value)
+
+
 def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("#", justify="right", style="dim")
@@ -92,8 +98,8 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             call_name(row.ported, row.depth),
             row.class_label,
             status,
-            format_difference(row.input_max_abs),
-            format_difference(row.output_max_abs),
+            bound_label(row.input_max_abs, row.inputs),
+            bound_label(row.output_max_abs, row.outputs),
             style="bold" if is_culprit else ("dim" if row.status == "unmatched" else ""),
         )
     return table
