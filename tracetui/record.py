@@ -23,7 +23,7 @@ import torch
 from tracetui.errors import RecordingError, UsageError
 from tracetui.flatten import flatten, name_arguments
 from tracetui.memory import garbage_collection_paused
-from tracetui.numeric import max_abs_difference, summarize
+from tracetui.numeric import max_abs_difference, summarize, summary_bound
 from tracetui.script import ModelScript
 from tracetui.spill import SpillStore, prepare_directory
 from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace, summary_leaf
@@ -46,7 +46,8 @@ class KeepPolicy:
     ``values="full"`` keeps a copy of every tensor; ``"stats"`` only a :class:`TensorSummary`
     (shape, dtype, min, max, mean, NaN/Inf count); ``"none"`` nothing but the shape of the
     call tree (for a run checked live and then thrown away). ``only`` — a regular expression —
-    keeps full values for the modules and taps whose name it finds, statistics elsewhere.
+    keeps full values for the modules and taps whose name it finds, statistics elsewhere (a
+    tensor already copied for a matching call keeps its copy wherever else it appears: free).
     ``spill`` writes the kept copies to that directory as they are recorded, a shard at a
     time, and reads them back memory-mapped: memory stays bounded whatever the model's size.
     """
@@ -405,4 +406,4 @@ def summary_change(first: TensorSummary, second: TensorSummary) -> float:
         return float("inf")
     if first.nonfinite:
         return 0.0
-    return max(abs(first.minimum - second.minimum), abs(first.maximum - second.maximum), abs(first.mean - second.mean))
+    return summary_bound(first, second)

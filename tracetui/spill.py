@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 
 from tracetui.errors import TraceFileError
+from tracetui.memory import release_free_memory
 
 SHARD_BYTES = 128 * 1024 * 1024  # a shard buffered in memory before it is written: the spill's footprint
 SHARD_PATTERN = "tensors-{:05d}.safetensors"
@@ -89,9 +90,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 class SpillStore:
     """Recorded tensors on their way to shard files in ``directory``; see the module docstring."""
 
-    def __init__(self, directory: Path, shard_bytes: int = SHARD_BYTES) -> None:
+    def __init__(self, directory: Path, shard_bytes: int | None = None) -> None:
         self.directory = directory
-        self.shard_bytes = shard_bytes
+        self.shard_bytes = SHARD_BYTES if shard_bytes is None else shard_bytes
         self.file_of_key: dict[str, str] = {}
         self.complex_keys: list[str] = []
         self.bytes_written = 0
@@ -129,6 +130,7 @@ class SpillStore:
                 mapped[key] = torch.view_as_complex(mapped[key])
         self._pending = {}
         self._pending_bytes = 0
+        release_free_memory()  # the copies just freed: back to the system, not kept in the heap
         if on_write is not None:
             on_write(name)
         return mapped

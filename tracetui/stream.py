@@ -22,12 +22,14 @@ from pathlib import Path
 from tracetui.align import align, pairing_key
 from tracetui.compare import Comparison, LeafPair, Measured, Tolerance, build_rows, classify, measure_inputs, measure_outputs
 from tracetui.errors import UsageError
+from tracetui.memory import release_free_memory
 from tracetui.record import KeepPolicy, Progress, RerunCheck, record_script, record_twice
 from tracetui.rename import RenameMap
 from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace
 
 
+TRIM_EVERY_ELEMENTS = 32 * 1024 * 1024  # elements measured between returns of freed memory
 CallKey = tuple[str, str, int]  # kind, name, call: the same call in two runs of one model
 
 
@@ -43,6 +45,7 @@ class StreamCheck:
         self.tolerance = tolerance
         self.measured: dict[CallKey, tuple[int, list[LeafPair], list[LeafPair]]] = {}
         self._inputs: dict[CallKey, list[LeafPair]] = {}  # until the call's outputs arrive
+        self._measured_since_trim = 0
 
     def __call__(self, record: CallRecord, part: str, leaves: list[Leaf]) -> None:
         key = call_key(record)
@@ -58,6 +61,10 @@ class StreamCheck:
         for pair in pairs:
             if pair.difference is not None:  # count the tolerance now: the live tensor is about to go
                 pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol)
+                self._measured_since_trim += pair.difference.numel
+        if self._measured_since_trim >= TRIM_EVERY_ELEMENTS:
+            release_free_memory()  # the float64 slices measured so far, back to the system
+            self._measured_since_trim = 0
 
     def by_record_index(self, ported: Trace) -> Measured:
         ported_index = {call_key(record): record.index for record in ported.records}
