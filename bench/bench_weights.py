@@ -12,8 +12,8 @@ Builds two state dicts directly as tensors (no model construction):
 
 Then runs :func:`tracetui.weights.check_weights` on them and prints the time it took and the
 process's peak resident memory against the size of the two state dicts, each with its target
-beside it, and checks the findings. ``--dtype float16`` converts the port to half precision
-(the cast must still be found).
+beside it, and checks the findings; then one ``FIGURE`` line each (see ``bench/figures.py``).
+``--dtype float16`` converts the port to half precision (the cast must still be found).
 
 Run it with ``python bench/bench_weights.py`` (about a minute on 2 cores, most of it making
 random tensors).
@@ -28,6 +28,7 @@ import sys
 import time
 
 import torch
+from figures import figure, verdict
 
 from tracetui.weights import check_weights
 
@@ -161,6 +162,16 @@ def main() -> int:
     print(
         f"peak memory    {peak / 1e9:6.2f} GB = {ratio:.2f}×  target ≤ {MEMORY_TARGET}× the two state dicts ({both / 1e9:.2f} GB)   "
         f"{'ok' if memory_ok else 'OVER'}   (resident before the check: {resident_before / 1e9:.2f} GB)"
+    )
+    print()
+    figure("weights: check_weights time, two ~300M-value state dicts", f"{elapsed:.1f} s", f"≤ {TIME_TARGET:.0f} s", verdict(time_ok))
+    figure(
+        "weights: peak RSS / bytes of the two state dicts", f"{ratio:.2f}× ({peak / 1e9:.2f} GB / {both / 1e9:.2f} GB)",
+        f"≤ {MEMORY_TARGET}×", verdict(memory_ok),
+    )
+    figure(
+        "weights: findings (unconverted tensor, q/k/v slices, transposes, unused)",
+        f"{sum(checks.values())} of {len(checks)} right", f"all {len(checks)}", verdict(all(checks.values())),
     )
     return 0 if time_ok and memory_ok and all(checks.values()) else 1
 
