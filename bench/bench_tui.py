@@ -241,8 +241,8 @@ def report(comparison: tracetui.Comparison, size: tuple[int, int], first_screen:
         print(f"{label:<26} {repaint}   < {KEY_TARGET * 1000:.0f} ms  {detail}  {len(values):>5}  {lines:>5.0f}  {flag}")
     print(f"\nslowest repaint of a key: {slowest * 1000:.1f} ms (target < {KEY_TARGET * 1000:.0f} ms)")
     print(
-        f"{reclassify}: the dialog closes at once; the list shows the new statuses when "
-        "comparison.with_tolerance has re-classified every row in a worker thread (the figure above)."
+        f"{reclassify}: from enter to the frame that shows every row's new status (without rtol the rows are "
+        "re-classified from figures gathered once, before the dialog closes; with an rtol, in a worker thread)."
     )
     print(
         "detail pane filled: the pane is described after the cursor rests "

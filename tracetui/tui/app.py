@@ -2,8 +2,8 @@
 
 State (reactive attributes of :class:`TracetuiApp`):
 
-- ``source``: the :class:`Comparison` (replaced by ``t`` with ``comparison.with_tolerance``),
-  or the :class:`Trace` for ``tracetui show``;
+- ``source``: the :class:`Comparison` (replaced by ``t`` with the comparison re-classified
+  under the new tolerance), or the :class:`Trace` for ``tracetui show``;
 - ``listing``: the lines derived from it (:mod:`tracetui.tui.listing`);
 - ``view``: the view options (filter text, only-problems, folded rows);
 - ``outline``: the visible rows, derived from ``listing`` and ``view``;
@@ -26,9 +26,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
+from textual.worker import get_current_worker
 
 from tracetui.align import Alignment
-from tracetui.compare import Comparison, Row, Tolerance, compare_traces
+from tracetui.compare import Comparison, Row, Tolerance, compare_traces, judged_from_figures, reclassify
 from tracetui.mapfile import write_rename_map
 from tracetui.debugger import Side, debug_call, describe_outcome
 from tracetui.errors import TracetuiError
@@ -152,6 +153,7 @@ class TracetuiApp(App[None]):
 
     def on_filter_changed(self, message: FilterChanged) -> None:
         status_line = self.query_one(StatusLine)
+        status_line.refresh()  # the text typed so far: the line leaves redrawing it to this handler
         try:
             compile_filter(message.text)
         except re.error:
@@ -225,7 +227,8 @@ class TracetuiApp(App[None]):
     def realign(self, alignment: Alignment, keep_selected: tuple[Side, int]) -> None:
         """Compare again under the same tolerance with the amended pairing (no model is re-run)."""
         comparison = compare_traces(alignment, self.comparison.tolerance if self.comparison else Tolerance())
-        self.post_message(Reclassified(comparison, make_listing(comparison), select=comparison.row_of(*keep_selected)))
+        if not get_current_worker().is_cancelled:
+            self.post_message(Reclassified(comparison, make_listing(comparison), select=comparison.row_of(*keep_selected)))
 
     def action_write_map(self) -> None:
         comparison = self.comparison
@@ -298,24 +301,39 @@ class TracetuiApp(App[None]):
     def action_tolerance(self) -> None:
         comparison = self.comparison
         if comparison is not None:
-            self.push_screen(ToleranceDialog(comparison.tolerance), self.apply_tolerance)
+            self.push_screen(ToleranceDialog(comparison.tolerance, apply=self.apply_tolerance))
 
-    def apply_tolerance(self, tolerance: Tolerance | None) -> None:
+    def apply_tolerance(self, tolerance: Tolerance) -> None:
         comparison = self.comparison
-        if tolerance is None or comparison is None or tolerance == comparison.tolerance:
+        if comparison is None or tolerance == comparison.tolerance:
             return
-        self.reclassify(comparison, tolerance)
+        if not judged_from_figures(tolerance):
+            self.reclassify(comparison, tolerance)
+            return
+        # Without rtol, each row's figures decide its status: 20,000 rows take milliseconds, so
+        # they are re-classified before the dialog's closing is drawn, and the screen goes
+        # straight to the new statuses. In place: the rows that change are not copied (that
+        # costs more than the rest of the key), as this comparison is replaced for good.
+        self.workers.cancel_group(self, "tolerance")  # an older tolerance must not land after this one
+        reclassified = reclassify(comparison, tolerance, in_place=True)
+        self.show_comparison(reclassified, make_listing(reclassified, self.listing))
 
     # An explicit description: Textual would otherwise repr() the arguments — the whole comparison.
     @work(thread=True, exclusive=True, group="tolerance", description="re-classify the rows")
     def reclassify(self, comparison: Comparison, tolerance: Tolerance) -> None:
-        """``with_tolerance`` re-classifies every row (no model is re-run): 0.3 s for 20,000 rows."""
+        """``with_tolerance`` re-classifies every row (no model is re-run); with an rtol, leaves
+        beyond atol have their elements counted, which can take seconds: hence a thread."""
         reclassified = comparison.with_tolerance(tolerance)
-        self.post_message(Reclassified(reclassified, make_listing(reclassified, self.listing)))
+        if not get_current_worker().is_cancelled:
+            self.post_message(Reclassified(reclassified, make_listing(reclassified, self.listing)))
 
     def on_reclassified(self, message: Reclassified) -> None:
-        self.listing = message.listing
-        self.source = message.comparison
-        if message.select is not None:
-            self.reveal(message.select.index)
-            self.selected_row = message.select.index
+        self.show_comparison(message.comparison, message.listing, message.select)
+
+    def show_comparison(self, comparison: Comparison, listing: Listing, select: Row | None = None) -> None:
+        """Replace the comparison on screen (and select ``select``)."""
+        self.listing = listing
+        self.source = comparison
+        if select is not None:
+            self.reveal(select.index)
+            self.selected_row = select.index

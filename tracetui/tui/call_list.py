@@ -19,10 +19,9 @@ from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracetui.tui.lines import component_style, set_virtual_size
+from tracetui.tui.lines import LineView, component_style, set_virtual_size
 from tracetui.tui.listing import Listing
 from tracetui.tui.messages import SelectRow, ToggleRow
 from tracetui.tui.outline import Outline
@@ -85,7 +84,22 @@ def fit(parts: list[tuple[str, Style]], width: int) -> list[Segment]:
     return segments
 
 
-class CallList(ScrollView, can_focus=True):
+def same_lines(previous: Outline, outline: Outline) -> bool:
+    """Whether a row's line reads the same in both outlines: the same listing (statuses), the
+    same folds (the ▸/▾ markers) and the same names (full names while filtered)."""
+    return (
+        previous.listing is outline.listing
+        and previous.options.collapsed == outline.options.collapsed
+        and previous.options.is_filtered == outline.options.is_filtered
+    )
+
+
+def row_on_line(outline: Outline, position: int) -> int | None:
+    """The row at ``position`` in ``outline``, or None below its last row."""
+    return outline.visible[position] if position < len(outline.visible) else None
+
+
+class CallList(LineView, can_focus=True):
     """The rows of the comparison (or the calls of one trace), in call order, as a tree."""
 
     BINDINGS = [
@@ -135,6 +149,7 @@ class CallList(ScrollView, can_focus=True):
         super().__init__(id=id)
         self._strips: LRUCache[tuple[int, bool, int, bool], Strip] = LRUCache(maxsize=2000)
         self._styles: dict[str, Style] = {}
+        self._base_style: Style | None = None
         self._page_scroll: int | None = None  # where pageup/pagedown wants the view
 
     # -- state from the app -----------------------------------------------------------------
@@ -143,10 +158,19 @@ class CallList(ScrollView, can_focus=True):
     def listing(self) -> Listing | None:
         return None if self.outline is None else self.outline.listing
 
-    def watch_outline(self, outline: Outline | None) -> None:
+    def watch_outline(self, previous: Outline | None, outline: Outline | None) -> None:
         self._strips.clear()
-        self._update_virtual_size()
-        self.refresh()
+        if previous is None or outline is None or not same_lines(previous, outline):
+            self._update_virtual_size()
+            self.refresh()
+        else:
+            # Another filter over the same rows: only the lines that now show another row are
+            # drawn again. Typing a filter often leaves the rows on screen as they were.
+            self._update_virtual_size(repaint=False)
+            top = round(self.scroll_offset.y)
+            for y in range(self.page_height):
+                if row_on_line(previous, top + y) != row_on_line(outline, top + y):
+                    self.refresh_line(y + 1)
         self.follow_cursor(center=True)
 
     def watch_cursor_row(self, previous: int, row: int) -> None:
@@ -159,6 +183,7 @@ class CallList(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
+        self._base_style = None
         self._strips.clear()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -166,9 +191,9 @@ class CallList(ScrollView, can_focus=True):
         self._update_virtual_size()
         self.follow_cursor(center=True)
 
-    def _update_virtual_size(self) -> None:
+    def _update_virtual_size(self, repaint: bool = True) -> None:
         rows = 0 if self.outline is None else len(self.outline)
-        set_virtual_size(self, Size(self.line_width, rows + 1))
+        set_virtual_size(self, Size(self.line_width, rows + 1), repaint=repaint)
 
     def _position(self, row: int) -> int | None:
         return None if self.outline is None else self.outline.position_of(row)
@@ -280,6 +305,14 @@ class CallList(ScrollView, can_focus=True):
 
     # -- drawing ----------------------------------------------------------------------------
 
+    @property
+    def base_style(self) -> Style:
+        """``rich_style``, cached until the CSS changes: it walks the styles of every ancestor,
+        which took a third of the time of drawing a line."""
+        if self._base_style is None:
+            self._base_style = self.rich_style
+        return self._base_style
+
     def style(self, name: str) -> Style:
         """A component class's own style (colours only), cached until the CSS changes."""
         style = self._styles.get(name)
@@ -298,7 +331,7 @@ class CallList(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.line_width
-        base = self.rich_style
+        base = self.base_style
         if y == 0:
             return self._header_strip(width, base)
         outline = self.outline

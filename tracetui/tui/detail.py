@@ -17,12 +17,11 @@ from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
-from tracetui.tui.lines import component_style, set_virtual_size
+from tracetui.tui.lines import LineView, component_style, set_virtual_size
 from tracetui.tui.listing import ComparisonListing, Listing, TraceListing
 from tracetui.tui.messages import DetailReady
 from tracetui.tui.tensor_detail import Palette, describe_record, describe_row
@@ -45,7 +44,7 @@ def render_to_strips(renderable: RenderableType, width: int) -> list[Strip]:
     return [Strip(line) for line in lines]
 
 
-class DetailPane(ScrollView, can_focus=True):
+class DetailPane(LineView, can_focus=True):
     """Statistics, differences, worst elements and a preview of the selected row's tensors."""
 
     BINDINGS = [
@@ -75,6 +74,7 @@ class DetailPane(ScrollView, can_focus=True):
         self._wanted: DescriptionKey | None = None
         self._timer: Timer | None = None
         self._lines: list[Strip] = []
+        self._base_style: Style | None = None
         self.described: tuple[int, int] | None = None  # (generation, row) on screen
 
     # -- what to describe -------------------------------------------------------------------
@@ -96,6 +96,7 @@ class DetailPane(ScrollView, can_focus=True):
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._base_style = None
         self._descriptions.clear()
         self._wanted = None
         if self.is_mounted:
@@ -177,7 +178,9 @@ class DetailPane(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        if self._base_style is None:  # rich_style walks every ancestor's styles: once per CSS change
+            self._base_style = self.rich_style
+        base = self._base_style
         index = scroll_y + y
         if index >= len(self._lines):
             return Strip.blank(width, base)

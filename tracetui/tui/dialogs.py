@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -31,12 +32,15 @@ def parse_tolerance(atol_text: str, rtol_text: str) -> Tolerance:
 class ToleranceDialog(ModalScreen[Tolerance | None]):
     """atol and rtol; enter applies (the rows re-classify at once), escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    # enter is the dialog's own (priority) key rather than each field's submit message, which
+    # travels up through three containers before it arrives here.
+    BINDINGS = [Binding("escape", "cancel", "cancel"), Binding("enter", "apply", "apply", show=False, priority=True)]
     AUTO_FOCUS = "#atol"
 
-    def __init__(self, tolerance: Tolerance) -> None:
+    def __init__(self, tolerance: Tolerance, apply: Callable[[Tolerance], None]) -> None:
         super().__init__()
         self.tolerance = tolerance
+        self.apply = apply
 
     def compose(self) -> ComposeResult:
         with Vertical(id="tolerance-dialog"):
@@ -50,13 +54,16 @@ class ToleranceDialog(ModalScreen[Tolerance | None]):
             yield Label("", id="tolerance-error")
             yield Label("enter applies · tab next field · escape cancels", classes="dialog-hint")
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
+    def action_apply(self) -> None:
         try:
             tolerance = parse_tolerance(self.query_one("#atol", Input).value, self.query_one("#rtol", Input).value)
         except ValueError as error:
             self.query_one("#tolerance-error", Label).update(str(error))
             return
+        # Applied before the dialog closes rather than after (a dismiss callback): the screen
+        # underneath then takes in the new statuses and its new layout before it is drawn
+        # again, and is drawn once instead of twice.
+        self.apply(tolerance)
         self.dismiss(tolerance)
 
     def action_cancel(self) -> None:

@@ -10,7 +10,9 @@ come from the :class:`~tracetui.compare.Comparison`.
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Literal
 
 from tracetui.compare import Comparison, Row, format_difference
@@ -32,6 +34,7 @@ STATUS_LABELS = {
     "nondeterministic": "random",
 }
 CULPRIT_LABEL = "▶ CULPRIT"
+ROWS_CONTAINING_KEPT = 64  # substring searches a listing remembers (Listing.rows_containing)
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,16 @@ class Listing:
     mode: Literal["comparison", "trace"]
     source: Comparison | Trace
 
-    def __init__(self, parents: list[int | None], depths: list[int]) -> None:
+    def __init__(self, parents: list[int | None], depths: list[int], child_counts: list[int] | None = None) -> None:
         self.parents = parents
         self.depths = depths
-        self.child_counts = [0] * len(parents)
-        for parent in parents:
-            if parent is not None:
-                self.child_counts[parent] += 1
+        self._rows_containing: dict[tuple[str, bool], list[int]] = {}
+        if child_counts is None:
+            child_counts = [0] * len(parents)
+            for parent in parents:
+                if parent is not None:
+                    child_counts[parent] += 1
+        self.child_counts = child_counts
 
     def __len__(self) -> int:
         return len(self.parents)
@@ -105,6 +111,30 @@ class Listing:
         """Each line's names, one per text line, for the `/` filter (searched with re.MULTILINE)."""
         search_names = self.search_names
         return ["\n".join(search_names(index)) for index in range(len(self))]
+
+    def rows_containing(self, text: str, folded: bool) -> list[int]:
+        """The rows whose search text contains ``text`` (in lowercase, ``folded``), remembered:
+        typing a filter asks for the same stretch (``blocks.1`` in ``blocks\\.1.*gate``) on
+        keystroke after keystroke, and a pass over 20,000 names takes 5-10 ms."""
+        key = (text, folded)
+        rows = self._rows_containing.get(key)
+        if rows is None:
+            texts = self.folded_search_texts if folded else self.search_texts
+            assert texts is not None
+            if len(self._rows_containing) >= ROWS_CONTAINING_KEPT:
+                self._rows_containing.clear()
+            rows = self._rows_containing[key] = list(compress(range(len(texts)), map(operator.contains, texts, repeat(text))))
+        return rows
+
+    @functools.cached_property
+    def folded_search_texts(self) -> list[str] | None:
+        """``search_texts`` in lowercase, where a filter that ignores case can look for plain
+        text with a substring test; None unless every name is ASCII (elsewhere lowercase is not
+        what the regex means by ignoring case)."""
+        texts = self.search_texts
+        if not all(text.isascii() for text in texts):
+            return None
+        return [text.lower() for text in texts]
 
     def is_problem(self, index: int) -> bool:
         """Shown by `x` (only rows that do not match)."""
@@ -128,14 +158,17 @@ class ComparisonListing(Listing):
     def __init__(self, comparison: Comparison, previous: Listing | None = None) -> None:
         self.comparison = self.source = comparison
         self.rows = comparison.rows
-        super().__init__([row.parent for row in self.rows], [row.depth for row in self.rows])
-        self.statuses = [row.status for row in self.rows]
-        self._culprit = None if comparison.culprit is None else comparison.culprit.index
         if isinstance(previous, ComparisonListing) and previous.comparison.alignment is comparison.alignment:
-            # The same pairing under another tolerance: the names have not changed.
+            # The same pairing under another tolerance: the tree and the names have not changed.
+            super().__init__(previous.parents, previous.depths, previous.child_counts)
             self.search_texts = previous.search_texts
+            self.folded_search_texts = previous.folded_search_texts
+            self._rows_containing = previous._rows_containing
         else:
-            self.search_texts  # noqa: B018 - computed now, not on the first filter keystroke
+            super().__init__([row.parent for row in self.rows], [row.depth for row in self.rows])
+            self.folded_search_texts  # noqa: B018 - computed now (with search_texts), not on the first filter keystroke
+        self.statuses = comparison.classification.statuses()
+        self._culprit = None if comparison.culprit is None else comparison.culprit.index
 
     @property
     def culprit(self) -> int | None:

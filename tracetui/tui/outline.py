@@ -7,11 +7,12 @@ Pure Python, no widgets: the app keeps one :class:`ViewOptions` and rebuilds the
 
 from __future__ import annotations
 
+import operator
 import re
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from itertools import compress
+from itertools import compress, repeat
 
 from tracetui.tui.listing import Listing
 
@@ -25,6 +26,50 @@ def compile_filter(text: str) -> re.Pattern[str] | None:
         return None
     case = 0 if any(character.isupper() for character in text) else re.IGNORECASE
     return re.compile(text, case | re.MULTILINE)
+
+
+def required_texts(text: str) -> tuple[list[str], bool]:
+    """Plain stretches of the `/` filter that every match contains, and whether the filter is
+    nothing but one such stretch (then finding it decides a row; else the regex still does).
+
+    Substring tests for them set most rows aside before any regex runs. Only the usual filter
+    syntax is read (characters, escaped punctuation such as ``\\.``, ``.``, ``^``, ``$`` and
+    ``* + ?``); a filter with groups, sets, braces, alternatives or other escapes gets no
+    stretches, and is searched with the regex alone.
+    """
+    stretches: list[str] = []
+    stretch = ""
+    plain = True  # nothing but characters so far
+    position = 0
+    while position < len(text):
+        character = text[position]
+        position += 1
+        if character == "\\":
+            escaped = text[position : position + 1]
+            if not (escaped and escaped.isascii() and not escaped.isalnum()):
+                return [], False
+            stretch += escaped  # \. \- \\ stand for themselves
+            position += 1
+            continue
+        if character in "()[]{}|":
+            return [], False
+        if character not in ".^$*+?":
+            stretch += character
+            continue
+        if character in "*+?":
+            stretch = stretch[:-1]  # the character repeated (or made optional) is not required
+        plain = False
+        if stretch:
+            stretches.append(stretch)
+        stretch = ""
+    if stretch:
+        stretches.append(stretch)
+    return stretches, plain and len(stretches) == 1
+
+
+def rows_containing(rows: list[int], texts: list[str], required: str) -> list[int]:
+    """Those of ``rows`` whose text contains ``required``."""
+    return list(compress(rows, map(operator.contains, map(texts.__getitem__, rows), repeat(required))))
 
 
 @dataclass(frozen=True)
@@ -74,14 +119,37 @@ class Outline:
         return len(self.visible)
 
     def _filtered(self, visible: list[int]) -> list[int]:
+        """The rows of ``visible`` whose names the filter finds.
+
+        Rows that lack a plain stretch of the filter are set aside first, by substring tests
+        (in lowercase when the filter ignores case and the names are ASCII, where that is the
+        same thing): far quicker than the regex, which then runs on the rest only.
+        """
         pattern = compile_filter(self.options.filter_text)
         if pattern is None:
             return visible
-        texts = self.listing.search_texts
-        if len(visible) == len(self.listing):
-            return list(compress(visible, map(pattern.search, texts)))
-        search = pattern.search
-        return [index for index in visible if search(texts[index])]
+        listing = self.listing
+        texts = listing.search_texts
+        all_rows = len(visible) == len(listing)
+        required, plain = required_texts(self.options.filter_text)
+        folded = bool(pattern.flags & re.IGNORECASE)
+        if folded:
+            if listing.folded_search_texts is None or not all(part.isascii() for part in required):
+                required, plain = [], False
+            required = [part.lower() for part in required]
+        texts_to_test = listing.folded_search_texts if folded else texts
+        candidates = visible
+        for part in sorted(required, key=len, reverse=True):  # the longest sets most rows aside
+            if all_rows:
+                candidates = listing.rows_containing(part, folded)
+                all_rows = False
+            else:
+                assert texts_to_test is not None
+                candidates = rows_containing(candidates, texts_to_test, part)
+        if plain:
+            return candidates
+        row_texts: Iterable[str] = texts if all_rows else map(texts.__getitem__, candidates)
+        return list(compress(candidates, map(pattern.search, row_texts)))
 
     def _visible_rows(self) -> list[int]:
         listing = self.listing

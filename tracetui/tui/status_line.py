@@ -35,7 +35,9 @@ class StatusLine(Widget, can_focus=False):
     outline: reactive[Outline | None] = reactive(None, always_update=True)
     row: reactive[int] = reactive(0)
     editing: reactive[bool] = reactive(False)
-    text: reactive[str] = reactive("")
+    # Typing does not redraw the line by itself: the app, applying the filter, does (a new
+    # outline, or the invalid mark), so that the line and the filtered list appear in one frame.
+    text: reactive[str] = reactive("", repaint=False)
 
     # -- editing ----------------------------------------------------------------------------
 
