@@ -22,7 +22,7 @@ import torch
 
 from tracetui.errors import RecordingError, UsageError
 from tracetui.flatten import flatten, name_arguments
-from tracetui.memory import garbage_collection_paused
+from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import max_abs_difference, summarize, summary_bound
 from tracetui.script import ModelScript
 from tracetui.spill import SpillStore, prepare_directory
@@ -325,7 +325,9 @@ def record_script(
         script.run(seed=seed)
     recorder.trace.seed = script.seed if seed is None else seed
     check_hooks_fired(recorder.trace, script)
-    return recorder.finish()
+    trace = recorder.finish()
+    release_free_memory()  # the forward pass's own activations, freed now: back to the system
+    return trace
 
 
 def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
