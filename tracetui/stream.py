@@ -16,7 +16,8 @@ from __future__ import annotations
 import gc
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tracetui.align import align, pairing_key
@@ -27,7 +28,6 @@ from tracetui.record import KeepPolicy, Progress, RerunCheck, record_script, rec
 from tracetui.rename import RenameMap
 from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace
-
 
 TRIM_EVERY_ELEMENTS = 32 * 1024 * 1024  # elements measured between returns of freed memory
 CallKey = tuple[str, str, int]  # kind, name, call: the same call in two runs of one model
@@ -93,66 +93,61 @@ def compare_streaming(
     memory together. An original that is already a trace (``tracetui record orig.py -o DIR
     --spill``) is used as it is: record it once, stream each new version of the port.
     """
-    temporary = directory is None
-    if directory is None:
-        directory = Path(tempfile.mkdtemp(prefix="tracetui-stream-"))
-    try:
-        return stream_port(load_original, load_ported, directory, keep, rename_map, tolerance, infer, rerun, progress)
-    finally:
-        if temporary:
-            # The trace's tensors stay readable: they are memory-mapped, and a mapped file
-            # lives on until it is unmapped. The disk space comes back when the process ends.
-            shutil.rmtree(directory, ignore_errors=True)
+    with working_directory(directory) as work:
+        progress("recording the original to disk")
+        loaded_original = load_original()
+        if isinstance(loaded_original, Trace):
+            original = loaded_original
+        else:
+            original_keep = KeepPolicy(values=keep.values, only=keep.only, spill=work / "original")
+            original = (record_twice if rerun else record_script)(loaded_original, progress=progress, keep=original_keep)
+        del loaded_original
+        gc.collect()  # the original model's weights go before the port's are built
 
-
-def stream_port(
-    load_original: Callable[[], ModelScript | Trace],
-    load_ported: Callable[[], ModelScript | Trace],
-    directory: Path,
-    keep: KeepPolicy,
-    rename_map: RenameMap | None,
-    tolerance: Tolerance,
-    infer: bool,
-    rerun: bool,
-    progress: Progress,
-) -> Comparison:
-    progress("recording the original to disk")
-    loaded_original = load_original()
-    if isinstance(loaded_original, Trace):
-        original = loaded_original
-    else:
-        original_keep = KeepPolicy(values=keep.values, only=keep.only, spill=directory / "original")
-        original = (record_twice if rerun else record_script)(loaded_original, progress=progress, keep=original_keep)
-    del loaded_original
-    gc.collect()  # the original model's weights go before the port's are built
-
-    progress("running the port against it")
-    ported_script = load_ported()
-    if not isinstance(ported_script, ModelScript):
-        raise UsageError(
-            f"{ported_script.source}: --stream runs the port live against the original; pass the port as a model script (.py)."
+        progress("running the port against it")
+        ported_script = load_ported()
+        if not isinstance(ported_script, ModelScript):
+            raise UsageError(
+                f"{ported_script.source}: --stream runs the port live against the original; pass the port as a model script (.py)."
+            )
+        # The port keeps statistics, and full values only where --only asks (spilled next to the original's).
+        ported_keep = KeepPolicy(
+            values="stats", only=keep.only, spill=None if keep.only is None or keep.spill is None else work / "ported"
         )
-    # The port keeps statistics, and full values only where --only asks (spilled next to the original's).
-    ported_keep = KeepPolicy(
-        values="stats", only=keep.only, spill=None if keep.only is None or keep.spill is None else directory / "ported"
-    )
-    check = StreamCheck({pairing_key(record, rename_map): record for record in original.records}, tolerance)
-    ported = record_script(ported_script, progress=progress, keep=ported_keep, live_check=check)
-    if rerun:  # the port's own nondeterminism: one more run, checked live against this one
-        record_script(ported_script, seed=ported_script.seed + 1, keep=KeepPolicy(values="none"), live_check=RerunCheck(ported))
-    progress("comparing")
-    alignment = align(original, ported, rename_map, infer=infer, atol=tolerance.atol)
-    measured = check.by_record_index(ported)
-    # Calls paired only now, by inference, were not measured while the port ran: run it once
-    # more and measure exactly those, rather than settle for their statistics.
-    late_pairs = {
-        call_key(ported.records[pair.ported]): original.records[pair.original]
-        for pair in alignment.paired()
-        if (pair.original, pair.ported) not in measured
-    }
-    if late_pairs:
-        progress(f"running the port again for the {len(late_pairs)} calls paired by inference")
-        late_check = StreamCheck(late_pairs, tolerance)
-        record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
-        measured |= late_check.by_record_index(ported)
-    return classify(alignment, tolerance, measured_rows=build_rows(alignment, measured))
+        check = StreamCheck({pairing_key(record, rename_map): record for record in original.records}, tolerance)
+        ported = record_script(ported_script, progress=progress, keep=ported_keep, live_check=check)
+        if rerun:  # the port's own nondeterminism: one more run, checked live against this one
+            record_script(ported_script, seed=ported_script.seed + 1, keep=KeepPolicy(values="none"), live_check=RerunCheck(ported))
+        progress("comparing")
+        alignment = align(original, ported, rename_map, infer=infer, atol=tolerance.atol)
+        measured = check.by_record_index(ported)
+        # Calls paired only now, by inference, were not measured while the port ran: run it once
+        # more and measure exactly those, rather than settle for their statistics.
+        late_pairs = {
+            call_key(ported.records[pair.ported]): original.records[pair.original]
+            for pair in alignment.paired()
+            if (pair.original, pair.ported) not in measured
+        }
+        if late_pairs:
+            progress(f"running the port again for the {len(late_pairs)} calls paired by inference")
+            late_check = StreamCheck(late_pairs, tolerance)
+            record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
+            measured |= late_check.by_record_index(ported)
+        return classify(alignment, tolerance, measured_rows=build_rows(alignment, measured))
+
+
+@contextmanager
+def working_directory(directory: Path | None) -> Iterator[Path]:
+    """``directory``, or a temporary one removed afterwards.
+
+    A removed trace's tensors stay readable: they are memory-mapped, and a mapped file lives
+    on until it is unmapped. The disk space comes back when the process ends.
+    """
+    if directory is not None:
+        yield directory
+        return
+    temporary = Path(tempfile.mkdtemp(prefix="tracetui-stream-"))
+    try:
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
