@@ -42,10 +42,9 @@ from tracetui.errors import ScriptError, UsageError
 from tracetui.flatten import flatten
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure
 from tracetui.script import ModelScript, load_script
-from tracetui.trace import CallRecord, Leaf, Trace
+from tracetui.sides import Side, other_side, pick
+from tracetui.trace import CallRecord, Leaf
 
-Side = Literal["original", "ported"]
-SIDES: tuple[Side, ...] = ("original", "ported")
 # What happened to a debug run: stopped and continued to the end, stopped and quit with q, or
 # the run ended without reaching the call (the model took another path this time).
 DebugOutcome = Literal["continued", "quit", "not_reached"]
@@ -54,18 +53,6 @@ CONTEXT_NAME = "ctx"
 FALLBACK_CONTEXT_NAME = "tracetui_ctx"  # when the forward itself uses a name `ctx`
 ROOT_NAMES = ("", "(root)")
 CLOSE_NAMES = 6
-
-
-def other_side(side: Side) -> Side:
-    return "original" if side == "ported" else "ported"
-
-
-def record_of(row: Row, side: Side) -> CallRecord | None:
-    return row.original if side == "original" else row.ported
-
-
-def trace_of(comparison: Comparison, side: Side) -> Trace:
-    return comparison.original if side == "original" else comparison.ported
 
 
 # -- the recorded values at hand --------------------------------------------------------------
@@ -224,9 +211,9 @@ class DebugContext:
     """
 
     def __init__(self, comparison: Comparison, row: Row, side: Side, script_path: Path) -> None:
-        record = record_of(row, side)
+        record = pick(row, side)
         assert record is not None
-        other_record = record_of(row, other_side(side))
+        other_record = pick(row, other_side(side))
         self.comparison = comparison
         self.row = row
         self.side: Side = side
@@ -269,7 +256,7 @@ class DebugContext:
     def diff_output(self, value: Any) -> OutputDiff:
         """A live result against the other side's recorded outputs, leaf by leaf."""
         self._require_other()
-        other_record = record_of(self.row, self.other_side)
+        other_record = pick(self.row, self.other_side)
         assert other_record is not None
         live = [live_leaf(path, item) for path, item in flatten(value, "output")]
         if self.side == "ported":
@@ -560,7 +547,7 @@ def context_name_for(frame: FrameType) -> str:
 
 def script_path_for(comparison: Comparison, side: Side, script_path: str | Path | None = None) -> Path:
     """The model script to re-run for ``side``: the one given, else the one the trace was recorded from."""
-    path = Path(script_path) if script_path is not None else Path(trace_of(comparison, side).source)
+    path = Path(script_path) if script_path is not None else Path(pick(comparison, side).source)
     return require_script(path, side)
 
 
@@ -603,7 +590,7 @@ def find_row(
     ``model_names`` lists the modules of ``side``'s model (built fresh): it tells a module that
     exists but never ran from a name that does not exist at all.
     """
-    trace = trace_of(comparison, side)
+    trace = pick(comparison, side)
     calls = [record for record in trace.records if record.kind == "module" and record.name == name]
     shown = name or "(root)"
     if calls:
@@ -627,10 +614,10 @@ def find_row(
     close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
     message = f"no module named {name!r} in the {side} model ({trace.source})."
     other = other_side(side)
-    other_records = [record for record in trace_of(comparison, other).records if record.kind == "module" and record.name == name]
+    other_records = [record for record in pick(comparison, other).records if record.kind == "module" and record.name == name]
     if other_records:
         row = comparison.row_of(other, other_records[0].index)
-        counterpart = record_of(row, side) if row is not None else None
+        counterpart = pick(row, side) if row is not None else None
         message += f" It is a module of the {other} model: add --side {other}"
         message += f" (its {side} counterpart is {counterpart.name})." if counterpart is not None else "."
     if close:
@@ -659,13 +646,13 @@ def debug_call(
     re-run (:class:`UsageError`). Returns how the session ended; script errors raise
     :class:`ScriptError` as everywhere else.
     """
-    record = record_of(row, side)
+    record = pick(row, side)
     if record is None:
         raise UsageError(f"row {row.index} ({row.label}) has no {side} call to stop in; choose the other side.")
     if record.kind != "module":
         raise UsageError(f"{record.display_name} is a tap, not a module call; break in the module around it instead.")
     path = script_path_for(comparison, side, script_path)
-    script = load_script(path, seed=trace_of(comparison, side).seed, device=device)
+    script = load_script(path, seed=pick(comparison, side).seed, device=device)
     return debug_script_call(comparison, row, side, script, context=context)
 
 
@@ -687,7 +674,7 @@ def debug_script_call(
     comparison: Comparison, row: Row, side: Side, script: ModelScript, *, context: int | None = None
 ) -> DebugOutcome:
     """:func:`debug_call` on an already built script (the command line builds it once)."""
-    record = record_of(row, side)
+    record = pick(row, side)
     assert record is not None
     module = dict(script.model.named_modules()).get(record.name)
     if module is None:
@@ -718,7 +705,7 @@ def debug_script_call(
 
 
 def describe_outcome(outcome: DebugOutcome, row: Row, side: Side) -> str:
-    record = record_of(row, side)
+    record = pick(row, side)
     name = record.display_name if record is not None else row.label
     call = record.call if record is not None else row.call
     if outcome == "continued":
