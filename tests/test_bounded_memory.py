@@ -30,9 +30,10 @@ import torch
 
 import tracetui
 from tracetui.cli import main
-from tracetui.compare import Comparison, Row
+from tracetui.compare import Comparison
 from tracetui.errors import ScriptError, TraceFileError
 from tracetui.json_report import report_document
+from tracetui.rows import Row
 from tracetui.spill import SpillStore
 from tracetui.trace import Trace
 from tracetui.tracefile import INDEX_NAME, load_trace, save_trace
@@ -103,7 +104,7 @@ def in_memory(demo: str, bug: str | None, monkeypatch: pytest.MonkeyPatch) -> Co
 
 
 def row_table(comparison: Comparison) -> list[tuple[str | None, str | None, int, str]]:
-    return [(row.original_name, row.ported_name, row.call, row.status) for row in comparison.rows]
+    return [(row.original_name, row.ported_name, row.call, comparison.status(row)) for row in comparison.rows]
 
 
 def culprit_names(comparison: Comparison) -> tuple[str | None, str | None] | None:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import tracetui
+from tracetui.classify import Tolerance
 from tracetui.cli import main
-from tracetui.compare import Tolerance
 from tracetui.json_report import report_document
 
 WIDTH = 8
@@ -141,7 +141,7 @@ def test_clean_port_with_other_argument_style_and_an_extra_rope_module_matches()
     comparison = tracetui.compare(original(), ported(), rerun=False)
     assert comparison.verdict == "match", comparison.reason
     assert comparison.culprit is None
-    statuses = {(row.original_name, row.ported_name): row.status for row in comparison.rows}
+    statuses = {(row.original_name, row.ported_name): comparison.status(row) for row in comparison.rows}
     assert statuses[(None, "rotary")] == "unmatched"
     assert statuses[("blocks.1.attn", "blocks.1.attn")] == "match"
 
@@ -151,7 +151,7 @@ def test_inline_code_bug_is_blamed_on_the_module_whose_forward_holds_it() -> Non
     assert comparison.verdict == "diverged"
     assert comparison.culprit is not None and comparison.culprit.ported_name == "blocks.1"
     assert "look at its own forward code" in comparison.reason
-    statuses = {row.ported_name: row.status for row in comparison.rows}
+    statuses = {row.ported_name: comparison.status(row) for row in comparison.rows}
     assert statuses["blocks.1.attn"] == "match"
     assert statuses["blocks.1.fc"] == "inherited"
     assert statuses["blocks.2"] == "inherited"
@@ -165,7 +165,7 @@ def test_inputs_agree_across_keyword_and_positional_arguments() -> None:
     comparison = tracetui.compare(original(scale_bug=True), ported(), rerun=False)
     culprit = comparison.culprit
     assert culprit is not None and (culprit.original_name, culprit.ported_name) == ("blocks.1.attn", "blocks.1.attn")
-    assert culprit.status == "diverged" and culprit.inputs_agree
+    assert comparison.status(culprit) == "diverged" and comparison.inputs_agree(culprit)
     paired_input_names = {pair.name for pair in culprit.inputs if pair.difference is not None}
     assert paired_input_names == {"x ↔ hidden_states", "mask ↔ attention_mask"}
 
@@ -194,10 +194,10 @@ def test_shape_mismatch_is_the_culprit_when_it_starts_there() -> None:
 
     comparison = tracetui.compare(built(nn.Identity()), built(Flatten()), rerun=False)
     culprit = comparison.culprit
-    assert culprit is not None and culprit.ported_name == "1" and culprit.status == "shape_mismatch"
+    assert culprit is not None and culprit.ported_name == "1" and comparison.status(culprit) == "shape_mismatch"
     assert "output shapes differ ([2, 3, 4] vs [2, 12])" in comparison.reason
-    assert [row.status for row in comparison.rows] == ["shape_mismatch", "match", "shape_mismatch", "shape_mismatch"]
-    assert comparison.rows[3].inputs_agree is False
+    assert [comparison.status(row) for row in comparison.rows] == ["shape_mismatch", "match", "shape_mismatch", "shape_mismatch"]
+    assert comparison.inputs_agree(comparison.rows[3]) is False
 
 
 def test_nan_on_one_side_is_marked_nonfinite() -> None:
@@ -211,7 +211,7 @@ def test_nan_on_one_side_is_marked_nonfinite() -> None:
 
     comparison = tracetui.compare(chain(SafeLog()), chain(Log()), rerun=False)
     culprit = comparison.culprit
-    assert culprit is not None and culprit.ported_name == "1" and culprit.status == "nonfinite"
+    assert culprit is not None and culprit.ported_name == "1" and comparison.status(culprit) == "nonfinite"
     assert comparison.verdict == "diverged"
     difference = culprit.outputs[0].difference
     assert difference is not None and difference.nonfinite_ported > 0 and math.isfinite(difference.max_abs)
@@ -224,10 +224,10 @@ def test_dropout_left_active_is_nondeterministic_and_the_culprit() -> None:
 
     comparison = tracetui.compare(chain(nn.Dropout(0.5)), chain(AlwaysDropout()), rerun=True)
     culprit = comparison.culprit
-    assert culprit is not None and culprit.ported_name == "1" and culprit.status == "nondeterministic"
+    assert culprit is not None and culprit.ported_name == "1" and comparison.status(culprit) == "nondeterministic"
     assert any("different outputs from one run of the same model to the next" in note for note in comparison.notes)
     downstream = comparison.rows[-1]
-    assert downstream.status == "inherited"
+    assert comparison.status(downstream) == "inherited"
 
 
 def test_different_model_inputs_are_reported_as_such() -> None:
@@ -254,7 +254,7 @@ def test_rename_map_pairs_modules_and_the_rest_stay_unmatched() -> None:
     renamed.input_projection.load_state_dict(plain[0].state_dict())
     inputs = torch.randn(2, 4)
     comparison = tracetui.compare((plain, inputs), (renamed, inputs), rename_map=[[r"^0$", "input_projection"]], rerun=False)
-    pairs = [(row.original_name, row.ported_name, row.pairing.method, row.status) for row in comparison.rows]
+    pairs = [(row.original_name, row.ported_name, row.pairing.method, comparison.status(row)) for row in comparison.rows]
     assert pairs == [
         ("", "", "name", "match"),
         ("0", "input_projection", "map", "match"),
@@ -298,7 +298,7 @@ def test_taps_pair_by_name_and_locate_the_difference_inside_a_module() -> None:
     comparison = tracetui.compare(built(False), built(True), rerun=False)
     assert comparison.culprit is not None and comparison.culprit.ported_name == "0"
     assert "first shows at tap 'after_scale'" in comparison.reason
-    statuses = {row.ported_name: row.status for row in comparison.rows}
+    statuses = {row.ported_name: comparison.status(row) for row in comparison.rows}
     assert statuses["after_linear"] == "match"
 
 
@@ -310,7 +310,7 @@ def test_dtype_difference_within_tolerance_is_flagged_but_matches() -> None:
     wide.load_state_dict(model.state_dict())
     comparison = tracetui.compare((model, inputs), (wide, inputs.double()), rerun=False)
     assert comparison.verdict == "match"
-    assert comparison.rows[1].status == "dtype_mismatch"
+    assert comparison.status(comparison.rows[1]) == "dtype_mismatch"
 
 
 def test_json_report_follows_the_contract(tmp_path: Path, write_script) -> None:
@@ -412,10 +412,10 @@ def test_a_one_sided_module_just_before_the_difference_is_pointed_at() -> None:
 
 def test_a_new_tolerance_leaves_the_old_comparison_as_it_was() -> None:
     comparison = tracetui.compare(ported(), original(residual_bug=True), rerun=False)
-    statuses = [row.status for row in comparison.rows]
+    statuses = [comparison.status(row) for row in comparison.rows]
     looser = comparison.with_tolerance(Tolerance(atol=100.0))
     assert looser.verdict == "match" and looser.culprit is None
-    assert [row.status for row in comparison.rows] == statuses
+    assert [comparison.status(row) for row in comparison.rows] == statuses
     assert comparison.verdict == "diverged" and comparison.culprit is not None
     assert len(repr(comparison)) < 2000
 
@@ -431,7 +431,7 @@ def test_tuple_outputs_pair_by_position_so_a_changed_shape_shows() -> None:
             return first, x.reshape(-1) * 0
 
     comparison = tracetui.compare((Pair(False), torch.ones(2, 3)), (Pair(True), torch.ones(2, 3)), rerun=False)
-    assert comparison.rows[0].status == "shape_mismatch"
+    assert comparison.status(comparison.rows[0]) == "shape_mismatch"
     assert comparison.culprit is not None and "output shapes differ ([2, 3] vs [6])" in comparison.reason
 
 

@@ -15,8 +15,9 @@ from textual.widgets import Label
 from torch import nn
 
 import tracetui
+from tracetui.classify import Tolerance
 from tracetui.cli import main
-from tracetui.compare import Comparison, Tolerance
+from tracetui.compare import Comparison
 from tracetui.json_report import report_document
 from tracetui.numeric import measure
 from tracetui.precision import Precision, describe_precision

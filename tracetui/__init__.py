@@ -13,9 +13,11 @@ Python API::
 from __future__ import annotations
 
 from tracetui.api import assert_match, compare, record
-from tracetui.compare import Comparison, Row, Tolerance
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison
 from tracetui.errors import TracetuiError
 from tracetui.record import tap
+from tracetui.rows import Row
 from tracetui.trace import CallRecord, Leaf, Trace
 
 __all__ = [

@@ -12,7 +12,8 @@ from typing import Any, Literal, Union
 import torch
 
 from tracetui.align import align
-from tracetui.compare import Comparison, Tolerance, compare_traces
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
 from tracetui.record import KeepPolicy, Progress, record_script, record_twice
 from tracetui.rename import RenameMap, load_rename_map, parse_rename_rules
@@ -139,7 +140,7 @@ def compare(
     )
     stage("comparing")
     alignment = align(original_trace, ported_trace, resolved_map, infer=infer, atol=atol)
-    return compare_traces(alignment, tolerance)
+    return compare_alignment(alignment, tolerance)
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

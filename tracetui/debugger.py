@@ -37,10 +37,12 @@ from typing import Any, Literal
 
 import torch
 
-from tracetui.compare import Comparison, LeafPair, Row, Tolerance, format_difference, pair_leaves
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison
 from tracetui.errors import ScriptError, UsageError
 from tracetui.flatten import flatten
-from tracetui.numeric import TensorDifference, equivalent_shapes, measure
+from tracetui.numeric import TensorDifference, equivalent_shapes, format_difference, measure
+from tracetui.rows import LeafPair, Row, pair_leaves
 from tracetui.script import ModelScript, load_script
 from tracetui.sides import Side, other_side, pick
 from tracetui.trace import CallRecord, Leaf
@@ -318,7 +320,7 @@ class DebugContext:
     def summary_lines(self) -> list[str]:
         row = self.row
         this, other = self.this, self.other
-        status = f"status {row.status}" + (" — the culprit (first divergence)" if row is self.comparison.culprit else "")
+        status = f"status {self.comparison.status(row)}" + (" — the culprit (first divergence)" if row is self.comparison.culprit else "")
         lines = [
             f"tracetui: stopped in the {self.side} model, {self.script_path}",
             f"  module  {this.name or '(root)'} ({this.class_name}), call {this.call}   [row {row.index}, {status}]",

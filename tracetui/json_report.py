@@ -11,8 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tracetui.compare import Comparison, Row
+from tracetui.compare import Comparison
 from tracetui.precision import Precision, describe_precision
+from tracetui.rows import Row
 
 SCHEMA = "tracetui.report/1"
 
@@ -21,12 +22,12 @@ def finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def row_entry(row: Row) -> dict[str, Any]:
+def row_entry(comparison: Comparison, row: Row) -> dict[str, Any]:
     return {
         "original": row.original_name,
         "ported": row.ported_name,
         "call": row.call,
-        "status": row.status,
+        "status": comparison.status(row),
         "max_abs_diff": finite_or_none(row.output_max_abs),
         "input_max_abs_diff": finite_or_none(row.input_max_abs),
         # True when a side kept statistics only: max_abs_diff is then a lower bound.
@@ -60,7 +61,7 @@ def report_document(comparison: Comparison) -> dict[str, Any]:
             "ported": culprit.ported_name,
             "max_abs_diff": finite_or_none(culprit.output_max_abs),
             "call": culprit.call,
-            "status": culprit.status,
+            "status": comparison.status(culprit),
             "input_max_abs_diff": finite_or_none(culprit.input_max_abs),
             "original_class": None if culprit.original is None else culprit.original.class_name,
             "ported_class": None if culprit.ported is None else culprit.ported.class_name,
@@ -77,7 +78,7 @@ def report_document(comparison: Comparison) -> dict[str, Any]:
         "counts": dict(comparison.status_counts()),
         "notes": comparison.notes,
         "precision": precision_entry(describe_precision(comparison)),
-        "rows": [row_entry(row) for row in comparison.rows],
+        "rows": [row_entry(comparison, row) for row in comparison.rows],
     }
 
 

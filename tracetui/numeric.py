@@ -341,3 +341,14 @@ def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     if not difference.shape_matches or difference.nonfinite_mismatches:
         return math.inf
     return difference.max_abs
+
+
+def format_difference(value: float | None) -> str:
+    """A difference as the report and the interface show it: ``—`` when none was measured."""
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "inf"
+    if value == 0.0:
+        return "0"
+    return f"{value:.2e}"

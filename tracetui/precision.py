@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tracetui.compare import Comparison, Tolerance
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison
 from tracetui.numeric import COMPARISON_DTYPE
 from tracetui.trace import Trace
 

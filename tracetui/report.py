@@ -9,8 +9,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracetui.compare import Comparison, LeafPair, Row, format_difference
+from tracetui.compare import Comparison
+from tracetui.numeric import format_difference
 from tracetui.precision import describe_precision, notes_with_precision
+from tracetui.rows import LeafPair, Row
 from tracetui.trace import CallRecord
 
 STATUS_STYLES = {
@@ -56,7 +58,7 @@ def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
     if full or comparison.culprit is None:
         if full or len(comparison.rows) <= 40:
             return comparison.rows
-        return [row for row in comparison.rows if row.status != "match"][:40] or comparison.rows[:20]
+        return [row for row in comparison.rows if comparison.status(row) != "match"][:40] or comparison.rows[:20]
     culprit = comparison.culprit
     chosen: set[int] = set()
     ancestor = culprit.parent
@@ -89,7 +91,8 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             table.add_row("…", style="dim")
         previous_index = row.index
         is_culprit = row is comparison.culprit
-        status = Text(row.status, style=STATUS_STYLES[row.status])
+        row_status = comparison.status(row)
+        status = Text(row_status, style=STATUS_STYLES[row_status])
         if is_culprit:
             status.append(" ◀ culprit", style="bold red")
         table.add_row(
@@ -100,7 +103,7 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             status,
             bound_label(row.input_max_abs, row.inputs),
             bound_label(row.output_max_abs, row.outputs),
-            style="bold" if is_culprit else ("dim" if row.status == "unmatched" else ""),
+            style="bold" if is_culprit else ("dim" if row_status == "unmatched" else ""),
         )
     return table
 

@@ -21,11 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tracetui.align import align, pairing_key
-from tracetui.compare import Comparison, LeafPair, Measured, Tolerance, build_rows, classify, measure_inputs, measure_outputs
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import UsageError
 from tracetui.memory import release_free_memory
 from tracetui.record import KeepPolicy, Progress, RerunCheck, record_script, record_twice
 from tracetui.rename import RenameMap
+from tracetui.rows import LeafPair, Measured, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace
 
@@ -133,7 +135,7 @@ def compare_streaming(
             late_check = StreamCheck(late_pairs, tolerance)
             record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
             measured |= late_check.by_record_index(ported)
-        return classify(alignment, tolerance, measured_rows=build_rows(alignment, measured))
+        return compare_alignment(alignment, tolerance, measured)
 
 
 @contextmanager

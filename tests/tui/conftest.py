@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,19 +31,21 @@ def tiny_traces() -> tuple[Trace, Trace]:
     return original, ported
 
 
+def compare_tiny(tiny_traces: tuple[Trace, Trace], **options: object) -> Comparison:
+    return tracetui.compare(*tiny_traces, rename_map=MODELS / "map.toml", rerun=False, **options)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def make_comparison(tiny_traces: tuple[Trace, Trace]) -> Callable[..., Comparison]:
-    """A fresh comparison each call (``t`` re-classifies rows in place, so tests must not share one)."""
-
-    def make(**options: object) -> Comparison:
-        return tracetui.compare(*tiny_traces, rename_map=MODELS / "map.toml", rerun=False, **options)  # type: ignore[arg-type]
-
-    return make
+    """The tiny pair compared with other options."""
+    return functools.partial(compare_tiny, tiny_traces)
 
 
-@pytest.fixture
-def comparison(make_comparison: Callable[..., Comparison]) -> Comparison:
-    return make_comparison()
+@pytest.fixture(scope="session")
+def comparison(tiny_traces: tuple[Trace, Trace]) -> Comparison:
+    """One comparison that every interface test shares: a comparison never changes (a new
+    tolerance or pairing gives a new one), so no test can leave it different for the next."""
+    return compare_tiny(tiny_traces)
 
 
 @pytest.fixture(scope="session")

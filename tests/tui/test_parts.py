@@ -7,8 +7,10 @@ import re
 import pytest
 import torch
 
-from tracetui.compare import Comparison, LeafPair, Tolerance
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison
 from tracetui.numeric import measure
+from tracetui.rows import LeafPair
 from tracetui.trace import Leaf
 from tracetui.tui.detail import render_to_strips
 from tracetui.tui.dialogs import parse_tolerance
@@ -52,7 +54,7 @@ def test_outline_folds_filters_and_finds(comparison: Comparison) -> None:
     assert 3 not in folded.visible and 14 not in folded.visible and 15 in folded.visible
     assert folded.nearest(5) == 15 and folded.position_of(5) is None
     problems = Outline(listing, ViewOptions(only_problems=True, filter_text="mlp"))
-    assert all(comparison.rows[row].status != "match" and "mlp" in listing.search_texts[row] for row in problems.visible)
+    assert all(comparison.status(comparison.rows[row]) != "match" and "mlp" in listing.search_texts[row] for row in problems.visible)
     assert everything.find(0, 1, listing.is_divergence) == 2
     assert everything.find(2, -1, listing.is_divergence) == 0
     assert everything.find(41, 1, listing.is_divergence) is None

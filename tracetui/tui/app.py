@@ -29,10 +29,12 @@ from textual.reactive import reactive
 from textual.worker import get_current_worker
 
 from tracetui.align import Alignment
-from tracetui.compare import Comparison, Row, Tolerance, compare_traces, judged_from_figures, reclassify
-from tracetui.mapfile import write_rename_map
+from tracetui.classify import Tolerance, judged_from_figures
+from tracetui.compare import Comparison, compare_alignment
 from tracetui.debugger import Side, debug_call, describe_outcome
 from tracetui.errors import TracetuiError
+from tracetui.mapfile import write_rename_map
+from tracetui.rows import Row
 from tracetui.trace import Trace
 from tracetui.tui.call_list import CallList
 from tracetui.tui.detail import DetailPane
@@ -43,7 +45,6 @@ from tracetui.tui.listing import Listing, make_listing
 from tracetui.tui.messages import FilterChanged, FilterDone, Reclassified, SelectRow, ToggleRow
 from tracetui.tui.outline import Outline, ViewOptions, compile_filter
 from tracetui.tui.status_line import StatusLine
-
 
 MAP_FILE_NAME = "tracetui.map.toml"  # written by w, in the folder tracetui was started from
 
@@ -226,7 +227,7 @@ class TracetuiApp(App[None]):
     @work(thread=True, exclusive=True, group="tolerance", description="compare the new pairing")
     def realign(self, alignment: Alignment, keep_selected: tuple[Side, int]) -> None:
         """Compare again under the same tolerance with the amended pairing (no model is re-run)."""
-        comparison = compare_traces(alignment, self.comparison.tolerance if self.comparison else Tolerance())
+        comparison = compare_alignment(alignment, self.comparison.tolerance if self.comparison else Tolerance())
         if not get_current_worker().is_cancelled:
             self.post_message(Reclassified(comparison, make_listing(comparison), select=comparison.row_of(*keep_selected)))
 
@@ -312,10 +313,9 @@ class TracetuiApp(App[None]):
             return
         # Without rtol, each row's figures decide its status: 20,000 rows take milliseconds, so
         # they are re-classified before the dialog's closing is drawn, and the screen goes
-        # straight to the new statuses. In place: the rows that change are not copied (that
-        # costs more than the rest of the key), as this comparison is replaced for good.
+        # straight to the new statuses.
         self.workers.cancel_group(self, "tolerance")  # an older tolerance must not land after this one
-        reclassified = reclassify(comparison, tolerance, in_place=True)
+        reclassified = comparison.with_tolerance(tolerance)
         self.show_comparison(reclassified, make_listing(reclassified, self.listing))
 
     # An explicit description: Textual would otherwise repr() the arguments — the whole comparison.

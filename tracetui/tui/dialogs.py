@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from tracetui.compare import Tolerance
+from tracetui.classify import Tolerance
 from tracetui.tui.listing import CULPRIT_LABEL, STATUS_LABELS
 
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from typing import Literal
 
-from tracetui.compare import Comparison, Row, format_difference
+from tracetui.compare import Comparison
+from tracetui.numeric import format_difference
+from tracetui.rows import Row
 from tracetui.trace import CallRecord, Leaf, Trace
 
 # Statuses that `n`/`N` stop at: every paired row that is not a clean match (diverged,
@@ -196,10 +198,10 @@ class ComparisonListing(Listing):
             ported=ported,
             shape=row_shape(row),
             difference=format_difference(output_difference) if row.is_paired else "",
-            status=row.status,
-            status_label=culprit_label(row.status) if is_culprit else STATUS_LABELS[row.status],
+            status=self.statuses[index],
+            status_label=culprit_label(self.statuses[index]) if is_culprit else STATUS_LABELS[self.statuses[index]],
             is_culprit=is_culprit,
-            difference_breaks_tolerance=row.disagrees,
+            difference_breaks_tolerance=self.comparison.disagrees(row),
         )
 
 

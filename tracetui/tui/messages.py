@@ -14,7 +14,8 @@ from textual.message import Message
 from textual.strip import Strip
 
 if TYPE_CHECKING:
-    from tracetui.compare import Comparison, Row
+    from tracetui.compare import Comparison
+    from tracetui.rows import Row
     from tracetui.tui.listing import Listing
 
 

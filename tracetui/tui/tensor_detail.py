@@ -22,8 +22,10 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from tracetui.compare import Comparison, LeafPair, Row, Tolerance, format_difference, largest_difference
-from tracetui.numeric import TensorDifference, as_comparable
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison
+from tracetui.numeric import TensorDifference, as_comparable, format_difference
+from tracetui.rows import LeafPair, Row, largest_difference
 from tracetui.trace import CallRecord, Leaf
 from tracetui.tui.listing import STATUS_LABELS, culprit_label
 
@@ -501,13 +503,14 @@ def broken_cells(
 
 def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
     is_culprit = comparison.culprit is row
+    status = comparison.status(row)
     title = Text()
     title.append(row.label, palette.heading)
     title.append("  ")
     if is_culprit:
-        title.append(f" {culprit_label(row.status)} ", palette.culprit)
+        title.append(f" {culprit_label(status)} ", palette.culprit)
     else:
-        title.append(STATUS_LABELS[row.status], palette.label)
+        title.append(STATUS_LABELS[status], palette.label)
     title.append(f"   {row.class_label}", palette.dim)
     if row.is_paired:
         title.append(f"   {row.pairing_label}", palette.dim)
@@ -520,9 +523,10 @@ def row_explanation(comparison: Comparison, row: Row, palette: Palette) -> Text 
     if not row.is_paired:
         side_name = "original" if row.original is not None else "ported"
         return Text(f"only the {side_name} model makes this call: nothing to compare it with", palette.dim)
-    if row.status == "inherited":
+    status = comparison.status(row)
+    if status == "inherited":
         return Text(f"inherited: its inputs already differ (max |Δ| {format_difference(row.input_max_abs)})", palette.dim)
-    if row.status == "diverged":
+    if status == "diverged":
         return Text(
             f"its inputs agree (max |Δ| {format_difference(row.input_max_abs)}) but its outputs do not; "
             "the difference starts in it or in one of its submodules",
@@ -531,13 +535,14 @@ def row_explanation(comparison: Comparison, row: Row, palette: Palette) -> Text 
     return None
 
 
-def row_summary(row: Row, tolerance: Tolerance, palette: Palette) -> Text | None:
+def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | None:
     """``inputs max |Δ| 0 · outputs max |Δ| 2.26e-01, 96 of 112 elements break atol 0.001``."""
     if not row.is_paired:
         return None
+    tolerance = comparison.tolerance
     summary = Text()
     for position, (heading, pairs, agree) in enumerate(
-        (("inputs", row.inputs, row.inputs_agree), ("outputs", row.outputs, row.outputs_agree))
+        (("inputs", row.inputs, comparison.inputs_agree(row)), ("outputs", row.outputs, comparison.outputs_agree(row)))
     ):
         differences = [pair.difference for pair in pairs if pair.difference is not None]
         if position:
@@ -559,7 +564,7 @@ def row_summary(row: Row, tolerance: Tolerance, palette: Palette) -> Text | None
 
 def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette) -> RenderableType:
     parts: list[RenderableType] = [row_title(comparison, row, palette)]
-    summary = row_summary(row, comparison.tolerance, palette)
+    summary = row_summary(comparison, row, palette)
     if summary is not None:
         parts.append(summary)
     explanation = row_explanation(comparison, row, palette)

@@ -1,0 +1,239 @@
+"""Judge measured rows against a tolerance: which agree, which introduce a difference, each row's status.
+
+Everything here is derived from the rows' measured figures (:class:`RowFigures`, gathered once
+per set of rows) and one :class:`Tolerance`; a new tolerance gives a new :class:`Classification`
+of the same rows, without measuring a tensor again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+
+from tracetui.align import Alignment
+from tracetui.rows import LeafPair, Row, paired_parent
+from tracetui.trace import CallRecord, Trace
+
+Status = Literal[
+    "match",
+    "diverged",
+    "inherited",
+    "shape_mismatch",
+    "dtype_mismatch",
+    "unmatched",
+    "nonfinite",
+    "nondeterministic",
+]
+STATUSES: tuple[Status, ...] = get_args(Status)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|ported - original| <= atol + rtol * |original|``; 1e-3 absolute is the porting bar."""
+
+    atol: float = 1e-3
+    rtol: float = 0.0
+
+    def __str__(self) -> str:
+        return f"atol {self.atol:g}" + (f", rtol {self.rtol:g}" if self.rtol else "")
+
+# Output types compared by value; any other non-tensor output is recorded by its repr only (a note).
+SIMPLE_VALUE_TYPES = {"NoneType", "bool", "int", "float", "str", "complex", "bytes"}
+
+
+def leaves_agree(pairs: list[LeafPair], tolerance: Tolerance) -> bool:
+    return all(
+        pair.difference.within(tolerance.atol, tolerance.rtol) for pair in pairs if pair.difference is not None
+    )
+
+
+def largest_comparable_difference(pairs: list[LeafPair]) -> float:
+    """The largest max |Δ| among the measured pairs: under a tolerance without rtol they all
+    agree exactly when it is at most atol (what :meth:`TensorDifference.within` decides).
+
+    NaN when one of them can never agree (shapes differ, NaN/Inf where the other side has
+    none), so that no atol is enough; -inf when no pair was measured, so that any atol is.
+    """
+    largest = -math.inf
+    for pair in pairs:
+        difference = pair.difference
+        if difference is None:
+            continue
+        if not difference.shape_matches or difference.nonfinite_mismatches or math.isnan(difference.max_abs):
+            return math.nan
+        largest = max(largest, difference.max_abs)
+    return largest
+
+
+def rerun_changes(trace: Trace, records: list[CallRecord | None]) -> tuple[np.ndarray, np.ndarray]:
+    """How much each record's outputs and inputs changed between two runs of the same model
+    (NaN for a row with no call on this side, or when the model was run once)."""
+    output_changes = np.full(len(records), np.nan)
+    input_changes = np.full(len(records), np.nan)
+    if trace.rerun_output_diff is None or trace.rerun_input_diff is None:
+        return output_changes, input_changes
+    for position, record in enumerate(records):
+        if record is not None:
+            output_changes[position] = trace.rerun_output_diff[record.index]
+            input_changes[position] = trace.rerun_input_diff[record.index]
+    return output_changes, input_changes
+
+
+@dataclass(frozen=True, eq=False)
+class RowFigures:
+    """What classifying the rows needs of their measured leaves, gathered once per set of rows.
+
+    None of it depends on the tolerance: a new tolerance (``t`` in the interface) compares
+    these per-row numbers instead of reading every leaf difference of a large model again.
+    """
+
+    paired: np.ndarray  # bool, one per row
+    input_largest: np.ndarray  # largest_comparable_difference of the inputs
+    output_largest: np.ndarray  # ... and of the outputs
+    output_shape_mismatch: np.ndarray  # bool: an output pair differs in shape
+    output_nonfinite: np.ndarray  # bool: an output pair has NaN/Inf where the other side has none
+    output_dtype_mismatch: np.ndarray  # bool: an output pair differs in dtype
+    # Per side (original, ported): output and input change between two runs of the model.
+    rerun_changes: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    children: dict[int | None, list[int]]  # row positions under each paired parent (the descent)
+    paired_count: int
+    opaque_output_types: frozenset[str]  # outputs recorded by their repr only (a note)
+    statistics_only_pairs: int = 0  # leaf pairs compared by min/max/mean: a side kept no values (a note)
+
+    @classmethod
+    def gather(cls, rows: list[Row], alignment: Alignment) -> RowFigures:
+        count = len(rows)
+        paired = [False] * count
+        input_largest = [-math.inf] * count
+        output_largest = [-math.inf] * count
+        shape_mismatch = [False] * count
+        nonfinite = [False] * count
+        dtype_mismatch = [False] * count
+        children: dict[int | None, list[int]] = {}
+        opaque_types: set[str] = set()
+        statistics_only = 0
+        for position, row in enumerate(rows):
+            children.setdefault(paired_parent(row, rows), []).append(position)
+            for pair in row.outputs:
+                leaf = pair.original or pair.ported
+                if leaf is not None and not leaf.is_tensor and leaf.value_type not in SIMPLE_VALUE_TYPES:
+                    opaque_types.add(leaf.value_type)
+            if not row.is_paired:
+                continue
+            paired[position] = True
+            output_differences = [pair.difference for pair in row.outputs if pair.difference is not None]
+            statistics_only += sum(
+                1 for pair in row.inputs + row.outputs if pair.difference is not None and pair.difference.from_statistics
+            )
+            input_largest[position] = largest_comparable_difference(row.inputs)
+            output_largest[position] = largest_comparable_difference(row.outputs)
+            shape_mismatch[position] = any(not difference.shape_matches for difference in output_differences)
+            nonfinite[position] = any(difference.nonfinite_mismatches for difference in output_differences)
+            dtype_mismatch[position] = any(not difference.dtype_matches for difference in output_differences)
+        return cls(
+            paired=np.array(paired, dtype=bool),
+            input_largest=np.array(input_largest, dtype=np.float64),
+            output_largest=np.array(output_largest, dtype=np.float64),
+            output_shape_mismatch=np.array(shape_mismatch, dtype=bool),
+            output_nonfinite=np.array(nonfinite, dtype=bool),
+            output_dtype_mismatch=np.array(dtype_mismatch, dtype=bool),
+            rerun_changes=(
+                rerun_changes(alignment.original, [row.original for row in rows]),
+                rerun_changes(alignment.ported, [row.ported for row in rows]),
+            ),
+            children=children,
+            paired_count=sum(paired),
+            opaque_output_types=frozenset(opaque_types),
+            statistics_only_pairs=statistics_only,
+        )
+
+
+STATUS_CODES: dict[Status, int] = {status: code for code, status in enumerate(STATUSES)}
+STATUS_ARRAY = np.array(STATUSES, dtype=object)  # status code -> status, for whole arrays of codes
+
+
+def judged_from_figures(tolerance: Tolerance) -> bool:
+    """Whether the rows' :class:`RowFigures` alone decide this tolerance (no rtol): then
+    re-classifying 20,000 rows takes milliseconds, where an rtol may need elements counted."""
+    return tolerance.rtol == 0.0 and not math.isnan(tolerance.atol)
+
+
+@dataclass(frozen=True, eq=False)
+class Classification:
+    """Every row's classification under one tolerance, as arrays with one entry per row, and
+    the figures it was judged from. Built by :meth:`judge` and never changed: another
+    tolerance is another classification."""
+
+    tolerance: Tolerance
+    figures: RowFigures
+    inputs_agree: np.ndarray  # bool; True for an unpaired row (nothing to judge)
+    outputs_agree: np.ndarray  # bool; likewise
+    nondeterministic: np.ndarray  # bool
+    status_codes: np.ndarray  # positions in STATUSES
+    disagrees: np.ndarray  # bool: paired, and the outputs break the tolerance (for whatever reason)
+    introduces: np.ndarray  # bool: disagrees while the inputs agree: the difference starts in the call
+
+    @classmethod
+    def judge(cls, rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> Classification:
+        """Classify under ``tolerance``: from the figures alone when they decide it, else leaf
+        by leaf (see :func:`judged_from_figures`)."""
+        atol = tolerance.atol
+        if judged_from_figures(tolerance):
+            # NaN (a pair that can never agree) compares False, -inf (nothing measured) True.
+            inputs_agree = ~figures.paired | (figures.input_largest <= atol)
+            outputs_agree = ~figures.paired | (figures.output_largest <= atol)
+        else:
+            inputs_agree = np.ones(len(rows), dtype=bool)
+            outputs_agree = np.ones(len(rows), dtype=bool)
+            for position in np.flatnonzero(figures.paired).tolist():
+                row = rows[position]
+                inputs_agree[position] = leaves_agree(row.inputs, tolerance)
+                outputs_agree[position] = leaves_agree(row.outputs, tolerance)
+        # A source of nondeterminism: the call's outputs changed between two runs of the same
+        # model while its inputs did not (NaN, no second run, compares False).
+        nondeterministic = np.zeros(len(rows), dtype=bool)
+        for output_change, input_change in figures.rerun_changes:
+            nondeterministic |= (output_change > atol) & (input_change <= atol)
+        statuses = status_codes(figures, inputs_agree, outputs_agree, nondeterministic)
+        disagrees = figures.paired & ~outputs_agree
+        return cls(tolerance, figures, inputs_agree, outputs_agree, nondeterministic, statuses, disagrees, disagrees & inputs_agree)
+
+    @property
+    def verdict(self) -> Literal["match", "diverged"]:
+        return "diverged" if self.disagrees.any() else "match"
+
+    def status(self, position: int) -> Status:
+        return STATUSES[self.status_codes[position]]
+
+    def statuses(self) -> list[Status]:
+        """Every row's status, in order."""
+        return STATUS_ARRAY[self.status_codes].tolist()
+
+    def status_counts(self) -> Counter[str]:
+        counts = np.bincount(self.status_codes, minlength=len(STATUSES)).tolist()
+        return Counter({status: count for status, count in zip(STATUSES, counts, strict=True) if count})
+
+
+def status_codes(
+    figures: RowFigures, inputs_agree: np.ndarray, outputs_agree: np.ndarray, nondeterministic: np.ndarray
+) -> np.ndarray:
+    """Each row's status, as a position in STATUSES: the first condition that holds, in order."""
+    paired = figures.paired
+    conditions_and_statuses: list[tuple[np.ndarray, Status]] = [
+        (~paired, "unmatched"),
+        (nondeterministic, "nondeterministic"),
+        (figures.output_shape_mismatch, "shape_mismatch"),
+        (figures.output_nonfinite, "nonfinite"),
+        (~outputs_agree & inputs_agree, "diverged"),
+        (~outputs_agree, "inherited"),
+        (figures.output_dtype_mismatch, "dtype_mismatch"),
+    ]
+    return np.select(
+        [condition for condition, _ in conditions_and_statuses],
+        [STATUS_CODES[status] for _, status in conditions_and_statuses],
+        default=STATUS_CODES["match"],
+    ).astype(np.int8)

@@ -1,0 +1,180 @@
+"""Name the culprit: the module that introduces the difference, and why.
+
+The culprit is found by descent: start at the earliest-executed call whose inputs agree and
+outputs do not; step into its first child whose outputs disagree as long as that child's inputs
+agree too; stop when the first disagreeing child inherited its difference (the bug is in the
+current call's own code, before that child) or when no child disagrees. A wrong input with no
+counterpart on the other side (an extra mask, a rope table computed inline) is the one way the
+culprit's own code can be innocent, so the reason names such inputs and the calls that made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracetui.align import Alignment
+from tracetui.classify import Classification, Tolerance
+from tracetui.numeric import format_difference
+from tracetui.rows import Row
+
+# Inputs that agree only loosely: an output just over the tolerance may be amplified rounding.
+LOOSE_AGREEMENT_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a classification of the rows concludes: the culprit, why, and notes on the whole."""
+
+    culprit: Row | None
+    reason: str
+    notes: list[str]
+
+
+def diagnose(rows: list[Row], classification: Classification, alignment: Alignment) -> Diagnosis:
+    culprit, reason = find_culprit(rows, classification, alignment)
+    return Diagnosis(culprit, reason, general_notes(rows, classification))
+
+
+def find_culprit(rows: list[Row], classification: Classification, alignment: Alignment) -> tuple[Row | None, str]:
+    """The descent of the module docstring, on the classification's arrays (without visiting
+    20,000 rows in Python)."""
+    tolerance = classification.tolerance
+    disagrees = classification.disagrees
+    introduces = classification.introduces
+    children = classification.figures.children
+
+    starts = np.flatnonzero(introduces)
+    if not len(starts):
+        disagreeing = np.flatnonzero(disagrees)
+        if not len(disagreeing):
+            return None, "every paired call's outputs agree within tolerance"
+        earliest = rows[int(disagreeing[0])]
+        return earliest, no_introducing_call_reason(earliest, tolerance)
+
+    current = int(starts[0])
+    while True:
+        child = next((position for position in children.get(current, []) if disagrees[position]), None)
+        if child is None or rows[child].kind == "tap" or not introduces[child]:
+            break
+        current = child
+    child_rows = [rows[position] for position in children.get(current, [])]
+    return rows[current], culprit_reason(rows[current], classification, alignment, child_rows)
+
+
+def first_disagreeing(rows: list[Row], classification: Classification) -> Row | None:
+    return next((row for row in rows if classification.disagrees[row.index]), None)
+
+
+def one_sided_calls_before(children: list[Row], first_disagreeing_child: Row | None) -> list[Row]:
+    """Calls with no counterpart that ran after the last agreeing child and before the first
+    disagreeing one: where the difference may really start (an extra norm in the port, say)."""
+    stop = len(children) if first_disagreeing_child is None else children.index(first_disagreeing_child)
+    between: list[Row] = []
+    for child in children[:stop]:
+        if child.is_paired:
+            between = []
+        else:
+            between.append(child)
+    return between
+
+
+def culprit_reason(culprit: Row, classification: Classification, alignment: Alignment, children: list[Row]) -> str:
+    """Why this call is the culprit, in one paragraph: input Δ, output Δ, and what to check."""
+    tolerance = classification.tolerance
+    status = classification.status(culprit.index)
+    input_difference = culprit.input_max_abs
+    if input_difference is None:
+        inputs = "it has no paired tensor inputs"
+    else:
+        inputs = f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {tolerance})"
+    if status == "shape_mismatch":
+        shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
+        outputs = f"its output shapes differ ({list(shapes.original_shape)} vs {list(shapes.ported_shape)})"
+    elif status == "nonfinite":
+        outputs = "its outputs have NaN/Inf where the other side has none"
+    else:
+        outputs = f"its outputs do not (max |Δ| {format_difference(culprit.output_max_abs)})"
+    reason = f"{inputs} but {outputs}"
+    if classification.nondeterministic[culprit.index]:
+        reason += ", and its outputs change from one run of the same model to the next (dropout left active?)"
+
+    first_disagreeing_child = first_disagreeing(children, classification)
+    if first_disagreeing_child is not None and first_disagreeing_child.kind == "tap":
+        reason += f"; no submodule introduces it — it first shows at {first_disagreeing_child.label}"
+    elif any(child.is_paired for child in children):
+        reason += "; none of its submodules introduces it, so look at its own forward code"
+        one_sided = one_sided_calls_before(children, first_disagreeing_child)
+        if one_sided:
+            names = ", ".join(f"{row.label} ({'original' if row.original else 'ported'} only)" for row in one_sided[:3])
+            reason += f", and at calls with no counterpart that ran just before the difference shows: {names}"
+    if input_difference is not None and input_difference > LOOSE_AGREEMENT_FRACTION * tolerance.atol:
+        reason += (
+            f". Its inputs agree only loosely ({format_difference(input_difference)} against atol {tolerance.atol:g}): "
+            "the output difference may be amplified earlier rounding rather than a bug here"
+        )
+    extras = describe_unpaired_inputs(culprit, alignment)
+    if extras:
+        reason += f". Not compared, having no counterpart: {extras} — if one of them is wrong, the bug is where it is made"
+    return reason
+
+
+def describe_unpaired_inputs(row: Row, alignment: Alignment) -> str:
+    descriptions = []
+    for pair in row.unpaired_inputs():
+        side, leaf, trace = ("original", pair.original, alignment.original) if pair.original else ("ported", pair.ported, alignment.ported)
+        assert leaf is not None
+        text = f"{side} input {leaf.name}"
+        if leaf.source is not None:
+            text += f" (made by {trace.records[leaf.source[0]].display_name})"
+        descriptions.append(text)
+    return ", ".join(descriptions)
+
+
+def no_introducing_call_reason(row: Row, tolerance: Tolerance) -> str:
+    if row.parent is None and row.original is not None and row.original.parent is None:
+        return (
+            f"the models' own inputs already differ (max |Δ| {format_difference(row.input_max_abs)} > {tolerance}): "
+            "the two scripts' build() must return the same inputs"
+        )
+    return (
+        "every call whose outputs disagree also has disagreeing inputs; the difference enters through code "
+        "that is not a module on either side, or through calls that have no counterpart"
+    )
+
+
+def general_notes(rows: list[Row], classification: Classification) -> list[str]:
+    """Notes on the comparison as a whole, from the classification's arrays and figures (the
+    parts that do not depend on the tolerance are gathered once)."""
+    notes = []
+    figures = classification.figures
+    counts = classification.status_counts()
+    paired = figures.paired_count
+    if counts["unmatched"] and paired <= 1:
+        notes.append(
+            f"Only {paired} call(s) could be paired; {counts['unmatched']} are unmatched. "
+            "Pass a rename map with --map (`tracetui align ORIG PORTED -o map.toml` writes a first one to edit)."
+        )
+    sources = [rows[position] for position in np.flatnonzero(classification.nondeterministic).tolist()]
+    if sources:
+        names = ", ".join(row.label for row in sources[:3]) + (" …" if len(sources) > 3 else "")
+        notes.append(
+            f"{len(sources)} call(s) give different outputs from one run of the same model to the next: {names}. "
+            "Something random is active in eval mode (dropout with training=True, random sampling): "
+            "numbers from such a model cannot be compared reliably."
+        )
+    opaque_types = figures.opaque_output_types
+    if opaque_types:
+        notes.append(
+            f"Outputs of type {', '.join(sorted(opaque_types))} were recorded by their repr only, not compared: "
+            "tracetui compares tensors inside tuples, lists, dicts, dataclasses and namedtuples."
+        )
+    if figures.statistics_only_pairs:
+        notes.append(
+            f"{figures.statistics_only_pairs} tensor pair(s) were compared by their min, max and mean only, one side having "
+            "kept statistics (--keep stats, outside --only): their |Δ| is a lower bound (shown ≥), so a difference there is "
+            "certain but an agreement is not proof, and the first divergence may lie earlier than the one named. "
+            "Keep full values for the calls before it (--only) to be sure."
+        )
+    return notes

@@ -1,0 +1,285 @@
+"""Aligned calls and how their leaves differ: what a comparison measures once, whatever the tolerance.
+
+A call's input leaves are paired by parameter name, then by position among tensors of the
+same shape; a leaf with no counterpart (an extra mask, a rope table computed inline on the
+other side) cannot be judged and stays unpaired. Output leaves in the same structure pair by
+name whatever their shapes, so that a changed shape shows as a shape mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tracetui.align import Alignment, Pair
+from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
+from tracetui.trace import CallRecord, Leaf, TensorSummary
+
+
+@dataclass(frozen=True)
+class LeafPair:
+    """An input or output leaf of one side, its counterpart on the other, and how they differ."""
+
+    original: Leaf | None
+    ported: Leaf | None
+    difference: TensorDifference | None = None
+
+    @property
+    def name(self) -> str:
+        if self.original is not None and self.ported is not None and self.original.name != self.ported.name:
+            return f"{self.original.name} ↔ {self.ported.name}"
+        leaf = self.original or self.ported
+        assert leaf is not None
+        return leaf.name
+
+
+@dataclass(frozen=True, eq=False)
+class Row:
+    """One aligned call: an original call, its ported counterpart and how their leaves differ.
+
+    A row holds only what does not depend on the tolerance, so that one set of rows serves
+    every tolerance; its status under one lives in the :class:`~tracetui.compare.Comparison`
+    (``comparison.status(row)``).
+    """
+
+    index: int
+    original: CallRecord | None
+    ported: CallRecord | None
+    pairing: Pair
+    depth: int
+    parent: int | None  # row index
+    inputs: list[LeafPair] = field(default_factory=list, repr=False)
+    outputs: list[LeafPair] = field(default_factory=list, repr=False)
+
+    @property
+    def is_paired(self) -> bool:
+        return self.original is not None and self.ported is not None
+
+    @property
+    def call(self) -> int:
+        record = self.original or self.ported
+        assert record is not None
+        return record.call
+
+    @property
+    def kind(self) -> str:
+        record = self.original or self.ported
+        assert record is not None
+        return record.kind
+
+    @property
+    def original_name(self) -> str | None:
+        return None if self.original is None else self.original.name
+
+    @property
+    def ported_name(self) -> str | None:
+        return None if self.ported is None else self.ported.name
+
+    @property
+    def label(self) -> str:
+        """Both names, once when they are the same: ``h.2.mlp ↔ model.layers.2.mlp``."""
+        names = [record.display_name for record in (self.original, self.ported) if record is not None]
+        name = names[0] if len(set(names)) == 1 else " ↔ ".join(names)
+        return f"{name} (call {self.call})" if self.call else name
+
+    @property
+    def class_label(self) -> str:
+        """``GELU ↔ SiLU``, or one class name when both sides agree or one side is missing."""
+        names = [record.class_name for record in (self.original, self.ported) if record is not None]
+        return names[0] if len(set(names)) == 1 else " ↔ ".join(names)
+
+    @property
+    def pairing_label(self) -> str:
+        method = self.pairing.method
+        if method == "inferred":
+            return f"paired by inference ({self.pairing.confidence:.0%} confident)"
+        return {"name": "paired by name", "map": "paired by the rename map", "manual": "paired by hand", "tap": "paired by tap name"}.get(
+            method, "unpaired"
+        )
+
+    @property
+    def input_max_abs(self) -> float | None:
+        return largest_difference(self.inputs)
+
+    @property
+    def output_max_abs(self) -> float | None:
+        return largest_difference(self.outputs)
+
+    def unpaired_inputs(self) -> list[LeafPair]:
+        """Tensor inputs with no counterpart on the other side: not part of the agreement test."""
+        return [
+            pair
+            for pair in self.inputs
+            if pair.difference is None and any(leaf is not None and leaf.is_tensor for leaf in (pair.original, pair.ported))
+        ]
+
+
+def largest_difference(pairs: Iterable[LeafPair]) -> float | None:
+    values = [pair.difference.max_abs for pair in pairs if pair.difference is not None and pair.difference.shape_matches]
+    return max(values) if values else None
+
+
+def pair_leaves(
+    original: list[Leaf],
+    ported: list[Leaf],
+    pair_leftovers_by_order: bool,
+    pair_names_across_shapes: bool = False,
+    broadcast: bool = False,
+    cache: MeasureCache | None = None,
+) -> list[LeafPair]:
+    """Pair tensor leaves by name (same shape), then in order among same-shaped tensors.
+
+    Leftovers are paired by order (and so reported as shape mismatches) only when
+    ``pair_leftovers_by_order``; otherwise they stay unpaired. Non-tensor leaves are paired by
+    name for display.
+    """
+    original_tensors = [leaf for leaf in original if leaf.is_tensor]
+    ported_tensors = [leaf for leaf in ported if leaf.is_tensor]
+    partner: dict[int, int] = {}  # position in original_tensors -> position in ported_tensors
+    taken: set[int] = set()
+
+    ported_position_by_name = {leaf.name: position for position, leaf in enumerate(ported_tensors)}
+    for position, leaf in enumerate(original_tensors):
+        ported_position = ported_position_by_name.get(leaf.name)
+        if ported_position is not None and (pair_names_across_shapes or same_shape(leaf, ported_tensors[ported_position])):
+            partner[position] = ported_position
+            taken.add(ported_position)
+    for position, leaf in enumerate(original_tensors):
+        if position in partner:
+            continue
+        for ported_position, candidate in enumerate(ported_tensors):
+            if ported_position not in taken and same_shape(leaf, candidate):
+                partner[position] = ported_position
+                taken.add(ported_position)
+                break
+    if pair_leftovers_by_order:
+        leftover_ported = [position for position in range(len(ported_tensors)) if position not in taken]
+        for position in range(len(original_tensors)):
+            if position not in partner and leftover_ported:
+                partner[position] = leftover_ported.pop(0)
+                taken.add(partner[position])
+
+    pairs: list[LeafPair] = []
+    for position, leaf in enumerate(original_tensors):
+        if position in partner:
+            counterpart = ported_tensors[partner[position]]
+            pairs.append(LeafPair(leaf, counterpart, measure_leaves(leaf, counterpart, broadcast, cache)))
+        else:
+            pairs.append(LeafPair(leaf, None))
+    pairs += [LeafPair(None, leaf) for position, leaf in enumerate(ported_tensors) if position not in taken]
+
+    ported_values = {leaf.name: leaf for leaf in ported if not leaf.is_tensor}
+    for leaf in original:
+        if not leaf.is_tensor:
+            pairs.append(LeafPair(leaf, ported_values.pop(leaf.name, None)))
+    pairs += [LeafPair(None, leaf) for leaf in ported_values.values()]
+    return pairs
+
+
+# Differences already measured between two recorded tensors, by (id, id, broadcast). A call's
+# input is usually the previous call's output, the very same recorded tensor on both sides,
+# so without it about 40% of the elements would be measured twice. Only for recorded tensors,
+# which outlive the comparison: a live tensor's id could be reused by another.
+MeasureCache = dict[tuple[int, int, bool], TensorDifference]
+
+
+def measure_leaves(original: Leaf, ported: Leaf, broadcast: bool, cache: MeasureCache | None = None) -> TensorDifference:
+    """Element by element when both sides kept values; from statistics (a lower bound) otherwise."""
+    if original.tensor is not None and ported.tensor is not None:
+        if cache is None:
+            return measure(original.tensor, ported.tensor, broadcast=broadcast)
+        key = (id(original.tensor), id(ported.tensor), broadcast)
+        if key not in cache:
+            cache[key] = measure(original.tensor, ported.tensor, broadcast=broadcast)
+        return cache[key]
+    return measure_summaries(leaf_summary(original), leaf_summary(ported))
+
+
+def leaf_summary(leaf: Leaf) -> TensorSummary:
+    if leaf.summary is not None:
+        return leaf.summary
+    assert leaf.tensor is not None
+    return summarize(leaf.tensor)
+
+
+def same_shape(original: Leaf, ported: Leaf) -> bool:
+    assert original.shape is not None and ported.shape is not None
+    return equivalent_shapes(original.shape, ported.shape)
+
+
+def measure_inputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCache | None = None) -> list[LeafPair]:
+    """Pair and measure a call's inputs. An extra argument on one side is not evidence of a
+    difference; but when both sides pass the same number of tensors, a shape change is."""
+    return pair_leaves(
+        original,
+        ported,
+        pair_leftovers_by_order=sum(leaf.is_tensor for leaf in original) == sum(leaf.is_tensor for leaf in ported),
+        broadcast=True,  # masks are often given in different but broadcast-equivalent shapes
+        cache=cache,
+    )
+
+
+def measure_outputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCache | None = None) -> list[LeafPair]:
+    """Pair and measure a call's outputs. Outputs in the same structure pair by name whatever
+    their shapes, so that a changed shape shows as a shape mismatch rather than pairing with
+    another same-shaped leaf."""
+    return pair_leaves(
+        original,
+        ported,
+        pair_leftovers_by_order=True,
+        pair_names_across_shapes=[leaf.name for leaf in original if leaf.is_tensor] == [leaf.name for leaf in ported if leaf.is_tensor],
+        cache=cache,
+    )
+
+
+
+
+# Leaf pairs measured while the port ran (a streamed comparison), by (original, ported) record index.
+Measured = dict[tuple[int, int], tuple[list[LeafPair], list[LeafPair]]]
+
+
+def build_rows(alignment: Alignment, measured: Measured | None = None) -> list[Row]:
+    """One row per pair, with parents resolved to rows and leaf differences measured (or taken
+    from ``measured``, for calls measured while the port ran)."""
+    row_by_original: dict[int, int] = {}
+    row_by_ported: dict[int, int] = {}
+    records: list[tuple[CallRecord | None, CallRecord | None]] = []
+    for position, pair in enumerate(alignment.pairs):
+        original = None if pair.original is None else alignment.original.records[pair.original]
+        ported = None if pair.ported is None else alignment.ported.records[pair.ported]
+        if original is not None:
+            row_by_original[original.index] = position
+        if ported is not None:
+            row_by_ported[ported.index] = position
+        records.append((original, ported))
+    rows: list[Row] = []
+    cache: MeasureCache = {}
+    for position, (pair, (original, ported)) in enumerate(zip(alignment.pairs, records, strict=True)):
+        record = original or ported
+        assert record is not None
+        if original is not None and original.parent is not None:
+            parent = row_by_original.get(original.parent)
+        elif ported is not None and ported.parent is not None:
+            parent = row_by_ported.get(ported.parent)
+        else:
+            parent = None
+        inputs: list[LeafPair] = []
+        outputs: list[LeafPair] = []
+        if original is not None and ported is not None:
+            already = None if measured is None else measured.get((original.index, ported.index))
+            if already is not None:
+                inputs, outputs = already
+            else:
+                inputs = measure_inputs(original.inputs, ported.inputs, cache)
+                outputs = measure_outputs(original.outputs, ported.outputs, cache)
+        rows.append(Row(position, original, ported, pair, record.depth, parent, inputs, outputs))
+    return rows
+
+
+def paired_parent(row: Row, rows: list[Row]) -> int | None:
+    """The nearest enclosing row that is paired: a wrapper that exists on one side only
+    (``encoder.layer.1.output`` around a LayerNorm) must not hide its contents from the descent."""
+    parent = row.parent
+    while parent is not None and not rows[parent].is_paired:
+        parent = rows[parent].parent
+    return parent
