@@ -40,6 +40,8 @@ from tracetui.script import load_script
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT = REPO_ROOT / "demos" / "gpt"
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]")
+# Control characters a loaded terminal may leave in the echoed command line (bell, backspace redraws).
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 PROMPT = "ipdb> "
 EXPECT_TIMEOUT = 30  # seconds for one expect; a whole run takes 3-6 s here
 
@@ -155,7 +157,7 @@ class Session:
         lines = output.split("\n")
         # The echo is normally the first line, but a loaded machine can redraw the prompt first.
         for position, line in enumerate(lines):
-            if line.rstrip().endswith(command):
+            if command in CONTROL.sub("", line):
                 return "\n".join(lines[position + 1 :])
         return output.split("\n", 1)[1] if "\n" in output else ""
 

@@ -69,7 +69,7 @@ def name_arguments(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[
         return [(f"args.{position}", value) for position, value in enumerate(args)] + list(kwargs.items())
     named: list[tuple[str, Any]] = []
     for name, value in bound.arguments.items():
-        kind = signature.parameters[name].kind
+        kind = bound.signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
             named.extend((f"{name}.{position}", item) for position, item in enumerate(value))
         elif kind is inspect.Parameter.VAR_KEYWORD:

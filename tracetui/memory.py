@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -23,7 +23,7 @@ def garbage_collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_malloc_trim() -> ctypes._CFuncPtr | None:
+def _load_malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:

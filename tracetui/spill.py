@@ -74,7 +74,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
             file.write(encoded)
             for tensor in tensors.values():
                 if tensor.numel():
-                    file.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+                    file.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
     except OSError as error:
         raise TraceFileError(f"{path}: cannot write the trace file ({error.strerror}).") from error
 
