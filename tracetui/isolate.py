@@ -1,0 +1,222 @@
+"""Judge every ported module on its own: one more run of the port, fed the original's values.
+
+In this run every paired module receives the original's recorded inputs in place of its own,
+and hands on the original's recorded outputs in place of what it computed — after what it
+computed has been measured against them. A module's figure then reflects its own code only:
+its inputs are right, and so is everything its submodules give it back. So every bug of a port
+shows in one run, and a module that merely contains a bug, or runs after one, is not blamed.
+
+Before a module's inputs are replaced they are measured too. A difference there was made by
+code that no paired module owns: a module that exists on one side only (a rotary embedding
+that computes the cos/sin tables the original computes inline), or the enclosing forward's own
+lines between two submodules. The run notes which call made each such input.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tracetui.align import Alignment
+from tracetui.classify import Tolerance
+from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves
+from tracetui.memory import garbage_collection_paused, release_free_memory
+from tracetui.numeric import equivalent_shapes, summarize
+from tracetui.rows import LeafPair, measure_inputs, measure_outputs
+from tracetui.script import ModelScript
+from tracetui.trace import CallRecord, Leaf, summary_leaf
+
+TRIM_EVERY_ELEMENTS = 32 * 1024 * 1024  # elements measured between returns of freed memory
+
+
+@dataclass
+class Isolated:
+    """What the fed run measured of one paired call."""
+
+    # The call's inputs as the port made them (from fed values upstream) against the original's.
+    fed_inputs: list[LeafPair]
+    # What the call returned, computed from the original's inputs, against the original's outputs.
+    outputs: list[LeafPair]
+    # Ported input tensors with nothing to feed them from (no counterpart, or one of another
+    # shape or kind): the call ran on the port's own values there.
+    unfed_inputs: list[str] = field(default_factory=list)
+    # For each input that differed before it was fed: the ported record index of the call that
+    # returned it, or None when the enclosing forward made it with its own code.
+    input_makers: dict[str, int | None] = field(default_factory=dict)
+    enclosing: int | None = None  # the ported record index of the call this one ran inside
+
+
+# The fed run's findings, by (original record index, ported record index).
+Isolation = dict[tuple[int, int], Isolated]
+
+
+def fitted(original: torch.Tensor, live: torch.Tensor) -> torch.Tensor | None:
+    """The original's tensor in the live tensor's shape, dtype and device — a fresh copy, so that
+    an in-place operation of the port cannot reach the recording — or None when it cannot stand
+    in for it (another number of elements, or another kind: a float additive mask is no bool mask)."""
+    if original.is_floating_point() != live.is_floating_point() or (original.dtype == torch.bool) != (live.dtype == torch.bool):
+        return None
+    if original.shape != live.shape:
+        if equivalent_shapes(tuple(original.shape), tuple(live.shape)):
+            original = original.reshape(live.shape)
+        else:
+            try:
+                original = original.expand(live.shape)
+            except RuntimeError:
+                return None
+    return original.to(device=live.device, dtype=live.dtype, copy=True)
+
+
+def live_leaves(named_values: list[tuple[str, Any]]) -> list[Leaf]:
+    """The tensors of a call's named arguments or output, as leaves holding the live tensors."""
+    return [
+        Leaf(path, tensor=item) for name, value in named_values for path, item in flatten(value, name) if isinstance(item, torch.Tensor)
+    ]
+
+
+class FedRun:
+    """The hooks of the fed run. Use :meth:`attached` around one forward pass of the port."""
+
+    def __init__(self, model: torch.nn.Module, alignment: Alignment, tolerance: Tolerance) -> None:
+        self.model = model
+        self.tolerance = tolerance
+        ported = alignment.ported
+        self.record_by_call = {(record.name, record.call): record for record in ported.records if record.kind == "module"}
+        self.counterpart: dict[int, CallRecord] = {
+            pair.ported: alignment.original.records[pair.original]
+            for pair in alignment.paired()
+            if pair.ported is not None and pair.original is not None
+        }
+        self.isolation: Isolation = {}
+        self._names: dict[int, str] = {}
+        self._call_counts: Counter[str] = Counter()
+        # Calls that have started and not returned: (module, ported record index or None).
+        self._open_calls: list[tuple[torch.nn.Module, int | None]] = []
+        self._pending: dict[int, Isolated] = {}  # by ported record index, until the call returns
+        # id(tensor) → (the tensor, the ported record index of the call that returned it). Only
+        # for tensors a call made itself: an output replaced by the original's differs from it
+        # by the cast to the port's dtype at most, which is no call's doing.
+        self._makers: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
+        self._measured_since_trim = 0
+
+    @contextmanager
+    def attached(self) -> Iterator[FedRun]:
+        handles = []
+        try:
+            for name, module in self.model.named_modules():
+                self._names[id(module)] = name
+                handles.append(module.register_forward_pre_hook(self._before_call, with_kwargs=True))
+                handles.append(module.register_forward_hook(self._after_call, with_kwargs=True))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _before_call(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        name = self._names[id(module)]
+        record = self.record_by_call.get((name, self._call_counts[name]))
+        self._call_counts[name] += 1
+        enclosing = self._open_calls[-1][1] if self._open_calls else None
+        index = None if record is None else record.index
+        self._open_calls.append((module, index))
+        original = None if index is None else self.counterpart.get(index)
+        if index is None or original is None:
+            return None
+        fed_inputs = measure_inputs(original.inputs, live_leaves(name_arguments(module, args, kwargs)))
+        isolated = Isolated(fed_inputs=fed_inputs, outputs=[], enclosing=enclosing)
+        replacements = self._replacements(fed_inputs, isolated.unfed_inputs)
+        for pair in fed_inputs:
+            if pair.ported is not None and pair.difference is not None and pair.difference.max_abs != 0.0:
+                assert pair.ported.tensor is not None
+                isolated.input_makers[pair.ported.name] = self._maker_of(pair.ported.tensor)
+        self._let_go(fed_inputs)
+        self._pending[index] = isolated
+        return replace_arguments(module, args, kwargs, replacements) if replacements else None
+
+    def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        index = None
+        while self._open_calls:  # calls whose forward raised (and were caught) never got here
+            open_module, index = self._open_calls.pop()
+            if open_module is module:
+                break
+        if index is None:
+            return None
+        isolated = self._pending.pop(index, None)
+        original = self.counterpart.get(index)
+        if isolated is None or original is None:
+            self._note_makers(output, index)
+            return None
+        isolated.outputs = measure_outputs(original.outputs, live_leaves([("output", output)]))
+        replacements = self._replacements(isolated.outputs, [])
+        self._let_go(isolated.outputs)
+        self.isolation[(original.index, index)] = isolated
+        handed_on = replace_leaves(output, "output", replacements) if replacements else output
+        self._note_makers(handed_on, index, fed={id(tensor) for tensor in replacements.values()})
+        return None if handed_on is output else handed_on
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _replacements(self, pairs: list[LeafPair], unfed: list[str]) -> dict[str, torch.Tensor]:
+        """The original's tensor for each live tensor leaf that has one that fits."""
+        replacements = {}
+        for pair in pairs:
+            if pair.ported is None or pair.ported.tensor is None:
+                continue
+            value = None
+            if pair.original is not None and pair.original.tensor is not None:
+                value = fitted(pair.original.tensor, pair.ported.tensor)
+            if value is None:
+                unfed.append(pair.ported.name)
+            else:
+                replacements[pair.ported.name] = value
+        return replacements
+
+    def _let_go(self, pairs: list[LeafPair]) -> None:
+        """Count the tolerance and keep only statistics of the live tensors: they are the port's."""
+        for pair in pairs:
+            if pair.difference is not None:
+                pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol)
+                self._measured_since_trim += pair.difference.numel
+            leaf = pair.ported
+            if leaf is not None and leaf.tensor is not None:
+                summary = summarize(leaf.tensor.detach())
+                leaf.tensor = None
+                kept = summary_leaf(leaf.name, summary)
+                leaf.summary, leaf.value_type, leaf.value_repr = kept.summary, kept.value_type, kept.value_repr
+        if self._measured_since_trim >= TRIM_EVERY_ELEMENTS:
+            release_free_memory()
+            self._measured_since_trim = 0
+
+    def _note_makers(self, output: Any, index: int, fed: frozenset[int] | set[int] = frozenset()) -> None:
+        for _, item in flatten(output, "output"):
+            if isinstance(item, torch.Tensor) and id(item) not in fed:
+                self._makers[id(item)] = (weakref.ref(item), index)
+
+    def _maker_of(self, tensor: torch.Tensor) -> int | None:
+        entry = self._makers.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1]
+
+
+def isolate(
+    script: ModelScript, alignment: Alignment, tolerance: Tolerance, progress: Callable[[str], None] | None = None
+) -> Isolation:
+    """Run the port once more, every paired module fed the original's values (module docstring)."""
+    if progress is not None:
+        progress("running the port once more, each module fed the original's values")
+    run = FedRun(script.model, alignment, tolerance)
+    with garbage_collection_paused(), run.attached():
+        script.run(seed=alignment.ported.seed)
+    release_free_memory()
+    return run.isolation
