@@ -15,6 +15,7 @@ from tracetui.align import align
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
+from tracetui.isolate import isolate
 from tracetui.record import KeepPolicy, Progress, record_script, record_twice
 from tracetui.rename import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
@@ -134,13 +135,16 @@ def compare(
         original, rerun=rerun, seed=seed, device=device, progress=stage("recording the original"),
         keep=keep, only=only, spill=side_spill("original"),
     )
+    ported_loaded = load_source(ported, seed=seed, device=device, progress=report)
     ported_trace = record(
-        ported, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"),
+        ported_loaded, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"),
         keep=keep, only=only, spill=side_spill("ported"),
     )
     stage("comparing")
     alignment = align(original_trace, ported_trace, resolved_map, infer=infer, atol=atol)
-    return compare_alignment(alignment, tolerance)
+    # Each ported module judged on its own needs the port's model: not there for a trace file.
+    isolation = isolate(ported_loaded, alignment, tolerance, report) if isinstance(ported_loaded, ModelScript) else None
+    return compare_alignment(alignment, tolerance, isolation=isolation)
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -83,6 +83,41 @@ def rerun_changes(trace: Trace, records: list[CallRecord | None]) -> tuple[np.nd
     return output_changes, input_changes
 
 
+@dataclass(frozen=True)
+class InputBlame:
+    """An input that differed, in the fed run, before it was fed: everything upstream had been
+    given the original's values, so the call that made it is at fault — unless the difference
+    is within tolerance."""
+
+    consumer: int  # row position of the call that received it
+    blamed: int  # row position of the call that returned it, or whose own lines made it
+    made_inline: bool  # made by the blamed call's forward between its submodules, not returned by a call
+    pair: LeafPair  # the input as the port made it, against the original's
+
+
+def gather_isolation(rows: list[Row]) -> dict[str, Any]:
+    """The fed run's figures (:class:`RowFigures`' last three), or nothing when there was none."""
+    if not any(row.isolated is not None for row in rows):
+        return {}
+    row_of_ported = {row.ported.index: position for position, row in enumerate(rows) if row.ported is not None}
+    isolated = np.zeros(len(rows), dtype=bool)
+    isolated_largest = np.full(len(rows), -math.inf)
+    blames: list[InputBlame] = []
+    for position, row in enumerate(rows):
+        if row.isolated is None:
+            continue
+        isolated[position] = True
+        isolated_largest[position] = largest_comparable_difference(row.isolated.outputs)
+        for pair in row.isolated.fed_inputs:
+            if pair.ported is None or pair.difference is None or pair.ported.name not in row.isolated.input_makers:
+                continue
+            maker = row.isolated.input_makers[pair.ported.name]
+            made_by = maker if maker is not None else row.isolated.enclosing
+            if made_by is not None and made_by in row_of_ported:  # None: the model's own inputs
+                blames.append(InputBlame(position, row_of_ported[made_by], maker is None, pair))
+    return {"isolated": isolated, "isolated_largest": isolated_largest, "input_blames": tuple(blames)}
+
+
 @dataclass(frozen=True, eq=False)
 class RowFigures:
     """What classifying the rows needs of their measured leaves, gathered once per set of rows.
@@ -103,6 +138,11 @@ class RowFigures:
     paired_count: int
     opaque_output_types: frozenset[str]  # outputs recorded by their repr only (a note)
     statistics_only_pairs: int = 0  # leaf pairs compared by min/max/mean: a side kept no values (a note)
+    # The fed run (tracetui.isolate): which rows it judged on their own, the largest difference
+    # of their outputs then (as input_largest), and the inputs that differed before feeding.
+    isolated: np.ndarray | None = None  # bool, one per row; None when there was no fed run
+    isolated_largest: np.ndarray | None = None
+    input_blames: tuple[InputBlame, ...] = ()
 
     @classmethod
     def gather(cls, rows: list[Row], alignment: Alignment) -> RowFigures:
@@ -149,6 +189,7 @@ class RowFigures:
             paired_count=sum(paired),
             opaque_output_types=frozenset(opaque_types),
             statistics_only_pairs=statistics_only,
+            **gather_isolation(rows),
         )
 
 
@@ -176,6 +217,11 @@ class Classification:
     status_codes: np.ndarray  # positions in STATUSES
     disagrees: np.ndarray  # bool: paired, and the outputs break the tolerance (for whatever reason)
     introduces: np.ndarray  # bool: disagrees while the inputs agree: the difference starts in the call
+    # From the fed run (all False without one): the call's own outputs break the tolerance when it
+    # is fed the original's values; the call made an input that breaks it; either (a culprit).
+    isolated_disagrees: np.ndarray
+    makes_bad_input: np.ndarray
+    culprits: np.ndarray
 
     @classmethod
     def judge(cls, rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> Classification:
@@ -200,11 +246,17 @@ class Classification:
             nondeterministic |= (output_change > atol) & (input_change <= atol)
         statuses = status_codes(figures, inputs_agree, outputs_agree, nondeterministic)
         disagrees = figures.paired & ~outputs_agree
-        return cls(tolerance, figures, inputs_agree, outputs_agree, nondeterministic, statuses, disagrees, disagrees & inputs_agree)
+        isolated_disagrees, makes_bad_input = judge_isolation(rows, figures, tolerance)
+        return cls(
+            tolerance, figures, inputs_agree, outputs_agree, nondeterministic, statuses, disagrees, disagrees & inputs_agree,
+            isolated_disagrees, makes_bad_input, isolated_disagrees | makes_bad_input,
+        )
 
     @property
     def verdict(self) -> Literal["match", "diverged"]:
-        return "diverged" if self.disagrees.any() else "match"
+        """Diverged when a paired call's outputs disagree, or a call is wrong on its own (a
+        difference its parent's outputs happen to hide is still a bug)."""
+        return "diverged" if self.disagrees.any() or self.culprits.any() else "match"
 
     def status(self, position: int) -> Status:
         return STATUSES[self.status_codes[position]]
@@ -216,6 +268,26 @@ class Classification:
     def status_counts(self) -> Counter[str]:
         counts = np.bincount(self.status_codes, minlength=len(STATUSES)).tolist()
         return Counter({status: count for status, count in zip(STATUSES, counts, strict=True) if count})
+
+
+def judge_isolation(rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> tuple[np.ndarray, np.ndarray]:
+    """Which calls the fed run finds wrong on their own, and which made an input that is wrong."""
+    makes_bad_input = np.zeros(len(rows), dtype=bool)
+    if figures.isolated is None or figures.isolated_largest is None:
+        return np.zeros(len(rows), dtype=bool), makes_bad_input
+    if judged_from_figures(tolerance):
+        isolated_disagrees = figures.isolated & ~(figures.isolated_largest <= tolerance.atol)
+    else:
+        isolated_disagrees = np.zeros(len(rows), dtype=bool)
+        for position in np.flatnonzero(figures.isolated).tolist():
+            isolated = rows[position].isolated
+            assert isolated is not None
+            isolated_disagrees[position] = not leaves_agree(isolated.outputs, tolerance)
+    for blame in figures.input_blames:
+        assert blame.pair.difference is not None
+        if not blame.pair.difference.within(tolerance.atol, tolerance.rtol):
+            makes_bad_input[blame.blamed] = True
+    return isolated_disagrees, makes_bad_input
 
 
 def status_codes(

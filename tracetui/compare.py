@@ -16,6 +16,7 @@ from typing import Literal
 from tracetui.align import Alignment
 from tracetui.classify import Classification, RowFigures, Status, Tolerance
 from tracetui.diagnose import Diagnosis, diagnose
+from tracetui.isolate import Isolation
 from tracetui.memory import garbage_collection_paused
 from tracetui.rows import Measured, Row, build_rows
 from tracetui.sides import Side, pick
@@ -46,7 +47,19 @@ class Comparison:
 
     @property
     def culprit(self) -> Row | None:
+        """The first culprit: the first divergence."""
         return self.diagnosis.culprit
+
+    @property
+    def culprits(self) -> list[Row]:
+        """Every call that introduces a difference, in call order (one at most without a fed run)."""
+        return self.diagnosis.culprits
+
+    def reason_for(self, culprit: Row) -> str:
+        return self.diagnosis.reasons[culprit.index]
+
+    def is_culprit(self, row: Row) -> bool:
+        return row.index in self.diagnosis.reasons
 
     @property
     def reason(self) -> str:
@@ -98,11 +111,14 @@ class Comparison:
         return None
 
 
-def compare_alignment(alignment: Alignment, tolerance: Tolerance = Tolerance(), measured: Measured | None = None) -> Comparison:
+def compare_alignment(
+    alignment: Alignment, tolerance: Tolerance = Tolerance(), measured: Measured | None = None, isolation: Isolation | None = None
+) -> Comparison:
     """Measure every aligned call (or take the calls already ``measured`` while the port ran),
-    classify them under ``tolerance`` and find the culprit."""
+    classify them under ``tolerance`` and find the culprits (every one, given the ``isolation``
+    a fed run of the port found: :mod:`tracetui.isolate`)."""
     with garbage_collection_paused():
-        rows = build_rows(alignment, measured)
+        rows = build_rows(alignment, measured, isolation)
     return judge(alignment, rows, RowFigures.gather(rows, alignment), tolerance)
 
 

@@ -1,11 +1,21 @@
-"""Name the culprit: the module that introduces the difference, and why.
+"""Name the culprits: the modules that introduce a difference, and why.
 
-The culprit is found by descent: start at the earliest-executed call whose inputs agree and
-outputs do not; step into its first child whose outputs disagree as long as that child's inputs
-agree too; stop when the first disagreeing child inherited its difference (the bug is in the
-current call's own code, before that child) or when no child disagrees. A wrong input with no
-counterpart on the other side (an extra mask, a rope table computed inline) is the one way the
-culprit's own code can be innocent, so the reason names such inputs and the calls that made them.
+With a fed run of the port (:mod:`tracetui.isolate`), every module is judged on its own: a
+culprit is a call whose outputs break the tolerance although it was fed the original's inputs
+and its submodules handed back the original's outputs (its own code is wrong), or a call that
+made an input which breaks the tolerance although everything before it was fed (a module the
+original has no counterpart of, or the enclosing forward's own lines). All of them are named,
+in call order, so a port with three bugs shows three culprits in one run.
+
+Without a fed run (a port given as a trace file, a streamed comparison) the culprit is found by
+descent, and only the first: start at the earliest-executed call whose inputs agree and outputs
+do not; step into its first child whose outputs disagree as long as that child's inputs agree
+too; stop when the first disagreeing child inherited its difference (the bug is in the current
+call's own code, before that child) or when no child disagrees.
+
+A wrong input with no counterpart on the other side (an extra mask, a rope table computed
+inline) is the one way a culprit's own code can be innocent, so the reason names such inputs
+and the calls that made them.
 """
 
 from __future__ import annotations
@@ -25,16 +35,86 @@ LOOSE_AGREEMENT_FRACTION = 0.1
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """What a classification of the rows concludes: the culprit, why, and notes on the whole."""
+    """What a classification of the rows concludes: the culprits, why, and notes on the whole."""
 
-    culprit: Row | None
-    reason: str
+    culprits: list[Row]  # in call order; empty when nothing introduces a difference
+    reasons: dict[int, str]  # why each culprit is one, by row index
     notes: list[str]
+    no_culprit_reason: str = ""  # why there is none, when there is none
+
+    @property
+    def culprit(self) -> Row | None:
+        """The first culprit (the first divergence)."""
+        return self.culprits[0] if self.culprits else None
+
+    @property
+    def reason(self) -> str:
+        return self.reasons[self.culprits[0].index] if self.culprits else self.no_culprit_reason
 
 
 def diagnose(rows: list[Row], classification: Classification, alignment: Alignment) -> Diagnosis:
+    notes = general_notes(rows, classification)
+    culprit_positions = np.flatnonzero(classification.culprits).tolist()
+    if culprit_positions:
+        culprits = [rows[position] for position in culprit_positions]
+        reasons = {row.index: isolated_reason(row, rows, classification, alignment) for row in culprits}
+        return Diagnosis(culprits, reasons, notes)
     culprit, reason = find_culprit(rows, classification, alignment)
-    return Diagnosis(culprit, reason, general_notes(rows, classification))
+    if culprit is None:
+        return Diagnosis([], {}, notes, no_culprit_reason=reason)
+    return Diagnosis([culprit], {culprit.index: reason}, notes)
+
+
+# -- judged on its own (the fed run) ------------------------------------------------------------
+
+
+def isolated_reason(culprit: Row, rows: list[Row], classification: Classification, alignment: Alignment) -> str:
+    """Why the fed run blames this call: its own outputs, or an input it made, or both."""
+    parts = []
+    if classification.isolated_disagrees[culprit.index] and classification.introduces[culprit.index]:
+        children = [rows[position] for position in classification.figures.children.get(culprit.index, [])]
+        parts.append(culprit_reason(culprit, classification, alignment, children))
+    elif classification.isolated_disagrees[culprit.index]:
+        parts.append(own_outputs_reason(culprit, classification))
+    for blame in classification.figures.input_blames:
+        assert blame.pair.difference is not None
+        if blame.blamed == culprit.index and not blame.pair.difference.within(classification.tolerance.atol, classification.tolerance.rtol):
+            consumer = rows[blame.consumer]
+            assert blame.pair.ported is not None
+            made = "its own forward code (between its submodules) makes" if blame.made_inline else "it makes"
+            parts.append(
+                f"{made} {blame.pair.ported.name} of {consumer.label}, which differs from the original's "
+                f"(max |Δ| {format_difference(blame.pair.difference.max_abs)}) although everything before was fed the "
+                "original's values" + ("" if culprit.is_paired or blame.made_inline else "; it has no counterpart in the original")
+            )
+    return "; and ".join(parts)
+
+
+def own_outputs_reason(culprit: Row, classification: Classification) -> str:
+    """A call wrong on its own although its inputs already differed in the run (a later bug)."""
+    fed_children = bool(classification.figures.children.get(culprit.index))
+    if classification.status(culprit.index) == "shape_mismatch":
+        shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
+        outcome = f"its output shapes differ ({list(shapes.original_shape)} vs {list(shapes.ported_shape)})"
+    else:
+        outcome = f"its outputs still differ (max |Δ| {format_difference(culprit.isolated_max_abs)})"
+    reason = (
+        f"its inputs already differ in this run (max |Δ| {format_difference(culprit.input_max_abs)}), but fed the original's "
+        + ("inputs, with its submodules handing back the original's outputs, " if fed_children else "inputs, ")
+        + f"{outcome}: {'look at its own forward code' if fed_children else 'its own code or weights are wrong'}"
+    )
+    if classification.nondeterministic[culprit.index]:
+        reason += "; its outputs also change from one run of the same model to the next (dropout left active?)"
+    assert culprit.isolated is not None
+    if culprit.isolated.unfed_inputs:
+        reason += (
+            f". It ran on the port's own values for {', '.join(culprit.isolated.unfed_inputs)} (no counterpart to feed): "
+            "if one of them is wrong, the bug is where it is made"
+        )
+    return reason
+
+
+# -- the descent (no fed run) ---------------------------------------------------------------------
 
 
 def find_culprit(rows: list[Row], classification: Classification, alignment: Alignment) -> tuple[Row | None, str]:
@@ -103,6 +183,12 @@ def culprit_reason(culprit: Row, classification: Classification, alignment: Alig
     first_disagreeing_child = first_disagreeing(children, classification)
     if first_disagreeing_child is not None and first_disagreeing_child.kind == "tap":
         reason += f"; no submodule introduces it — it first shows at {first_disagreeing_child.label}"
+    elif first_disagreeing_child is not None and classification.introduces[first_disagreeing_child.index]:
+        # Only with a fed run: the submodule is a culprit too, and so is this call's own code.
+        reason += (
+            f"; its submodule {first_disagreeing_child.label} introduces a difference too, but with every submodule "
+            "handing back the original's outputs it still differs, so look at its own forward code as well"
+        )
     elif any(child.is_paired for child in children):
         reason += "; none of its submodules introduces it, so look at its own forward code"
         one_sided = one_sided_calls_before(children, first_disagreeing_child)

@@ -99,10 +99,10 @@ class FedRun:
         # Calls that have started and not returned: (module, ported record index or None).
         self._open_calls: list[tuple[torch.nn.Module, int | None]] = []
         self._pending: dict[int, Isolated] = {}  # by ported record index, until the call returns
-        # id(tensor) → (the tensor, the ported record index of the call that returned it). Only
-        # for tensors a call made itself: an output replaced by the original's differs from it
-        # by the cast to the port's dtype at most, which is no call's doing.
-        self._makers: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
+        # id(tensor) → the tensor, the ported record index of the call that returned it, and
+        # whether it is the original's value fed in its place (which differs from the original
+        # by the cast to the port's dtype at most: no call's doing).
+        self._makers: dict[int, tuple[weakref.ref[torch.Tensor], int, bool]] = {}
         self._measured_since_trim = 0
 
     @contextmanager
@@ -138,7 +138,11 @@ class FedRun:
         for pair in fed_inputs:
             if pair.ported is not None and pair.difference is not None and pair.difference.max_abs != 0.0:
                 assert pair.ported.tensor is not None
-                isolated.input_makers[pair.ported.name] = self._maker_of(pair.ported.tensor)
+                maker = self._makers.get(id(pair.ported.tensor))
+                if maker is None or maker[0]() is not pair.ported.tensor:
+                    isolated.input_makers[pair.ported.name] = None  # made by the enclosing forward's own lines
+                elif not maker[2]:
+                    isolated.input_makers[pair.ported.name] = maker[1]
         self._let_go(fed_inputs)
         self._pending[index] = isolated
         return replace_arguments(module, args, kwargs, replacements) if replacements else None
@@ -199,14 +203,8 @@ class FedRun:
 
     def _note_makers(self, output: Any, index: int, fed: frozenset[int] | set[int] = frozenset()) -> None:
         for _, item in flatten(output, "output"):
-            if isinstance(item, torch.Tensor) and id(item) not in fed:
-                self._makers[id(item)] = (weakref.ref(item), index)
-
-    def _maker_of(self, tensor: torch.Tensor) -> int | None:
-        entry = self._makers.get(id(tensor))
-        if entry is None or entry[0]() is not tensor:
-            return None
-        return entry[1]
+            if isinstance(item, torch.Tensor):
+                self._makers[id(item)] = (weakref.ref(item), index, id(item) in fed)
 
 
 def isolate(

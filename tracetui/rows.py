@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tracetui.align import Alignment, Pair
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
 from tracetui.trace import CallRecord, Leaf, TensorSummary
+
+if TYPE_CHECKING:
+    from tracetui.isolate import Isolated, Isolation
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Row:
     parent: int | None  # row index
     inputs: list[LeafPair] = field(default_factory=list, repr=False)
     outputs: list[LeafPair] = field(default_factory=list, repr=False)
+    # The ported call judged on its own, fed the original's values (None: not judged so).
+    isolated: Isolated | None = field(default=None, repr=False)
 
     @property
     def is_paired(self) -> bool:
@@ -104,6 +110,11 @@ class Row:
     @property
     def output_max_abs(self) -> float | None:
         return largest_difference(self.outputs)
+
+    @property
+    def isolated_max_abs(self) -> float | None:
+        """The largest output difference of the ported call run alone on the original's values."""
+        return None if self.isolated is None else largest_difference(self.isolated.outputs)
 
     def unpaired_inputs(self) -> list[LeafPair]:
         """Tensor inputs with no counterpart on the other side: not part of the agreement test."""
@@ -238,9 +249,10 @@ def measure_outputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCach
 Measured = dict[tuple[int, int], tuple[list[LeafPair], list[LeafPair]]]
 
 
-def build_rows(alignment: Alignment, measured: Measured | None = None) -> list[Row]:
+def build_rows(alignment: Alignment, measured: Measured | None = None, isolation: Isolation | None = None) -> list[Row]:
     """One row per pair, with parents resolved to rows and leaf differences measured (or taken
-    from ``measured``, for calls measured while the port ran)."""
+    from ``measured``, for calls measured while the port ran), and what the fed run of the port
+    found of each call (:mod:`tracetui.isolate`)."""
     row_by_original: dict[int, int] = {}
     row_by_ported: dict[int, int] = {}
     records: list[tuple[CallRecord | None, CallRecord | None]] = []
@@ -265,14 +277,16 @@ def build_rows(alignment: Alignment, measured: Measured | None = None) -> list[R
             parent = None
         inputs: list[LeafPair] = []
         outputs: list[LeafPair] = []
+        isolated = None
         if original is not None and ported is not None:
+            isolated = None if isolation is None else isolation.get((original.index, ported.index))
             already = None if measured is None else measured.get((original.index, ported.index))
             if already is not None:
                 inputs, outputs = already
             else:
                 inputs = measure_inputs(original.inputs, ported.inputs, cache)
                 outputs = measure_outputs(original.outputs, ported.outputs, cache)
-        rows.append(Row(position, original, ported, pair, record.depth, parent, inputs, outputs))
+        rows.append(Row(position, original, ported, pair, record.depth, parent, inputs, outputs, isolated))
     return rows
 
 
