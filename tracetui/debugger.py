@@ -43,6 +43,7 @@ from tracetui.flatten import flatten
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure
 from tracetui.script import ModelScript, load_script
 from tracetui.sides import Side, other_side, pick
+from tracetui.text import first_few, shape_text
 from tracetui.trace import CallRecord, Leaf
 
 # What happened to a debug run: stopped and continued to the end, stopped and quit with q, or
@@ -67,7 +68,7 @@ class RecordedValues(dict[str, Any]):
         parts = []
         for name, value in self.items():
             if isinstance(value, torch.Tensor):
-                parts.append(f"{name!r}: {str(value.dtype).removeprefix('torch.')}{list(value.shape)}")
+                parts.append(f"{name!r}: {str(value.dtype).removeprefix('torch.')}{shape_text(value.shape, as_list=True)}")
             else:
                 parts.append(f"{name!r}: {value}")
         return "{" + ", ".join(parts) + "}"
@@ -161,7 +162,9 @@ class OutputDiff:
 def describe_difference(difference: TensorDifference, tolerance: Tolerance) -> str:
     """``max |Δ| 1.2e-01, 2980 of 3072 over atol 0.001, worst at (0, 5, 17): 0.12 (original) vs 0.45 (ported)``."""
     if not difference.shape_matches:
-        return f"shapes differ: {list(difference.original_shape)} (original) vs {list(difference.ported_shape)} (ported)"
+        original_shape = shape_text(difference.original_shape, as_list=True)
+        ported_shape = shape_text(difference.ported_shape, as_list=True)
+        return f"shapes differ: {original_shape} (original) vs {ported_shape} (ported)"
     if difference.from_statistics:
         return f"max |Δ| ≥ {format_difference(difference.max_abs)} (from min, max and mean: the other side kept statistics only)"
     over = difference.out_of_tolerance(tolerance.atol, tolerance.rtol)
@@ -309,7 +312,7 @@ class DebugContext:
         if same_shape:
             return same_shape[0]
         raise LookupError(
-            f"no {self.other_side} input has the name {names[0] if names else '?'!r} or the shape {list(value.shape)}; "
+            f"no {self.other_side} input has the name {names[0] if names else '?'!r} or the shape {shape_text(value.shape, as_list=True)}; "
             f"its inputs: {other.inputs!r}. Name one: ctx.diff(tensor, 'name'), or compare a result with ctx.diff_output(...)"
         )
 
@@ -407,7 +410,7 @@ class ForwardBreakpoint:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[ForwardBreakpoint]:
-        import ipdb  # noqa: F401  (imported before the run, so the stop itself is quick)
+        import ipdb  # type: ignore[import-untyped]  # noqa: F401  (imported before the run, so the stop itself is quick)
 
         self._previous_trace = sys.gettrace()
         previous_excepthook = sys.excepthook
@@ -450,7 +453,7 @@ class ForwardBreakpoint:
             self.stopped = True
             sys.settrace(None)
             self.on_stop(frame)
-            import ipdb
+            import ipdb  # type: ignore[import-untyped]
 
             ipdb.set_trace(frame, context=self.context)
             self.debugger = getattr(frame.f_trace, "__self__", None)
@@ -623,7 +626,7 @@ def find_row(
     if close:
         message += f" Closest names: {', '.join(name or '(root)' for name in close)}."
     else:
-        message += f" Its modules include: {', '.join(list(recorded_names)[:CLOSE_NAMES])} …"
+        message += f" Its modules include: {first_few(recorded_names, CLOSE_NAMES)}."
     raise UsageError(message + " Names are as model.named_modules() yields them.")
 
 
@@ -654,20 +657,6 @@ def debug_call(
     path = script_path_for(comparison, side, script_path)
     script = load_script(path, seed=pick(comparison, side).seed, device=device)
     return debug_script_call(comparison, row, side, script, context=context)
-
-
-def debug_culprit(
-    comparison: Comparison,
-    side: Side = "ported",
-    script_path: str | Path | None = None,
-    *,
-    device: str = "cpu",
-    context: int | None = None,
-) -> DebugOutcome | None:
-    """:func:`debug_call` on the culprit; ``None`` (and no run) when there is nothing to break at."""
-    if comparison.culprit is None:
-        return None
-    return debug_call(comparison, comparison.culprit, side, script_path, device=device, context=context)
 
 
 def debug_script_call(
