@@ -167,3 +167,41 @@ def test_calls_whose_forward_raised_and_was_caught_keep_depth_right() -> None:
         ("fast", 1, 0, False),
         ("slow", 1, 0, True),
     ]
+
+
+def test_calls_inside_a_forward_that_raised_are_closed_with_it() -> None:
+    class Fragile(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.inner(x)
+            raise KeyError("fast path unavailable")
+
+    class Careful(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fast = Fragile()
+            self.slow = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                return self.fast(x)
+            except KeyError:
+                tracetui.tap("fallback", x)
+                return self.slow(x)
+
+    model = Careful()
+    recorder = Recorder(model, "<test>")
+    with recorder.attached(), torch.no_grad():
+        model(torch.ones(1, 2))
+    records = recorder.trace.records
+    assert [(record.name, record.depth, record.parent, record.finished) for record in records] == [
+        ("", 0, None, True),
+        ("fast", 1, 0, False),
+        ("fast.inner", 2, 1, True),
+        ("fallback", 1, 0, True),
+        ("slow", 1, 0, True),
+    ]
+    assert not records[1].outputs

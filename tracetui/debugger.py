@@ -45,6 +45,7 @@ from tracetui.numeric import TensorDifference, equivalent_shapes, format_differe
 from tracetui.rows import LeafPair, Row, pair_leaves
 from tracetui.script import ModelScript, load_script
 from tracetui.sides import Side, other_side, pick
+from tracetui.text import first_few, shape_text
 from tracetui.trace import CallRecord, Leaf
 
 # What happened to a debug run: stopped and continued to the end, stopped and quit with q, or
@@ -69,7 +70,7 @@ class RecordedValues(dict[str, Any]):
         parts = []
         for name, value in self.items():
             if isinstance(value, torch.Tensor):
-                parts.append(f"{name!r}: {str(value.dtype).removeprefix('torch.')}{list(value.shape)}")
+                parts.append(f"{name!r}: {str(value.dtype).removeprefix('torch.')}{shape_text(value.shape, as_list=True)}")
             else:
                 parts.append(f"{name!r}: {value}")
         return "{" + ", ".join(parts) + "}"
@@ -163,7 +164,9 @@ class OutputDiff:
 def describe_difference(difference: TensorDifference, tolerance: Tolerance) -> str:
     """``max |Δ| 1.2e-01, 2980 of 3072 over atol 0.001, worst at (0, 5, 17): 0.12 (original) vs 0.45 (ported)``."""
     if not difference.shape_matches:
-        return f"shapes differ: {list(difference.original_shape)} (original) vs {list(difference.ported_shape)} (ported)"
+        original_shape = shape_text(difference.original_shape, as_list=True)
+        ported_shape = shape_text(difference.ported_shape, as_list=True)
+        return f"shapes differ: {original_shape} (original) vs {ported_shape} (ported)"
     if difference.from_statistics:
         return f"max |Δ| ≥ {format_difference(difference.max_abs)} (from min, max and mean: the other side kept statistics only)"
     over = difference.out_of_tolerance(tolerance.atol, tolerance.rtol)
@@ -311,7 +314,7 @@ class DebugContext:
         if same_shape:
             return same_shape[0]
         raise LookupError(
-            f"no {self.other_side} input has the name {names[0] if names else '?'!r} or the shape {list(value.shape)}; "
+            f"no {self.other_side} input has the name {names[0] if names else '?'!r} or the shape {shape_text(value.shape, as_list=True)}; "
             f"its inputs: {other.inputs!r}. Name one: ctx.diff(tensor, 'name'), or compare a result with ctx.diff_output(...)"
         )
 
@@ -494,7 +497,7 @@ def restored_signal_handlers() -> Iterator[None]:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signal.SIGINT, previous)
         if hasattr(pdb.Pdb, "_previous_sigint_handler"):
-            pdb.Pdb._previous_sigint_handler = previous_pdb_handler  # type: ignore[attr-defined]
+            pdb.Pdb._previous_sigint_handler = previous_pdb_handler
 
 
 @contextlib.contextmanager
@@ -625,7 +628,7 @@ def find_row(
     if close:
         message += f" Closest names: {', '.join(name or '(root)' for name in close)}."
     else:
-        message += f" Its modules include: {', '.join(list(recorded_names)[:CLOSE_NAMES])} …"
+        message += f" Its modules include: {first_few(recorded_names, CLOSE_NAMES)}."
     raise UsageError(message + " Names are as model.named_modules() yields them.")
 
 
@@ -656,20 +659,6 @@ def debug_call(
     path = script_path_for(comparison, side, script_path)
     script = load_script(path, seed=pick(comparison, side).seed, device=device)
     return debug_script_call(comparison, row, side, script, context=context)
-
-
-def debug_culprit(
-    comparison: Comparison,
-    side: Side = "ported",
-    script_path: str | Path | None = None,
-    *,
-    device: str = "cpu",
-    context: int | None = None,
-) -> DebugOutcome | None:
-    """:func:`debug_call` on the culprit; ``None`` (and no run) when there is nothing to break at."""
-    if comparison.culprit is None:
-        return None
-    return debug_call(comparison, comparison.culprit, side, script_path, device=device, context=context)
 
 
 def debug_script_call(

@@ -8,14 +8,12 @@ change what was recorded); forward hooks copy the outputs. Every hook handle is 
 from __future__ import annotations
 
 import re
-import sys
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import torch
@@ -26,6 +24,7 @@ from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import max_abs_difference, summarize, summary_bound
 from tracetui.script import ModelScript
 from tracetui.spill import SpillStore, prepare_directory
+from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace, summary_leaf
 from tracetui.tracefile import INDEX_NAME, trace_document, write_index
 
@@ -111,8 +110,8 @@ class Recorder:
         self._pending_keys: dict[int, str] = {}
         self._pending_leaves: list[Leaf] = []
         self._key_of_written: dict[int, str] = {}
-        # Calls that have started and not yet returned: (record index, module, its _call_impl frame).
-        self._open_calls: list[tuple[int, torch.nn.Module, FrameType]] = []
+        # Calls that have started and not yet ended, innermost last: (record index, module).
+        self._open_calls: list[tuple[int, torch.nn.Module]] = []
         self._call_counts: Counter[str] = Counter()
         self._tap_counts: Counter[str] = Counter()
         self._kept: dict[int, _KeptCopy] = {}
@@ -128,6 +127,7 @@ class Recorder:
                 try:
                     handles.append(module.register_forward_pre_hook(self._before_call, with_kwargs=True))
                     handles.append(module.register_forward_hook(self._after_call, with_kwargs=True))
+                    handles.append(module.register_forward_hook(self._end_call, always_call=True))
                 except RuntimeError as error:  # TorchScript modules refuse Python hooks
                     raise RecordingError(
                         f"{self.trace.source}: cannot put a hook on module {name or '(root)'} "
@@ -143,39 +143,29 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------------------
 
     def _before_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calling_frame = sys._getframe(1)  # the module's _call_impl, alive until the call ends
-        self._close_calls_that_raised(calling_frame)
         name = self._module_names[id(module)]
         record = self._open_record(name, type(module).__name__, self._call_counts, "module")
+        self._open_calls.append((record.index, module))  # before the inputs: _end_call runs even if they fail
         record.inputs = self._leaves(name_arguments(module, args, kwargs), record, "inputs")
-        self._open_calls.append((record.index, module, calling_frame))
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        while self._open_calls:
-            index, open_module, _ = self._open_calls.pop()
-            if open_module is module:
-                record = self.trace.records[index]
-                record.outputs = self._leaves([("output", output)], record, "outputs")
-                record.finished = True
-                return
+        """The forward returned: record its output. :meth:`_end_call` closes the call next."""
+        if self._open_calls and self._open_calls[-1][1] is module:
+            record = self.trace.records[self._open_calls[-1][0]]
+            record.outputs = self._leaves([("output", output)], record, "outputs")
+            record.finished = True
 
-    def _close_calls_that_raised(self, current_frame: FrameType) -> None:
-        """Forget open calls whose forward raised (and model code caught it): their frames are gone.
+    def _end_call(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        """Close the innermost call, whether its forward returned or raised (``always_call``).
 
-        A forward hook never runs for such a call; without this, later calls would be nested in it.
-        The innermost open call's frame is normally a few frames up, so the walk is short.
+        A call whose forward raised, where model code caught the exception, stays unfinished and
+        has no outputs; the calls after it are not nested in it. Torch runs this hook after
+        :meth:`_after_call` when the forward returned, and alone when it raised.
         """
-        while self._open_calls:
-            open_frame = self._open_calls[-1][2]
-            frame: FrameType | None = current_frame
-            while frame is not None and frame is not open_frame:
-                frame = frame.f_back
-            if frame is not None:
-                return
+        if self._open_calls and self._open_calls[-1][1] is module:
             self._open_calls.pop()
 
     def tap(self, name: str, value: Any) -> None:
-        self._close_calls_that_raised(sys._getframe(1))
         record = self._open_record(name, "tap", self._tap_counts, "tap")
         record.outputs = self._leaves([("output", value)], record, "outputs")
         record.finished = True
@@ -252,7 +242,7 @@ class Recorder:
             described = summary_leaf(leaf.name, kept.summary)
             leaf.summary, leaf.value_type, leaf.value_repr = kept.summary, described.value_type, described.value_repr
         else:
-            leaf.value_type, leaf.value_repr = "Tensor", f"{tensor.dtype}{list(tensor.shape)}, not kept"
+            leaf.value_type, leaf.value_repr = "Tensor", f"{tensor.dtype}{shape_text(tensor.shape, as_list=True)}, not kept"
 
     # -- spilling ----------------------------------------------------------------------------
 

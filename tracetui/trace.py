@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from tracetui.text import shape_text
+
 RecordKind = Literal["module", "tap"]
 
 
@@ -77,7 +79,7 @@ class Leaf:
     def describe(self) -> str:
         if self.is_tensor:
             kept = "" if self.tensor is not None else " (statistics only)"
-            return f"{self.name}: {self.dtype}{list(self.shape or ())}{kept}"
+            return f"{self.name}: {self.dtype}{shape_text(self.shape or (), as_list=True)}{kept}"
         return f"{self.name}: {self.value_type} {self.value_repr}"
 
 
@@ -88,7 +90,7 @@ def summary_leaf(name: str, summary: TensorSummary, source: tuple[int, str] | No
         summary=summary,
         source=source,
         value_type="tensor",
-        value_repr=f"{summary.dtype}{list(summary.shape)}, values not kept — {summary.describe()}",
+        value_repr=f"{summary.dtype}{shape_text(summary.shape, as_list=True)}, values not kept — {summary.describe()}",
     )
 
 
@@ -152,9 +154,6 @@ class Trace:
                 if leaf.tensor is not None:
                     seen.setdefault(id(leaf.tensor), leaf.tensor)
         return list(seen.values())
-
-    def has_summaries(self) -> bool:
-        return any(leaf.summary is not None for record in self.records for leaf in record.inputs + record.outputs)
 
     def nbytes(self) -> int:
         return sum(tensor.numel() * tensor.element_size() for tensor in self.unique_tensors())

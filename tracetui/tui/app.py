@@ -31,10 +31,11 @@ from textual.worker import get_current_worker
 from tracetui.align import Alignment
 from tracetui.classify import Tolerance, judged_from_figures
 from tracetui.compare import Comparison, compare_alignment
-from tracetui.debugger import Side, debug_call, describe_outcome
+from tracetui.debugger import debug_call, describe_outcome
 from tracetui.errors import TracetuiError
 from tracetui.mapfile import write_rename_map
 from tracetui.rows import Row
+from tracetui.sides import Side, other_side, pick
 from tracetui.trace import Trace
 from tracetui.tui.call_list import CallList
 from tracetui.tui.detail import DetailPane
@@ -210,10 +211,9 @@ class TracetuiApp(App[None]):
         marked = None if self.marked_row is None else comparison.rows[self.marked_row]
         if marked is None or marked is row:
             self.marked_row = None if marked is row else row.index
-            side = "original" if row.original is not None else "ported"
-            other = "ported" if side == "original" else "original"
+            side: Side = "original" if row.original is not None else "ported"
             if self.marked_row is not None:
-                self.notify(f"marked {row.label} ({side} only): press m on its {other} counterpart", timeout=5)
+                self.notify(f"marked {row.label} ({side} only): press m on its {other_side(side)} counterpart", timeout=5)
             return
         original = marked.original or row.original
         ported = marked.ported or row.ported
@@ -241,7 +241,7 @@ class TracetuiApp(App[None]):
     # -- the debugger -----------------------------------------------------------------------
 
     def action_switch_side(self) -> None:
-        self.debug_side = "original" if self.debug_side == "ported" else "ported"
+        self.debug_side = other_side(self.debug_side)
         self.notify(f"b and B now re-run the {self.debug_side} model", timeout=3)
 
     def action_break_selected(self) -> None:
@@ -263,7 +263,7 @@ class TracetuiApp(App[None]):
     def break_in(self, comparison: Comparison, row: Row) -> None:
         """Suspend the interface, re-run one side in ipdb at this row's call, then come back here."""
         side = self.debug_side
-        if (row.ported if side == "ported" else row.original) is None:
+        if pick(row, side) is None:
             self.notify(f"{row.label} has no {side} call: press s to switch to the other side", severity="warning")
             return
         message, severity = "", "information"

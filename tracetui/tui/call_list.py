@@ -19,10 +19,11 @@ from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.reactive import reactive
+from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracetui.tui.lines import LineView, component_style, set_virtual_size
-from tracetui.tui.listing import Listing
+from tracetui.tui.lines import component_style, set_virtual_size
+from tracetui.tui.listing import Listing, SideCells
 from tracetui.tui.messages import SelectRow, ToggleRow
 from tracetui.tui.outline import Outline
 
@@ -99,7 +100,7 @@ def row_on_line(outline: Outline, position: int) -> int | None:
     return outline.visible[position] if position < len(outline.visible) else None
 
 
-class CallList(LineView, can_focus=True):
+class CallList(ScrollView, can_focus=True):
     """The rows of the comparison (or the calls of one trace), in call order, as a tree."""
 
     BINDINGS = [
@@ -112,7 +113,7 @@ class CallList(LineView, can_focus=True):
         Binding("n", "next_divergence(1)", "next Δ"),
         Binding("N", "next_divergence(-1)", "previous Δ", show=False),
         Binding("f", "culprit", "culprit"),
-        Binding("enter,space", "toggle", "fold", show=False),
+        Binding("enter,space", "toggle_fold", "fold", show=False),
     ]
 
     COMPONENT_CLASSES = {
@@ -285,7 +286,7 @@ class CallList(LineView, can_focus=True):
             return
         self.post_message(SelectRow(culprit))
 
-    def action_toggle(self) -> None:
+    def action_toggle_fold(self) -> None:
         if self._position(self.cursor_row) is None:
             return  # the cursor row is filtered out: nothing on screen to fold
         if self.listing is not None and self.listing.child_counts[self.cursor_row]:
@@ -394,10 +395,10 @@ class CallList(LineView, can_focus=True):
         class_style = line_style if muted_row else line_style + self.style("class")
         marker_style = line_style + self.style("marker")
 
-        def name_cell(side: object, lead: str, column_width: int) -> list[Segment]:
+        def name_cell(side: SideCells | None, lead: str, column_width: int) -> list[Segment]:
             if side is None:
                 return fit([(indent + lead, line_style), ("—", line_style + self.style("missing"))], column_width)
-            parts = [(indent, line_style), (lead, marker_style), (side.name, line_style), (f" ({side.class_name})", class_style)]  # type: ignore[attr-defined]
+            parts = [(indent, line_style), (lead, marker_style), (side.name, line_style), (f" ({side.class_name})", class_style)]
             return fit(parts, column_width)
 
         segments = name_cell(cells.original, marker, columns.original)

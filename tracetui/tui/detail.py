@@ -17,11 +17,12 @@ from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.reactive import reactive
+from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
-from tracetui.tui.lines import LineView, component_style, set_virtual_size
+from tracetui.tui.lines import component_style, set_virtual_size
 from tracetui.tui.listing import ComparisonListing, Listing, TraceListing
 from tracetui.tui.messages import DetailReady
 from tracetui.tui.tensor_detail import Palette, describe_record, describe_row
@@ -44,7 +45,7 @@ def render_to_strips(renderable: RenderableType, width: int) -> list[Strip]:
     return [Strip(line) for line in lines]
 
 
-class DetailPane(LineView, can_focus=True):
+class DetailPane(ScrollView, can_focus=True):
     """Statistics, differences, worst elements and a preview of the selected row's tensors."""
 
     BINDINGS = [

@@ -8,31 +8,20 @@ from textual.scroll_view import ScrollView
 from textual.widget import Widget
 
 
-class LineView(ScrollView):
-    """A Line API view that sets its own virtual size (:func:`set_virtual_size`)."""
-
-    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True) -> bool:
-        # A layout passes a view without children its content region as virtual size; compared
-        # with the view's own, that reads as a change on every layout of the screen, and both
-        # scrollbars are drawn again (a few milliseconds each). Only a real change counts here.
-        return super()._size_updated(size, self.virtual_size, container_size, layout)
-
-
 def set_virtual_size(view: ScrollView, size: Size, repaint: bool = True) -> None:
-    """Change how far ``view`` scrolls without a layout of the whole screen.
+    """Change how far ``view`` scrolls, through Textual's public API only.
 
-    Assigning ``virtual_size`` asks for a layout of every widget (about 15 ms here), although
-    only this widget's scrollbars change. This does what Textual's own ``_size_updated`` does
-    for a size known without layout: set the value quietly and update the scrollbars.
-    ``repaint=False`` leaves redrawing the lines to the caller (it knows which changed).
+    Assigning ``virtual_size`` (as Textual's Log and Tree do) lays the screen out again, which
+    updates the scrollbars, and repaints the whole view. ``repaint=False`` asks for the same
+    layout without the repaint: the caller knows which lines changed and redraws only those.
     """
     if size == view.virtual_size:
         return
-    view.set_reactive(Widget.virtual_size, size)
-    if view.is_mounted and view.container_size:
-        view._scroll_update(size)  # Textual's scrollbar update (used by Widget._size_updated)
     if repaint:
-        view.refresh()
+        view.virtual_size = size
+    else:
+        view.set_reactive(Widget.virtual_size, size)
+        view.refresh(layout=True, repaint=False)
 
 
 def component_style(widget: Widget, name: str) -> Style:

@@ -18,6 +18,7 @@ from typing import Literal
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.rows import Row
+from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
 
 # Statuses that `n`/`N` stop at: every paired row that is not a clean match (diverged,
@@ -40,8 +41,8 @@ ROWS_CONTAINING_KEPT = 64  # substring searches a listing remembers (Listing.row
 
 
 @dataclass(frozen=True)
-class Side:
-    """One side's name cell: the module name as shown, and its class."""
+class SideCells:
+    """The text shown for one side of a line: the module name as shown, and its class."""
 
     name: str
     class_name: str
@@ -51,8 +52,8 @@ class Side:
 class LineCells:
     """The text of one line, before columns and colours are applied."""
 
-    original: Side | None
-    ported: Side | None  # None on both: a trace listing uses `original` only
+    original: SideCells | None
+    ported: SideCells | None  # None on both: a trace listing uses `original` only
     shape: str
     difference: str  # the output's max |Δ| (comparison)
     status: str  # a Status, or "" in a trace listing
@@ -62,11 +63,11 @@ class LineCells:
     dtype: str = ""  # the output's dtype (trace)
 
 
-def shape_text(leaf: Leaf | None) -> str:
+def output_shape_cell(leaf: Leaf | None) -> str:
+    """The shape column for an output: its shape, the type of a non-tensor value, or ``—`` for none."""
     if leaf is None or leaf.tensor is None:
         return "—" if leaf is None else leaf.value_type
-    shape = tuple(leaf.tensor.shape)
-    return "×".join(str(size) for size in shape) if shape else "scalar"
+    return shape_text(leaf.tensor.shape)
 
 
 def first_tensor(leaves: list[Leaf]) -> Leaf | None:
@@ -189,8 +190,8 @@ class ComparisonListing(Listing):
     def cells(self, index: int, full_names: bool) -> LineCells:
         row = self.rows[index]
         parent = None if row.parent is None else self.rows[row.parent]
-        original = side(row.original, None if parent is None else parent.original, full_names)
-        ported = side(row.ported, None if parent is None else parent.ported, full_names)
+        original = side_cells(row.original, None if parent is None else parent.original, full_names)
+        ported = side_cells(row.ported, None if parent is None else parent.ported, full_names)
         is_culprit = index == self._culprit
         output_difference = row.output_max_abs
         return LineCells(
@@ -210,11 +211,11 @@ def culprit_label(status: str) -> str:
     return CULPRIT_LABEL if status in ("diverged", "inherited") else "▶ " + STATUS_LABELS[status]
 
 
-def side(record: CallRecord | None, parent: CallRecord | None, full_names: bool) -> Side | None:
+def side_cells(record: CallRecord | None, parent: CallRecord | None, full_names: bool) -> SideCells | None:
     if record is None:
         return None
     name = record.display_name if full_names else relative_name(record, parent)
-    return Side(name + call_suffix(record), record.class_name)
+    return SideCells(name + call_suffix(record), record.class_name)
 
 
 def row_shape(row: Row) -> str:
@@ -222,10 +223,10 @@ def row_shape(row: Row) -> str:
     if tensors and not tensors[0].difference.shape_matches:  # type: ignore[union-attr]
         difference = tensors[0].difference
         assert difference is not None
-        return "×".join(map(str, difference.original_shape)) + "≠" + "×".join(map(str, difference.ported_shape))
+        return shape_text(difference.original_shape) + "≠" + shape_text(difference.ported_shape)
     record = row.original or row.ported
     assert record is not None
-    return shape_text(first_tensor(record.outputs))
+    return output_shape_cell(first_tensor(record.outputs))
 
 
 class TraceListing(Listing):
@@ -245,9 +246,9 @@ class TraceListing(Listing):
         output = first_tensor(record.outputs)
         dtype = "" if output is None or output.tensor is None else str(output.tensor.dtype).removeprefix("torch.")
         return LineCells(
-            original=side(record, parent, full_names),
+            original=side_cells(record, parent, full_names),
             ported=None,
-            shape=shape_text(output),
+            shape=output_shape_cell(output),
             difference="",
             dtype=dtype,
             status="",

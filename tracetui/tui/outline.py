@@ -110,6 +110,7 @@ class Outline:
     def __init__(self, listing: Listing, options: ViewOptions = ViewOptions(), previous: Outline | None = None) -> None:
         self.listing = listing
         self.options = options
+        self.visible: list[int]
         if previous is not None and previous.listing is listing and previous.options.filter_text and narrows(previous.options, options):
             self.visible = self._filtered(previous.visible)
         else:

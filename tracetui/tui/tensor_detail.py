@@ -26,6 +26,7 @@ from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.numeric import TensorDifference, as_comparable, format_difference
 from tracetui.rows import LeafPair, Row, largest_difference
+from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf
 from tracetui.tui.listing import STATUS_LABELS, culprit_label
 
@@ -138,6 +139,7 @@ def histogram(absolute: torch.Tensor, atol: float) -> list[tuple[str, int]]:
         inside = flat <= upper if lower is None else (flat > lower) & (flat <= upper)
         buckets.append((f"≤{upper:.0e}", int(inside.sum())))
         lower = upper
+    assert lower is not None  # HISTOGRAM_EDGES is not empty
     buckets.append((f">{lower:.0e}", int((flat > lower).sum())))
     return buckets
 
@@ -210,7 +212,7 @@ def preview_values(tensor: torch.Tensor, layout: PreviewLayout) -> list[list[flo
     if tensor.dim() == 0:
         return [[float(values)]]
     matrix = values.unsqueeze(0) if tensor.dim() == 1 else values[layout.prefix] if layout.prefix else values
-    result = []
+    result: list[list[float | None]] = []
     for row in layout.rows:
         if row is None:
             result.append([])
@@ -256,14 +258,6 @@ def render_preview(
 # -- one leaf ------------------------------------------------------------------------------
 
 
-def shape_label(tensor: torch.Tensor) -> str:
-    return shape_text(tuple(tensor.shape))
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "×".join(map(str, shape)) if shape else "scalar"
-
-
 def dtype_label(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
@@ -282,6 +276,7 @@ def statistics_table(sides: list[tuple[str, Leaf | None]], palette: Palette) -> 
         table.add_column(justify="right")
     table.columns[0].justify = "left"
     table.add_row(*(Text(title, palette.label) for title in ("", "shape", "dtype", "min", "max", "mean", "std", "NaN/Inf")))
+    cells: list[str | Text]
     for side_name, leaf in sides:
         if leaf is not None and leaf.tensor is None and leaf.summary is not None:
             kept = leaf.summary  # recorded with statistics only: no std, no values
@@ -294,7 +289,7 @@ def statistics_table(sides: list[tuple[str, Leaf | None]], palette: Palette) -> 
             table.add_row(Text(side_name, palette.label), Text(value, palette.dim))
             continue
         summary = statistics(leaf.tensor)
-        cells = [shape_label(leaf.tensor), dtype_label(leaf.tensor)]
+        cells = [shape_text(leaf.tensor.shape), dtype_label(leaf.tensor)]
         if summary is None:
             cells += ["—"] * 5
         else:
@@ -367,12 +362,9 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
         parts += side_previews(pair, tolerance, width, palette, None)
         return Group(*parts)
     if not difference.shape_matches:
-        parts.append(
-            Text(
-                f"shapes differ: {list(difference.original_shape)} vs {list(difference.ported_shape)} — not compared element by element",
-                palette.bad,
-            )
-        )
+        original_shape = shape_text(difference.original_shape, as_list=True)
+        ported_shape = shape_text(difference.ported_shape, as_list=True)
+        parts.append(Text(f"shapes differ: {original_shape} vs {ported_shape} — not compared element by element", palette.bad))
         parts += side_previews(pair, tolerance, width, palette, None)
         return Group(*parts)
     if not difference.dtype_matches:
@@ -411,7 +403,7 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
 def worst_table(worst: list[WorstElement], tolerance: Tolerance, palette: Palette) -> Table:
     table = Table.grid(padding=(0, 2))
     for justify in ("left", "left", "right", "right", "right"):
-        table.add_column(justify=justify)  # type: ignore[arg-type]
+        table.add_column(justify=justify)
     table.add_row(*(Text(title, palette.label) for title in (f"worst {len(worst)}", "index", "original", "ported", "Δ")))
     for element in worst:
         breaks = abs(element.difference) > tolerance.atol + tolerance.rtol * abs(element.original)
@@ -440,7 +432,7 @@ def side_previews(
         return []
     side_width = max(20, (width - 4) // len(leaves))
     focus = pair.difference.worst_index if pair.difference is not None and pair.difference.max_abs > 0 else None
-    matrices = []
+    matrices: list[tuple[str, Leaf, PreviewLayout | None, list[list[float | None]] | None]] = []
     for name, leaf in leaves:
         assert leaf.tensor is not None
         shape = tuple(leaf.tensor.shape)
@@ -448,8 +440,8 @@ def side_previews(
             matrices.append((name, leaf, None, None))
             continue
         # First guess at the cell width, to know how many columns fit.
-        layout = preview_layout(shape, focus, max(3, (side_width - 8) // 12))
-        matrices.append((name, leaf, layout, preview_values(leaf.tensor, layout)))
+        first_guess = preview_layout(shape, focus, max(3, (side_width - 8) // 12))
+        matrices.append((name, leaf, first_guess, preview_values(leaf.tensor, first_guess)))
     integral = all(not leaf.tensor.is_floating_point() and not leaf.tensor.is_complex() for _, leaf, _, _ in matrices)  # type: ignore[union-attr]
     shown = [value for _, _, _, matrix in matrices if matrix for row in matrix for value in row if value is not None]
     number = number_format(shown, integral)
