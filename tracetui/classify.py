@@ -91,8 +91,9 @@ class InputBlame:
 
     consumer: int  # row position of the call that received it
     blamed: int  # row position of the call that returned it, or whose own lines made it
-    made_inline: bool  # made by the blamed call's forward between its submodules, not returned by a call
+    how: Literal["returned", "inline", "reordered"]  # as tracetui.isolate.Maker
     pair: LeafPair  # the input as the port made it, against the original's
+    made_in: int | None = None  # made inline by a one-sided call inside the blamed one: its row
 
 
 def gather_isolation(rows: list[Row]) -> dict[str, Any]:
@@ -106,15 +107,21 @@ def gather_isolation(rows: list[Row]) -> dict[str, Any]:
     for position, row in enumerate(rows):
         if row.isolated is None:
             continue
-        isolated[position] = True
+        isolated[position] = not row.isolated.not_judged
         isolated_largest[position] = largest_comparable_difference(row.isolated.outputs)
         for pair in row.isolated.fed_inputs:
             if pair.ported is None or pair.difference is None or pair.ported.name not in row.isolated.input_makers:
                 continue
             maker = row.isolated.input_makers[pair.ported.name]
-            made_by = maker if maker is not None else row.isolated.enclosing
-            if made_by is not None and made_by in row_of_ported:  # None: the model's own inputs
-                blames.append(InputBlame(position, row_of_ported[made_by], maker is None, pair))
+            if maker.record_index is not None and maker.record_index in row_of_ported:
+                blames.append(InputBlame(position, row_of_ported[maker.record_index], maker.how, pair))
+            elif maker.how == "inline" and row.isolated.enclosing in row_of_ported:
+                # Made by the enclosing forward's own lines: the nearest paired call owns them (a
+                # wrapper that exists in the port only holds code the original has inline).
+                owner = paired_parent(row, rows)
+                made_in = row_of_ported[row.isolated.enclosing]
+                if owner is not None:
+                    blames.append(InputBlame(position, owner, "inline", pair, None if made_in == owner else made_in))
     return {"isolated": isolated, "isolated_largest": isolated_largest, "input_blames": tuple(blames)}
 
 
@@ -222,6 +229,9 @@ class Classification:
     isolated_disagrees: np.ndarray
     makes_bad_input: np.ndarray
     culprits: np.ndarray
+    # Calls whose fed-run figures cannot decide this tolerance (an rtol not counted while the
+    # port's values were at hand): they are not judged on their own here.
+    isolation_undecided: int = 0
 
     @classmethod
     def judge(cls, rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> Classification:
@@ -246,10 +256,10 @@ class Classification:
             nondeterministic |= (output_change > atol) & (input_change <= atol)
         statuses = status_codes(figures, inputs_agree, outputs_agree, nondeterministic)
         disagrees = figures.paired & ~outputs_agree
-        isolated_disagrees, makes_bad_input = judge_isolation(rows, figures, tolerance)
+        isolated_disagrees, makes_bad_input, undecided = judge_isolation(rows, figures, tolerance)
         return cls(
             tolerance, figures, inputs_agree, outputs_agree, nondeterministic, statuses, disagrees, disagrees & inputs_agree,
-            isolated_disagrees, makes_bad_input, isolated_disagrees | makes_bad_input,
+            isolated_disagrees, makes_bad_input, isolated_disagrees | makes_bad_input, undecided,
         )
 
     @property
@@ -270,24 +280,32 @@ class Classification:
         return Counter({status: count for status, count in zip(STATUSES, counts, strict=True) if count})
 
 
-def judge_isolation(rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> tuple[np.ndarray, np.ndarray]:
-    """Which calls the fed run finds wrong on their own, and which made an input that is wrong."""
+def judge_isolation(rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which calls the fed run finds wrong on their own, which made an input that is wrong, and
+    how many it cannot decide at this tolerance (counted neither way)."""
+    atol, rtol = tolerance.atol, tolerance.rtol
     makes_bad_input = np.zeros(len(rows), dtype=bool)
     if figures.isolated is None or figures.isolated_largest is None:
-        return np.zeros(len(rows), dtype=bool), makes_bad_input
+        return np.zeros(len(rows), dtype=bool), makes_bad_input, 0
+    undecided = 0
     if judged_from_figures(tolerance):
-        isolated_disagrees = figures.isolated & ~(figures.isolated_largest <= tolerance.atol)
+        isolated_disagrees = figures.isolated & ~(figures.isolated_largest <= atol)
     else:
         isolated_disagrees = np.zeros(len(rows), dtype=bool)
         for position in np.flatnonzero(figures.isolated).tolist():
             isolated = rows[position].isolated
             assert isolated is not None
-            isolated_disagrees[position] = not leaves_agree(isolated.outputs, tolerance)
+            differences = [pair.difference for pair in isolated.outputs if pair.difference is not None]
+            if all(difference.decides(atol, rtol) for difference in differences):
+                isolated_disagrees[position] = not all(difference.within(atol, rtol) for difference in differences)
+            else:
+                undecided += 1
     for blame in figures.input_blames:
-        assert blame.pair.difference is not None
-        if not blame.pair.difference.within(tolerance.atol, tolerance.rtol):
+        difference = blame.pair.difference
+        assert difference is not None
+        if difference.decides(atol, rtol) and not difference.within(atol, rtol):
             makes_bad_input[blame.blamed] = True
-    return isolated_disagrees, makes_bad_input
+    return isolated_disagrees, makes_bad_input, undecided
 
 
 def status_codes(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracetui.align import Alignment
-from tracetui.classify import Classification, Tolerance
+from tracetui.classify import Classification, InputBlame, Tolerance
 from tracetui.numeric import format_difference
 from tracetui.rows import Row
 
@@ -79,15 +79,29 @@ def isolated_reason(culprit: Row, rows: list[Row], classification: Classificatio
     for blame in classification.figures.input_blames:
         assert blame.pair.difference is not None
         if blame.blamed == culprit.index and not blame.pair.difference.within(classification.tolerance.atol, classification.tolerance.rtol):
-            consumer = rows[blame.consumer]
-            assert blame.pair.ported is not None
-            made = "its own forward code (between its submodules) makes" if blame.made_inline else "it makes"
-            parts.append(
-                f"{made} {blame.pair.ported.name} of {consumer.label}, which differs from the original's "
-                f"(max |Δ| {format_difference(blame.pair.difference.max_abs)}) although everything before was fed the "
-                "original's values" + ("" if culprit.is_paired or blame.made_inline else "; it has no counterpart in the original")
-            )
+            parts.append(input_blame_reason(blame, culprit, rows))
     return "; and ".join(parts)
+
+
+def input_blame_reason(blame: InputBlame, culprit: Row, rows: list[Row]) -> str:
+    assert blame.pair.ported is not None and blame.pair.difference is not None
+    argument = f"the argument '{blame.pair.ported.name}' of {rows[blame.consumer].label}"
+    differs = f"which differs from the original's (max |Δ| {format_difference(blame.pair.difference.max_abs)})"
+    if blame.how == "reordered":
+        return (
+            f"its outputs hold the original's values in another order, and the code after it makes of them {argument}, {differs}: "
+            "the layout of its outputs (its weights' rows or columns?) is not the one that code expects"
+        )
+    if blame.how == "returned":
+        made = "it makes"
+    elif blame.made_in is not None:
+        made = f"its own forward code (in {rows[blame.made_in].label}, which exists on one side only) makes"
+    else:
+        made = "its own forward code (between its submodules) makes"
+    reason = f"{made} {argument}, {differs} although everything before was fed the original's values"
+    if not culprit.is_paired and blame.how == "returned":
+        reason += "; it has no counterpart in the original"
+    return reason
 
 
 def own_outputs_reason(culprit: Row, classification: Classification) -> str:
@@ -262,5 +276,11 @@ def general_notes(rows: list[Row], classification: Classification) -> list[str]:
             "kept statistics (--keep stats, outside --only): their |Δ| is a lower bound (shown ≥), so a difference there is "
             "certain but an agreement is not proof, and the first divergence may lie earlier than the one named. "
             "Keep full values for the calls before it (--only) to be sure."
+        )
+    if classification.isolation_undecided:
+        notes.append(
+            f"{classification.isolation_undecided} call(s) could not be judged on their own at {classification.tolerance}: "
+            "their values were let go after the run, counted at the tolerance it ran with. Compare again with this "
+            "tolerance (--atol/--rtol) to judge them."
         )
     return notes

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -35,6 +35,16 @@ from tracetui.trace import CallRecord, Leaf, summary_leaf
 TRIM_EVERY_ELEMENTS = 32 * 1024 * 1024  # elements measured between returns of freed memory
 
 
+class Maker(NamedTuple):
+    """What made an input that differed before it was fed."""
+
+    # "returned": a call returned it (a module the original has no counterpart of, say);
+    # "inline": the enclosing forward's own lines made it; "reordered": those lines made it
+    # from a call's outputs that hold the original's values in another layout.
+    how: Literal["returned", "inline", "reordered"]
+    record_index: int | None  # the ported record index of that call ("returned", "reordered")
+
+
 @dataclass
 class Isolated:
     """What the fed run measured of one paired call."""
@@ -43,12 +53,15 @@ class Isolated:
     fed_inputs: list[LeafPair]
     # What the call returned, computed from the original's inputs, against the original's outputs.
     outputs: list[LeafPair]
-    # Ported input tensors with nothing to feed them from (no counterpart, or one of another
-    # shape or kind): the call ran on the port's own values there.
+    # Ported input tensors with no counterpart to feed them from: the call ran on the port's own
+    # values there (an extra rope table, say), and is judged all the same.
     unfed_inputs: list[str] = field(default_factory=list)
-    # For each input that differed before it was fed: the ported record index of the call that
-    # returned it, or None when the enclosing forward made it with its own code.
-    input_makers: dict[str, int | None] = field(default_factory=dict)
+    # Why the call cannot be judged on its own, if it cannot: an input whose counterpart has another
+    # shape or kind (or kept statistics only), or a submodule whose outputs could not be replaced
+    # by the original's — its outputs then carry a difference that is not its own.
+    not_judged: list[str] = field(default_factory=list)
+    # For each input that differed before it was fed: what made it.
+    input_makers: dict[str, Maker] = field(default_factory=dict)
     enclosing: int | None = None  # the ported record index of the call this one ran inside
 
 
@@ -87,6 +100,7 @@ class FedRun:
         self.model = model
         self.tolerance = tolerance
         ported = alignment.ported
+        self.ported_records = ported.records
         self.record_by_call = {(record.name, record.call): record for record in ported.records if record.kind == "module"}
         self.counterpart: dict[int, CallRecord] = {
             pair.ported: alignment.original.records[pair.original]
@@ -103,6 +117,8 @@ class FedRun:
         # whether it is the original's value fed in its place (which differs from the original
         # by the cast to the port's dtype at most: no call's doing).
         self._makers: dict[int, tuple[weakref.ref[torch.Tensor], int, bool]] = {}
+        # Calls whose outputs hold the original's values in another order, by the call they ran in.
+        self._reordered_in: dict[int | None, list[int]] = {}
         self._measured_since_trim = 0
 
     @contextmanager
@@ -134,15 +150,19 @@ class FedRun:
             return None
         fed_inputs = measure_inputs(original.inputs, live_leaves(name_arguments(module, args, kwargs)))
         isolated = Isolated(fed_inputs=fed_inputs, outputs=[], enclosing=enclosing)
-        replacements = self._replacements(fed_inputs, isolated.unfed_inputs)
+        replacements, unfittable = self._replacements(fed_inputs, isolated.unfed_inputs)
+        isolated.not_judged += [f"input {name} cannot be fed the original's" for name in unfittable]
         for pair in fed_inputs:
             if pair.ported is not None and pair.difference is not None and pair.difference.max_abs != 0.0:
                 assert pair.ported.tensor is not None
                 maker = self._makers.get(id(pair.ported.tensor))
-                if maker is None or maker[0]() is not pair.ported.tensor:
-                    isolated.input_makers[pair.ported.name] = None  # made by the enclosing forward's own lines
-                elif not maker[2]:
-                    isolated.input_makers[pair.ported.name] = maker[1]
+                if maker is not None and maker[0]() is pair.ported.tensor:
+                    if not maker[2]:  # a fed value differs by the cast to the port's dtype at most
+                        isolated.input_makers[pair.ported.name] = Maker("returned", maker[1])
+                elif self._reordered_in.get(enclosing):
+                    isolated.input_makers[pair.ported.name] = Maker("reordered", self._reordered_in[enclosing][-1])
+                else:
+                    isolated.input_makers[pair.ported.name] = Maker("inline", None)
         self._let_go(fed_inputs)
         self._pending[index] = isolated
         return replace_arguments(module, args, kwargs, replacements) if replacements else None
@@ -161,7 +181,17 @@ class FedRun:
             self._note_makers(output, index)
             return None
         isolated.outputs = measure_outputs(original.outputs, live_leaves([("output", output)]))
-        replacements = self._replacements(isolated.outputs, [])
+        reordered = [pair.ported.name for pair in isolated.outputs if pair.ported is not None and self._reordered(pair)]
+        if reordered:
+            # Paired with a call whose values it holds in another layout (by inference, which
+            # upstream differences kept from seeing it): not comparable, and what follows in the
+            # port expects its own layout, so it is handed on as it is.
+            isolated.not_judged.append(f"its outputs ({', '.join(reordered)}) hold the original's values in another order")
+            self._reordered_in.setdefault(self._open_calls[-1][1] if self._open_calls else None, []).append(index)
+        comparable = [pair for pair in isolated.outputs if pair.ported is None or pair.ported.name not in reordered]
+        replacements, unfittable = self._replacements(comparable, [])
+        if unfittable:
+            self._spoil_enclosing(f"{', '.join(unfittable)} of {self._label(index)} cannot be replaced by the original's")
         self._let_go(isolated.outputs)
         self.isolation[(original.index, index)] = isolated
         handed_on = replace_leaves(output, "output", replacements) if replacements else output
@@ -170,20 +200,49 @@ class FedRun:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _replacements(self, pairs: list[LeafPair], unfed: list[str]) -> dict[str, torch.Tensor]:
-        """The original's tensor for each live tensor leaf that has one that fits."""
+    def _replacements(self, pairs: list[LeafPair], no_counterpart: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The original's tensor for each live tensor leaf that has one that fits, and the names of
+        those whose counterpart does not fit (another shape or kind, or no values kept). Leaves
+        with no counterpart at all go to ``no_counterpart``."""
         replacements = {}
+        unfittable = []
         for pair in pairs:
             if pair.ported is None or pair.ported.tensor is None:
                 continue
-            value = None
-            if pair.original is not None and pair.original.tensor is not None:
-                value = fitted(pair.original.tensor, pair.ported.tensor)
+            if pair.original is None or not pair.original.is_tensor:
+                no_counterpart.append(pair.ported.name)
+                continue
+            value = None if pair.original.tensor is None else fitted(pair.original.tensor, pair.ported.tensor)
             if value is None:
-                unfed.append(pair.ported.name)
+                unfittable.append(pair.ported.name)
             else:
                 replacements[pair.ported.name] = value
-        return replacements
+        return replacements, unfittable
+
+    def _reordered(self, pair: LeafPair) -> bool:
+        """The live output holds the original's values in another order (and differs in place)."""
+        original = None if pair.original is None else pair.original.tensor
+        live = None if pair.ported is None else pair.ported.tensor
+        difference = pair.difference
+        if original is None or live is None or difference is None or difference.within(self.tolerance.atol, self.tolerance.rtol):
+            return False
+        if original.numel() != live.numel() or not original.numel() or not (original.is_floating_point() and live.is_floating_point()):
+            return False
+        original_sorted = original.detach().flatten().to("cpu", torch.float64).sort().values
+        live_sorted = live.detach().flatten().to("cpu", torch.float64).sort().values
+        return bool((original_sorted - live_sorted).abs().max() <= self.tolerance.atol)
+
+    def _spoil_enclosing(self, why: str) -> None:
+        """The nearest open paired call computes with values that are not the original's: it
+        cannot be judged on its own (a call between them exists on one side only, and hands
+        everything on as it is)."""
+        for _, index in reversed(self._open_calls):
+            if index is not None and index in self._pending:
+                self._pending[index].not_judged.append(why)
+                return
+
+    def _label(self, index: int) -> str:
+        return self.ported_records[index].display_name
 
     def _let_go(self, pairs: list[LeafPair]) -> None:
         """Count the tolerance and keep only statistics of the live tensors: they are the port's."""

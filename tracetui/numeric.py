@@ -92,6 +92,12 @@ class TensorDifference:
             return False
         return self.out_of_tolerance(atol, rtol) == 0
 
+    def decides(self, atol: float, rtol: float) -> bool:
+        """Whether :meth:`within` is certain for this tolerance rather than the safe guess."""
+        if not self.shape_matches or self.nonfinite_mismatches or self.max_abs <= atol or rtol == 0.0:
+            return True
+        return self.max_abs > atol + rtol * self.original_abs_max or self.out_of_tolerance(atol, rtol) is not None
+
     def out_of_tolerance(self, atol: float, rtol: float) -> int | None:
         """How many elements break the tolerance (NaN/Inf mismatches included).
 
