@@ -24,9 +24,9 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from tracetui.align import Alignment, Pair
 from tracetui.memory import garbage_collection_paused
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
+from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace
 
 Status = Literal[

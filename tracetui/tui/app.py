@@ -28,11 +28,11 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.worker import get_current_worker
 
-from tracetui.align import Alignment
 from tracetui.compare import Comparison, Row, Tolerance, compare_traces, judged_from_figures, reclassify
-from tracetui.mapfile import write_rename_map
 from tracetui.debugger import Side, debug_call, describe_outcome
 from tracetui.errors import TracetuiError
+from tracetui.pairing.alignment import Alignment
+from tracetui.pairing.map_writer import write_rename_map
 from tracetui.trace import Trace
 from tracetui.tui.call_list import CallList
 from tracetui.tui.detail import DetailPane
