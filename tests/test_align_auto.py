@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 import tracetui
-from tracetui.align import align
 from tracetui.cli import main
-from tracetui.mapfile import alignment_rename_map, render_rename_map
-from tracetui.rename import parse_rename_rules
+from tracetui.pairing.alignment import align
+from tracetui.pairing.map_writer import alignment_rename_map, render_rename_map
+from tracetui.pairing.rename_map import parse_rename_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tracetui.cli import main
-from tracetui.rename import parse_rename_rules
+from tracetui.pairing.rename_map import parse_rename_rules
 from tracetui.weights import check_weights, report_document
 
 ROOT = Path(__file__).resolve().parents[1]

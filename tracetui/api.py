@@ -11,13 +11,13 @@ from typing import Any, Literal, Union
 
 import torch
 
-from tracetui.align import align
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
 from tracetui.isolate import isolate
+from tracetui.pairing.alignment import align
+from tracetui.pairing.rename_map import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.record import KeepPolicy, Progress, record_script, record_twice
-from tracetui.rename import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
 from tracetui.trace import Trace
 from tracetui.tracefile import load_trace

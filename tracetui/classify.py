@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from tracetui.align import Alignment
+from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, Row, paired_parent
 from tracetui.trace import CallRecord, Trace
 

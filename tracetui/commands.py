@@ -19,10 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from tracetui import api
-from tracetui.align import Alignment, align
 from tracetui.errors import ScriptError, UsageError
-from tracetui.infer import template_of
-from tracetui.mapfile import rename_rules, render_rename_map
+from tracetui.pairing.alignment import Alignment, align
+from tracetui.pairing.map_writer import rename_rules, render_rename_map
+from tracetui.pairing.names import template_of
 from tracetui.script import DEFAULT_SEED
 from tracetui.weights import TensorSource, WeightReport, check_weights, report_document, state_with_buffers
 

@@ -13,11 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tracetui.align import Alignment
 from tracetui.classify import Classification, RowFigures, Status, Tolerance
 from tracetui.diagnose import Diagnosis, diagnose
 from tracetui.isolate import Isolation
 from tracetui.memory import garbage_collection_paused
+from tracetui.pairing.alignment import Alignment
 from tracetui.rows import Measured, Row, build_rows
 from tracetui.sides import Side, pick
 from tracetui.trace import Trace

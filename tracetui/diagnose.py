@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracetui.align import Alignment
 from tracetui.classify import Classification, InputBlame, Tolerance
 from tracetui.numeric import format_difference
+from tracetui.pairing.alignment import Alignment
 from tracetui.rows import Row
 
 # Inputs that agree only loosely: an output just over the tolerance may be amplified rounding.

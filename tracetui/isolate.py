@@ -23,11 +23,11 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from tracetui.align import Alignment
 from tracetui.classify import Tolerance
 from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves
 from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import equivalent_shapes, summarize
+from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, summary_leaf

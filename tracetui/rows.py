@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tracetui.align import Alignment, Pair
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
+from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.trace import CallRecord, Leaf, TensorSummary
 
 if TYPE_CHECKING:

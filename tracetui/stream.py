@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tracetui.align import align, pairing_key
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import UsageError
 from tracetui.memory import release_free_memory
+from tracetui.pairing.alignment import align, pairing_key
+from tracetui.pairing.rename_map import RenameMap
 from tracetui.record import KeepPolicy, Progress, RerunCheck, record_script, record_twice
-from tracetui.rename import RenameMap
 from tracetui.rows import LeafPair, Measured, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
 from tracetui.trace import CallRecord, Leaf, Trace

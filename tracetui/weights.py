@@ -36,7 +36,7 @@ from typing import Literal
 
 import torch
 
-from tracetui.rename import RenameMap
+from tracetui.pairing.rename_map import RenameMap
 
 How = Literal["same", "renamed", "transposed", "slice", "assembled", "rearranged", "missing"]
 HOWS: tuple[How, ...] = ("same", "renamed", "transposed", "slice", "assembled", "rearranged", "missing")
@@ -483,8 +483,8 @@ def cover(
 
 
 def name_overlap(first: str, second: str) -> float:
-    """How alike two tensor names are, by their words and the usual synonyms (see tracetui.infer)."""
-    from tracetui.infer import component_concepts
+    """How alike two tensor names are, by their words and the usual synonyms (see tracetui.pairing.names)."""
+    from tracetui.pairing.names import component_concepts
 
     def concepts(name: str) -> frozenset[str]:
         return frozenset().union(*(component_concepts(part) for part in name.split(".") if part))
@@ -527,7 +527,7 @@ def layer_numbers(name: str) -> list[str]:
 
 def mark_pattern_breaks(sources: list[TensorSource]) -> None:
     """Flag a tensor whose layer takes it from another original name than most layers do."""
-    from tracetui.infer import template_of
+    from tracetui.pairing.names import template_of
 
     def layered(source: TensorSource) -> bool:
         return (

@@ -395,7 +395,7 @@ async def test_q_quits(comparison: Comparison) -> None:
 async def test_m_pairs_two_unmatched_rows_by_hand_unpairs_and_w_writes_the_map(
     tiny_traces: tuple[Trace, Trace], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracetui.rename import load_rename_map
+    from tracetui.pairing.rename_map import load_rename_map
 
     rules = [rule for rule in load_rename_map(MODELS / "map.toml").rules if "ln_f" not in rule[0].pattern]
     partial = tracetui.compare(*tiny_traces, rename_map=[[pattern.pattern, replacement] for pattern, replacement in rules], infer=False, rerun=False)

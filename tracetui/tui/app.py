@@ -28,12 +28,12 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.worker import get_current_worker
 
-from tracetui.align import Alignment
 from tracetui.classify import Tolerance, judged_from_figures
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.debugger import debug_call, describe_outcome
 from tracetui.errors import TracetuiError
-from tracetui.mapfile import write_rename_map
+from tracetui.pairing.alignment import Alignment
+from tracetui.pairing.map_writer import write_rename_map
 from tracetui.rows import Row
 from tracetui.sides import Side, other_side, pick
 from tracetui.trace import Trace

@@ -16,9 +16,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracetui.align import Alignment, Pair
-from tracetui.infer import template_of
-from tracetui.rename import RenameMap, parse_rename_rules
+from tracetui.pairing.alignment import Alignment, Pair
+from tracetui.pairing.names import template_of
+from tracetui.pairing.rename_map import RenameMap, parse_rename_rules
+from tracetui.sides import SIDES, Side, pick
 
 PLACEHOLDER = "@@"  # never part of a module name; used only when two rules would chain
 
@@ -142,7 +143,7 @@ def reproduces(rules: list[RenameRule], original_names: list[str], partner: dict
 
 
 def alignment_rename_map(alignment: Alignment) -> RenameMap:
-    """The alignment's pairing as a rename map, ready for :func:`tracetui.align.align`."""
+    """The alignment's pairing as a rename map, ready for :func:`tracetui.pairing.alignment.align`."""
     return as_rename_map(rename_rules(alignment))
 
 
@@ -153,10 +154,14 @@ def toml_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-def unpaired_names(alignment: Alignment, side: str) -> list[tuple[str, str]]:
+# A layer index within a name quoted in a reason, written as ".#" like the templates beside it.
+NUMBER_IN_NAME = re.compile(r"\.\d+(?=[.'\s])")
+
+
+def unpaired_names(alignment: Alignment, side: Side) -> list[tuple[str, str]]:
     """(name template, why it was left unpaired or "") for one side's unpaired module calls."""
-    trace = alignment.original if side == "original" else alignment.ported
-    paired = {pair.original if side == "original" else pair.ported for pair in alignment.paired()}
+    trace = pick(alignment, side)
+    paired = {pick(pair, side) for pair in alignment.paired()}
     templates: dict[str, str] = {}
     for record in trace.records:
         if record.kind == "module" and record.index not in paired:
@@ -165,9 +170,6 @@ def unpaired_names(alignment: Alignment, side: str) -> list[tuple[str, str]]:
             if template not in templates or (reason and not templates[template]):
                 templates[template] = NUMBER_IN_NAME.sub(".#", reason)
     return list(templates.items())
-
-
-NUMBER_IN_NAME = re.compile(r"\.\d+(?=[.'\s])")
 
 
 def render_rename_map(alignment: Alignment, header: str = "") -> str:
@@ -182,7 +184,7 @@ def render_rename_map(alignment: Alignment, header: str = "") -> str:
     for rule in rules:
         lines.append(f"    [{toml_string(rule.pattern)}, {toml_string(rule.replacement)}],  # {rule.comment}")
     lines.append("]")
-    for side in ("original", "ported"):
+    for side in SIDES:
         names = unpaired_names(alignment, side)
         if names:
             lines.append(f"# Left unpaired in the {side} ({len(names)} name templates, # = any layer index):")

@@ -3,9 +3,10 @@
 :func:`align` is the one entry point. It pairs calls by qualified name and call index after the
 rename map (``map`` pairs, or ``name`` when the names are equal) and taps by name; then, unless
 ``infer=False``, it pairs the calls left over by their structure, kind, names and values
-(``inferred`` pairs, see :mod:`tracetui.infer`). Every pair says how it was made and how sure it
-is, and an alignment can be amended by hand (:meth:`Alignment.with_manual_pair`,
-:meth:`Alignment.without_pair`) and turned into a rename map (:mod:`tracetui.mapfile`).
+(``inferred`` pairs, see :mod:`tracetui.pairing.search`). Every pair says how it was made and
+how sure it is, and an alignment can be amended by hand (:meth:`Alignment.with_manual_pair`,
+:meth:`Alignment.without_pair`) and turned into a rename map
+(:mod:`tracetui.pairing.map_writer`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from tracetui.rename import RenameMap
+from tracetui.pairing.rename_map import RenameMap
+from tracetui.pairing.search import infer_pairs
+from tracetui.sides import SIDES, Side, pick
 from tracetui.trace import CallRecord, Trace
 
 PairingMethod = Literal["name", "map", "inferred", "manual", "tap", "none"]
@@ -37,8 +40,8 @@ class Alignment:
     pairs: list[Pair] = field(default_factory=list)  # in call order, unmatched calls in place
     rename_map: RenameMap | None = None
     # Why some calls were left unpaired although they looked like a counterpart's, keyed by
-    # ("original" | "ported", record index): e.g. "its outputs hold q_proj's values in another order".
-    unpaired_reasons: dict[tuple[str, int], str] = field(default_factory=dict)
+    # (side, record index): e.g. "its outputs hold q_proj's values in another order".
+    unpaired_reasons: dict[tuple[Side, int], str] = field(default_factory=dict)
 
     def paired(self) -> list[Pair]:
         """The pairs that have both calls, in the order of the rows."""
@@ -112,10 +115,8 @@ def align(
     two recorded values count as the same evidence for a pair.
     """
     pairs = pairs_by_name(original, ported, rename_map)
-    reasons: dict[tuple[str, int], str] = {}
+    reasons: dict[tuple[Side, int], str] = {}
     if infer:
-        from tracetui.infer import infer_pairs
-
         fixed = {pair.original: pair.ported for pair in pairs if pair.original is not None and pair.ported is not None}
         inference = infer_pairs(original, ported, fixed, atol=atol)
         for inferred in inference.pairs:
@@ -129,7 +130,7 @@ def layout(
     ported: Trace,
     paired: list[Pair],
     rename_map: RenameMap | None,
-    unpaired_reasons: dict[tuple[str, int], str] | None = None,
+    unpaired_reasons: dict[tuple[Side, int], str] | None = None,
 ) -> Alignment:
     """Rows in the original's call order, each unmatched ported call just before the next pair
     whose ported call comes after it."""
@@ -157,10 +158,8 @@ def layout(
         alignment.pairs.append(replace(pair))
         emitted_ported.add(pair.ported)
     place_unmatched_ported(len(ported.records))
-    paired_original = set(pairs_by_original)
+    paired_indices = {side: {pick(pair, side) for pair in pairs_by_original.values()} for side in SIDES}
     alignment.unpaired_reasons = {
-        (side, index): reason
-        for (side, index), reason in (unpaired_reasons or {}).items()
-        if index not in (paired_original if side == "original" else paired_ported)
+        (side, index): reason for (side, index), reason in (unpaired_reasons or {}).items() if index not in paired_indices[side]
     }
     return alignment

@@ -2,6 +2,8 @@
 
 TOML, ``rename = [["regex", "replacement"], ...]``; each rule is ``re.sub(pattern, replacement,
 name)``, applied in order — the same direction as a weight-conversion script's ``rename_keys``.
+This module reads and checks such a map; :mod:`tracetui.pairing.map_writer` writes one from an
+alignment.
 """
 
 from __future__ import annotations
