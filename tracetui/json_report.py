@@ -30,6 +30,9 @@ def row_entry(comparison: Comparison, row: Row) -> dict[str, Any]:
         "status": comparison.status(row),
         "max_abs_diff": finite_or_none(row.output_max_abs),
         "input_max_abs_diff": finite_or_none(row.input_max_abs),
+        # The ported call alone, fed the original's values (null when it was not run so).
+        "isolated_max_abs_diff": finite_or_none(row.isolated_max_abs),
+        "culprit": comparison.is_culprit(row),
         # True when a side kept statistics only: max_abs_diff is then a lower bound.
         "max_abs_diff_is_lower_bound": any(pair.difference is not None and pair.difference.from_statistics for pair in row.outputs),
         "original_class": None if row.original is None else row.original.class_name,
@@ -38,6 +41,22 @@ def row_entry(comparison: Comparison, row: Row) -> dict[str, Any]:
         "depth": row.depth,
         "pairing": row.pairing.method,
         "confidence": row.pairing.confidence,
+    }
+
+
+def culprit_entry(comparison: Comparison, culprit: Row) -> dict[str, Any]:
+    """One culprit: ``first_divergence`` and each entry of ``culprits``."""
+    return {
+        "original": culprit.original_name,
+        "ported": culprit.ported_name,
+        "max_abs_diff": finite_or_none(culprit.output_max_abs),
+        "call": culprit.call,
+        "status": comparison.status(culprit),
+        "input_max_abs_diff": finite_or_none(culprit.input_max_abs),
+        "isolated_max_abs_diff": finite_or_none(culprit.isolated_max_abs),
+        "original_class": None if culprit.original is None else culprit.original.class_name,
+        "ported_class": None if culprit.ported is None else culprit.ported.class_name,
+        "reason": comparison.reason_for(culprit),
     }
 
 
@@ -53,26 +72,14 @@ def precision_entry(precision: Precision) -> dict[str, Any]:
 
 
 def report_document(comparison: Comparison) -> dict[str, Any]:
-    culprit = comparison.culprit
-    first_divergence = None
-    if comparison.verdict == "diverged" and culprit is not None:
-        first_divergence = {
-            "original": culprit.original_name,
-            "ported": culprit.ported_name,
-            "max_abs_diff": finite_or_none(culprit.output_max_abs),
-            "call": culprit.call,
-            "status": comparison.status(culprit),
-            "input_max_abs_diff": finite_or_none(culprit.input_max_abs),
-            "original_class": None if culprit.original is None else culprit.original.class_name,
-            "ported_class": None if culprit.ported is None else culprit.ported.class_name,
-            "reason": comparison.reason,
-        }
+    culprits = [culprit_entry(comparison, culprit) for culprit in comparison.culprits] if comparison.verdict == "diverged" else []
     return {
         "schema": SCHEMA,
         "atol": comparison.tolerance.atol,
         "rtol": comparison.tolerance.rtol,
         "verdict": comparison.verdict,
-        "first_divergence": first_divergence,
+        "first_divergence": culprits[0] if culprits else None,
+        "culprits": culprits,
         "original_source": comparison.original.source,
         "ported_source": comparison.ported.source,
         "counts": dict(comparison.status_counts()),

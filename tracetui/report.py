@@ -13,6 +13,7 @@ from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.precision import describe_precision, notes_with_precision
 from tracetui.rows import LeafPair, Row
+from tracetui.text import first_few
 from tracetui.trace import CallRecord
 
 STATUS_STYLES = {
@@ -27,6 +28,7 @@ STATUS_STYLES = {
 }
 ROWS_BEFORE_CULPRIT = 3
 ROWS_AFTER_CULPRIT = 4
+CULPRITS_SHOWN = 10  # culprits listed with their reasons (and their rows) before "… and N more"
 
 
 def summary_line(comparison: Comparison) -> str:
@@ -35,15 +37,18 @@ def summary_line(comparison: Comparison) -> str:
     unmatched = f"{counts['unmatched']} unmatched" if counts["unmatched"] else "none unmatched"
     culprit = comparison.culprit
     if comparison.verdict == "match":
-        largest = max((row for row in comparison.rows if row.output_max_abs is not None), key=lambda row: row.output_max_abs or 0.0, default=None)
+        measured = [row for row in comparison.rows if row.output_max_abs is not None]
+        largest = max(measured, key=lambda row: row.output_max_abs or 0.0, default=None)
         where = f" (largest output |Δ| {format_difference(largest.output_max_abs)} at {largest.label})" if largest else ""
         return f"match: all {paired} paired calls agree within {comparison.tolerance}{where}; {unmatched}."
     inherited = counts["inherited"]
     if culprit is None:
         return f"diverged: {comparison.reason}; {unmatched}."
+    culprits = comparison.culprits
+    others = f"; {len(culprits) - 1} more culprit(s): {first_few(row.label for row in culprits[1:])}" if len(culprits) > 1 else ""
     return (
-        f"diverged: first divergence at {culprit.label} — {comparison.reason}; "
-        f"{inherited} later call(s) inherit it; {unmatched}."
+        f"diverged: first divergence at {culprit.label} — {comparison.reason}{others}; "
+        f"{inherited} later call(s) inherit a difference; {unmatched}."
     )
 
 
@@ -55,18 +60,19 @@ def call_name(record: CallRecord | None, depth: int) -> Text:
 
 
 def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
+    """Every row with ``full``; else each culprit's neighbourhood and ancestors (the first few culprits')."""
     if full or comparison.culprit is None:
         if full or len(comparison.rows) <= 40:
             return comparison.rows
         return [row for row in comparison.rows if comparison.status(row) != "match"][:40] or comparison.rows[:20]
-    culprit = comparison.culprit
     chosen: set[int] = set()
-    ancestor = culprit.parent
-    while ancestor is not None:
-        chosen.add(ancestor)
-        ancestor = comparison.rows[ancestor].parent
-    first = max(0, culprit.index - ROWS_BEFORE_CULPRIT)
-    chosen.update(range(first, min(len(comparison.rows), culprit.index + ROWS_AFTER_CULPRIT + 1)))
+    for culprit in comparison.culprits[:CULPRITS_SHOWN]:
+        ancestor = culprit.parent
+        while ancestor is not None:
+            chosen.add(ancestor)
+            ancestor = comparison.rows[ancestor].parent
+        first = max(0, culprit.index - ROWS_BEFORE_CULPRIT)
+        chosen.update(range(first, min(len(comparison.rows), culprit.index + ROWS_AFTER_CULPRIT + 1)))
     return [comparison.rows[index] for index in sorted(chosen)]
 
 
@@ -85,17 +91,20 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("in |Δ|", justify="right", no_wrap=True)
     table.add_column("out |Δ|", justify="right", no_wrap=True)
+    alone = any(row.isolated is not None for row in rows)
+    if alone:  # the ported call fed the original's values: its own error
+        table.add_column("alone |Δ|", justify="right", no_wrap=True)
     previous_index: int | None = None
     for row in rows:
         if previous_index is not None and row.index != previous_index + 1:
             table.add_row("…", style="dim")
         previous_index = row.index
-        is_culprit = row is comparison.culprit
+        is_culprit = comparison.is_culprit(row)
         row_status = comparison.status(row)
         status = Text(row_status, style=STATUS_STYLES[row_status])
         if is_culprit:
             status.append(" ◀ culprit", style="bold red")
-        table.add_row(
+        cells = [
             str(row.index),
             call_name(row.original, row.depth),
             call_name(row.ported, row.depth),
@@ -103,9 +112,28 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             status,
             bound_label(row.input_max_abs, row.inputs),
             bound_label(row.output_max_abs, row.outputs),
+        ]
+        if alone:
+            cells.append("" if row.isolated is None else format_difference(row.isolated_max_abs))
+        table.add_row(
+            *cells,
             style="bold" if is_culprit else ("dim" if row_status == "unmatched" else ""),
         )
     return table
+
+
+def print_other_culprits(comparison: Comparison, console: Console) -> None:
+    """The culprits after the first: each is wrong on its own, whatever came before it."""
+    others = comparison.culprits[1:]
+    if not others:
+        return
+    heading = "  also wrong on its own:" if len(others) == 1 else f"  {len(others)} more culprits, each wrong on its own:"
+    console.print(Text(heading, style="bold"))
+    for culprit in others[: CULPRITS_SHOWN - 1]:
+        console.print(Text.assemble("  • ", (culprit.label, "bold"), f"  {culprit.class_label}"))
+        console.print(Text(f"    why: {comparison.reason_for(culprit)}"))
+    if len(others) > CULPRITS_SHOWN - 1:
+        console.print(Text(f"  … and {len(others) - CULPRITS_SHOWN + 1} more (--json lists them all)", style="dim"))
 
 
 def print_report(comparison: Comparison, console: Console, full: bool = False) -> None:
@@ -122,13 +150,13 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
         console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (culprit.label, "bold")))
         console.print(f"  class: {culprit.class_label}", highlight=False)
         console.print(Text(f"  why: {comparison.reason}"))
+        print_other_culprits(comparison, console)
     else:
         console.print(Text.assemble(("DIVERGED", "bold red"), f"  {comparison.reason}"))
     console.print(rows_table(comparison, rows_to_show(comparison, full)))
     counts = comparison.status_counts()
-    console.print(
-        "rows: " + ", ".join(f"{counts[status]} {status}" for status in STATUS_STYLES if counts[status]) + f" ({len(comparison.rows)} in all)"
-    )
+    listed = ", ".join(f"{counts[status]} {status}" for status in STATUS_STYLES if counts[status])
+    console.print(f"rows: {listed} ({len(comparison.rows)} in all)")
     for note in notes_with_precision(comparison, precision):
         console.print(Text(f"note: {note}", style="yellow"))
     console.print(Text(summary_line(comparison), style="bold"))
