@@ -126,8 +126,9 @@ class TensorDifference:
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
         broken_count = 0
+        limit = sentinel_limit(self._original.dtype, self._ported.dtype)
         for original, ported in comparable_chunks(self._original, self._ported, self.broadcast_shape):
-            both_finite = torch.isfinite(original) & torch.isfinite(ported)
+            both_finite = (original.abs() < limit) & (ported.abs() < limit)
             broken = (ported - original).abs() > atol + rtol * original.abs()
             broken_count += int((broken & both_finite).sum())
         return broken_count
@@ -201,18 +202,19 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
 def accumulate_differences(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> None:
     """Fill in the tolerance-independent figures, one slice at a time (see CHUNK_ELEMENTS)."""
     shape = difference.broadcast_shape or tuple(real_view(original).shape)
+    limit = sentinel_limit(original.dtype, ported.dtype)
     absolute_sum = 0.0
     dot = original_square_sum = ported_square_sum = 0.0
     worst_flat: int | None = None
     start = 0
     for original_values, ported_values in comparable_chunks(original, ported, difference.broadcast_shape):
-        original_finite = torch.isfinite(original_values)
-        ported_finite = torch.isfinite(ported_values)
+        original_finite = original_values.abs() < limit  # False for NaN, ±Inf and mask sentinels
+        ported_finite = ported_values.abs() < limit
         both_finite = original_finite & ported_finite
         raw_original, raw_ported = original_values, ported_values
         if not bool(both_finite.all()):
             same_nonfinite = ~original_finite & ~ported_finite & (
-                (original_values == ported_values) | (original_values.isnan() & ported_values.isnan())
+                (torch.sign(original_values) == torch.sign(ported_values)) | (original_values.isnan() & ported_values.isnan())
             )
             difference.nonfinite_mismatches += int(((~original_finite | ~ported_finite) & ~same_nonfinite).sum())
             difference.nonfinite_original += int((~original_finite & ported_finite).sum())
@@ -241,6 +243,16 @@ def accumulate_differences(difference: TensorDifference, original: torch.Tensor,
     # numpy's unravel_index: torch's imports a slow module on first use.
     difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, shape))
     difference.cosine = cosine_from_sums(dot, original_square_sum, ported_square_sum)
+
+
+def sentinel_limit(original_dtype: torch.dtype, ported_dtype: torch.dtype) -> float:
+    """Magnitudes from which a value is a sentinel rather than a number: half the largest value of
+    the narrower floating dtype. Additive attention masks are built from ``torch.finfo(dtype).min``,
+    -3.4e38 in float32 and -3.39e38 in bfloat16: a difference of 1e36 between two masked positions
+    means nothing, so such values compare like infinities of their sign (equal to each other, a
+    mismatch against a number). Infinite for integer and bool tensors."""
+    limits = [torch.finfo(dtype).max for dtype in (original_dtype, ported_dtype) if dtype.is_floating_point]
+    return 0.5 * min(limits) if limits else math.inf
 
 
 def on_device_of(tensor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,29 @@ class _KeptCopy:
     copy: torch.Tensor | None
     summary: TensorSummary | None
     source: tuple[int, str] | None
+    # Writes through ``.data`` (or to the storage by other means) leave the version counter as it
+    # was: where the tensor's memory is and a few of its values tell such writes apart.
+    data_pointer: int = 0
+    fingerprint: torch.Tensor | None = None
+
+    def still_holds(self, tensor: torch.Tensor, version: int | None) -> bool:
+        if version is None or self.version != version or self.original() is not tensor or self.data_pointer != tensor.data_ptr():
+            return False
+        return self.fingerprint is not None and torch.equal(self.fingerprint, fingerprint(tensor))
+
+
+FINGERPRINT_POSITIONS = 3  # positions per dimension: the first, the middle and the last
+
+
+def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
+    """A few of the tensor's values spread over every dimension, as raw bytes (NaN compares equal):
+    a write to the whole tensor, or to a slice along any dimension, changes them."""
+    sample = tensor.detach()
+    for dimension, size in enumerate(sample.shape):
+        if size > FINGERPRINT_POSITIONS:
+            positions = torch.linspace(0, size - 1, FINGERPRINT_POSITIONS, device=sample.device).long()
+            sample = sample.index_select(dimension, positions)
+    return sample.reshape(-1).view(torch.uint8).to("cpu", copy=True) if sample.numel() else sample.to("cpu").view(torch.uint8)
 
 
 class Recorder:
@@ -220,7 +243,7 @@ class Recorder:
         leaf.tensor = None
         version = tensor_version(tensor)
         kept = self._kept.get(id(tensor))
-        if kept is not None and (version is None or kept.version != version or kept.original() is not tensor):
+        if kept is not None and not kept.still_holds(tensor, version):
             kept = None
         if kept is None or (keep_values and kept.copy is None) or (kept.copy is None and kept.summary is None):
             source = kept.source if kept is not None else (record_index, leaf.name) if leaf.name.startswith("output") else None
@@ -232,6 +255,7 @@ class Recorder:
             elif self.keep.values != "none" or self.keep.only is not None:
                 kept.summary = summarize(tensor.detach())  # reduced where the tensor lives: only numbers reach the host
             if version is not None:
+                kept.data_pointer, kept.fingerprint = tensor.data_ptr(), fingerprint(tensor)
                 self._kept[id(tensor)] = kept
         leaf.source = kept.source
         if kept.copy is not None:
@@ -275,6 +299,9 @@ class Recorder:
 
 
 def tensor_version(tensor: torch.Tensor) -> int | None:
+    """The version counter of a strided tensor, None when a copy kept of it cannot be reused."""
+    if tensor.layout != torch.strided:
+        return None
     try:
         return tensor._version
     except RuntimeError:  # inference-mode tensors have no version counter
