@@ -156,9 +156,11 @@ class FedRun:
             if pair.ported is not None and pair.difference is not None and pair.difference.max_abs != 0.0:
                 assert pair.ported.tensor is not None
                 maker = self._makers.get(id(pair.ported.tensor))
-                if maker is not None and maker[0]() is pair.ported.tensor:
-                    if not maker[2]:  # a fed value differs by the cast to the port's dtype at most
-                        isolated.input_makers[pair.ported.name] = Maker("returned", maker[1])
+                fed_value = maker is not None and maker[0]() is pair.ported.tensor and maker[2]
+                if maker is not None and maker[0]() is pair.ported.tensor and not fed_value:
+                    isolated.input_makers[pair.ported.name] = Maker("returned", maker[1])
+                elif fed_value and pair.ported.dtype != (pair.original.dtype if pair.original else None):
+                    pass  # the original's value fed to an earlier call: it differs by the cast to the port's dtype
                 elif self._reordered_in.get(enclosing):
                     isolated.input_makers[pair.ported.name] = Maker("reordered", self._reordered_in[enclosing][-1])
                 else:
@@ -261,9 +263,13 @@ class FedRun:
             self._measured_since_trim = 0
 
     def _note_makers(self, output: Any, index: int, fed: frozenset[int] | set[int] = frozenset()) -> None:
+        """Note which call returned each tensor first: a call that hands a tensor on unchanged
+        (an identity, a wrapper returning its submodule's output) did not make it."""
         for _, item in flatten(output, "output"):
             if isinstance(item, torch.Tensor):
-                self._makers[id(item)] = (weakref.ref(item), index, id(item) in fed)
+                known = self._makers.get(id(item))
+                if known is None or known[0]() is not item:
+                    self._makers[id(item)] = (weakref.ref(item), index, id(item) in fed)
 
 
 def isolate(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tracetui.pairing.names import component_concepts, name_parts, op_family, structural_family, template_of
+from tracetui.pairing.names import PASS_THROUGH_FAMILIES, component_concepts, name_parts, op_family, structural_family, template_of
 from tracetui.trace import CallRecord, Leaf, Trace
 
 
@@ -115,7 +115,7 @@ def producer_family(container: CallFacts, facts: list[CallFacts]) -> str | None:
         return None
     for index in range(container.record.index + 1, container.subtree_end + 1):
         candidate = facts[index]
-        if not candidate.is_leaf or candidate.family == "dropout" or candidate.output is None:
+        if not candidate.is_leaf or candidate.family in PASS_THROUGH_FAMILIES or candidate.output is None:
             continue
         same_size = candidate.output.numel() == output.numel() and candidate.output.dtype == output.dtype
         if same_size and (candidate.output is output or torch.equal(candidate.output, output)):

@@ -135,7 +135,10 @@ ACTIVATION_CLASSES = frozenset(
         "tanhshrink", "fastgelu",
     }
 )  # fmt: skip
-OP_FAMILIES = frozenset({"linear", "conv", "embedding", "norm", "activation", "dropout", "rotary", "pool", "softmax", "reshape"})
+OP_FAMILIES = frozenset(
+    {"linear", "conv", "embedding", "norm", "activation", "dropout", "identity", "rotary", "pool", "softmax", "reshape"}
+)
+PASS_THROUGH_FAMILIES = frozenset({"dropout", "identity"})  # hand their input on in eval mode
 
 
 def op_family(class_name: str) -> str | None:
@@ -145,7 +148,9 @@ def op_family(class_name: str) -> str | None:
     lowered = class_name.lower()
     if "rotary" in lowered or "rope" in lowered:
         return "rotary"
-    if "dropout" in lowered or lowered in ("identity", "droppath"):
+    if lowered == "identity":  # a no-op, or a stand-in for a module the port leaves out
+        return "identity"
+    if "dropout" in lowered or lowered == "droppath":
         return "dropout"
     if "embedding" in lowered:
         return "embedding"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracetui.pairing.calls import CallFacts, describe_calls
-from tracetui.pairing.names import class_concepts, jaccard
+from tracetui.pairing.names import PASS_THROUGH_FAMILIES, class_concepts, jaccard
 from tracetui.pairing.values import PairSet, SketchCache, ValueRelations, ValueSketch, agree_elementwise, sketch_of, sorted_values
 from tracetui.trace import Trace
 
@@ -250,6 +250,11 @@ class PairScorer:
         if original.is_op and ported.is_op:
             if original.family == ported.family:
                 return SAME_FAMILY
+            if "identity" in (original.family, ported.family):
+                # An nn.Identity pairs with dropout as a no-op does; with any other computation it
+                # may stand where the other side has one (a norm the port skips): names and position
+                # decide, and the bug then lands on it.
+                return SAME_FAMILY if {original.family, ported.family} <= PASS_THROUGH_FAMILIES else UNKNOWN_FAMILY
             if "unknown" in (original.family, ported.family):
                 return UNKNOWN_FAMILY
             return VETO

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracetui.pairing.calls import CallFacts
+from tracetui.pairing.names import PASS_THROUGH_FAMILIES
 from tracetui.pairing.scoring import PairScorer
 from tracetui.pairing.values import ValueSketch, agree_elementwise
 from tracetui.trace import Trace
@@ -105,7 +106,7 @@ def cut_at_unique_values(segment: Segment, scorer: PairScorer) -> list[Segment]:
         repeated: set[tuple[object, ...]] = set()
         for index in indices:
             fact = facts[index]
-            if not fact.is_op or fact.family == "dropout":
+            if not fact.is_op or fact.family in PASS_THROUGH_FAMILIES:
                 continue
             key = value_key(sketch, index, fact.output_shape, scorer.atol)
             if key is None:
