@@ -2,12 +2,17 @@
 
 Each of ``original`` and ``ported`` may be a model script path, a trace file path, a
 :class:`Trace`, or a ``(model, inputs)`` pair built in the caller's own code.
+
+:func:`record` and :func:`compare` take the run options as keywords, for their users; they
+build one :class:`RunOptions` and hand it to :func:`record_source` and :func:`compare_sources`,
+which the command line calls directly with the options it built from its arguments.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import torch
 
@@ -15,33 +20,34 @@ from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
 from tracetui.isolate import isolate
+from tracetui.options import Keep, RunOptions
 from tracetui.pairing.alignment import align
 from tracetui.pairing.rename_map import RenameMap, load_rename_map, parse_rename_rules
-from tracetui.record import KeepPolicy, Progress, record_script, record_twice
+from tracetui.record import Progress, record_script, record_twice
 from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
+from tracetui.sides import Side
 from tracetui.trace import Trace
 from tracetui.tracefile import load_trace
 
-Source = Union[str, Path, Trace, ModelScript, tuple[torch.nn.Module, Any]]
-Keep = Literal["full", "stats"]
-RenameRules = Union[str, Path, RenameMap, list[list[str]], list[tuple[str, str]], None]
+Source = str | Path | Trace | ModelScript | tuple[torch.nn.Module, Any]
+RenameRules = str | Path | RenameMap | list[list[str]] | list[tuple[str, str]] | None
 
 
 def is_script_path(path: str | Path) -> bool:
     return Path(path).suffix == ".py"
 
 
-def load_source(source: Source, seed: int = DEFAULT_SEED, device: str = "cpu", progress: Progress | None = None) -> ModelScript | Trace:
+def load_source(source: Source, options: RunOptions) -> ModelScript | Trace:
     """Resolve what the caller passed into a built script or a loaded trace."""
     if isinstance(source, (Trace, ModelScript)):
         return source
     if isinstance(source, tuple):
-        model, inputs = prepare(*check_built(Path("<python>"), source), device)
-        return ModelScript(path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=seed)
+        model, inputs = prepare(*check_built(Path("<python>"), source), options.device)
+        return ModelScript(path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=options.seed)
     if isinstance(source, (str, Path)):
         if is_script_path(source):
-            return load_script(source, seed=seed, device=device)
-        return load_trace(source, progress)
+            return load_script(source, seed=options.seed, device=options.device)
+        return load_trace(source, options.progress)
     raise ScriptError(f"cannot compare a {type(source).__name__}: pass a script path, a trace file path, a Trace or (model, inputs).")
 
 
@@ -62,11 +68,20 @@ def record(
     for the matching modules only; ``spill`` (a directory) writes tensors there as they are
     recorded and reads them back memory-mapped, for traces bigger than memory.
     """
-    policy = KeepPolicy(values=keep, only=only, spill=None if spill is None else Path(spill))
-    loaded = load_source(source, seed=seed, device=device, progress=progress)
+    spill_directory = None if spill is None else Path(spill)
+    options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
+    return record_source(source, options)
+
+
+def record_source(source: Source, options: RunOptions) -> Trace:
+    """:func:`record` with its options as one value."""
+    policy = options.keep_policy()  # an invalid --only fails before the model is built
+    loaded = load_source(source, options)
     if isinstance(loaded, Trace):
         return loaded
-    return record_twice(loaded, progress, policy) if rerun else record_script(loaded, progress=progress, keep=policy)
+    if options.rerun:
+        return record_twice(loaded, options.progress, policy)
+    return record_script(loaded, progress=options.progress, keep=policy)
 
 
 def resolve_rename_map(rules: RenameRules) -> RenameMap | None:
@@ -105,43 +120,49 @@ def compare(
     choose what is kept of each tensor, as in :func:`record`.
     """
     resolved_map = resolve_rename_map(rename_map)
-    report = progress or (lambda message: None)
-    tolerance = Tolerance(atol=atol, rtol=rtol)
     spill_directory = None if spill is None else Path(spill)
+    options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
+    tolerance = Tolerance(atol=atol, rtol=rtol)
+    return compare_sources(original, ported, options, tolerance=tolerance, rename_map=resolved_map, infer=infer, stream=stream)
 
-    def stage(name: str) -> Progress:
-        report(name)
-        return lambda message: report(f"{name}, {message}")
 
+def compare_sources(
+    original: Source,
+    ported: Source,
+    options: RunOptions,
+    *,
+    tolerance: Tolerance,
+    rename_map: RenameMap | None,
+    infer: bool,
+    stream: bool,
+) -> Comparison:
+    """:func:`compare` with its run options as one value and its rename map resolved."""
+    report = options.progress or (lambda message: None)
     if stream:
         from tracetui.stream import compare_streaming
 
+        streamed = replace(options, progress=report)
         return compare_streaming(
-            lambda: load_source(original, seed=seed, device=device, progress=report),
-            lambda: load_source(ported, seed=seed, device=device, progress=report),
-            directory=spill_directory,
-            keep=KeepPolicy(values=keep, only=only, spill=spill_directory),
-            rename_map=resolved_map,
+            lambda: load_source(original, streamed),
+            lambda: load_source(ported, streamed),
+            streamed,
+            rename_map=rename_map,
             tolerance=tolerance,
             infer=infer,
-            rerun=rerun,
-            progress=report,
         )
 
-    def side_spill(side: str) -> Path | None:
-        return None if spill_directory is None else spill_directory / side
+    def stage(name: str, side: Side) -> RunOptions:
+        """The options for recording one side: its own progress prefix, and its own spill directory."""
+        report(name)
+        side_spill = None if options.spill is None else options.spill / side
+        return replace(options, progress=lambda message: report(f"{name}, {message}"), spill=side_spill)
 
-    original_trace = record(
-        original, rerun=rerun, seed=seed, device=device, progress=stage("recording the original"),
-        keep=keep, only=only, spill=side_spill("original"),
-    )
-    ported_loaded = load_source(ported, seed=seed, device=device, progress=report)
-    ported_trace = record(
-        ported_loaded, rerun=rerun, seed=seed, device=device, progress=stage("recording the port"),
-        keep=keep, only=only, spill=side_spill("ported"),
-    )
-    stage("comparing")
-    alignment = align(original_trace, ported_trace, resolved_map, infer=infer, atol=atol)
+    original_trace = record_source(original, stage("recording the original", "original"))
+    ported_options = stage("recording the port", "ported")
+    ported_loaded = load_source(ported, ported_options)
+    ported_trace = record_source(ported_loaded, ported_options)
+    report("comparing")
+    alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)
     # Each ported module judged on its own needs the port's model: not there for a trace file.
     isolation = isolate(ported_loaded, alignment, tolerance, report) if isinstance(ported_loaded, ModelScript) else None
     return compare_alignment(alignment, tolerance, isolation=isolation)

@@ -5,7 +5,7 @@ Readable at a glance in a terminal or a CI log; ``--full`` prints every row.
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -104,7 +104,7 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
         status = Text(row_status, style=STATUS_STYLES[row_status])
         if is_culprit:
             status.append(" ◀ culprit", style="bold red")
-        cells = [
+        cells: list[RenderableType] = [
             str(row.index),
             call_name(row.original, row.depth),
             call_name(row.ported, row.depth),

@@ -159,7 +159,10 @@ def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu")
         raise ScriptError(f"{path}: `build` is a {type(build).__name__}, not a function. Define `def build():` returning (model, inputs).")
     forward_function = getattr(module, "forward", None)
     if forward_function is not None and not callable(forward_function):
-        raise ScriptError(f"{path}: `forward` is a {type(forward_function).__name__}, not a function. Define `def forward(model, inputs):` or remove it.")
+        raise ScriptError(
+            f"{path}: `forward` is a {type(forward_function).__name__}, not a function. "
+            "Define `def forward(model, inputs):` or remove it."
+        )
 
     seed_everything(seed)
     folder = path.resolve().parent

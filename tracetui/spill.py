@@ -83,7 +83,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     """Memory-mapped tensors and the metadata of one safetensors file."""
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
     return tensors, metadata
 
 
@@ -142,7 +142,9 @@ def prepare_directory(directory: Path, index_name: str) -> None:
         raise TraceFileError(f"{directory}: exists and is not a directory; pass a new directory for the spilled trace.")
     directory.mkdir(parents=True, exist_ok=True)
     entries = list(directory.iterdir())
-    ours = [entry for entry in entries if entry.name == index_name or (entry.name.startswith("tensors-") and entry.suffix == ".safetensors")]
+    ours = [
+        entry for entry in entries if entry.name == index_name or (entry.name.startswith("tensors-") and entry.suffix == ".safetensors")
+    ]
     if len(ours) != len(entries):
         raise TraceFileError(
             f"{directory}: the directory holds files that are not a tracetui trace; pass an empty or new directory."

@@ -24,6 +24,7 @@ from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import UsageError
 from tracetui.memory import release_free_memory
+from tracetui.options import RunOptions
 from tracetui.pairing.alignment import align, pairing_key
 from tracetui.pairing.rename_map import RenameMap
 from tracetui.record import KeepPolicy, Progress, RerunCheck, record_script, record_twice
@@ -80,29 +81,28 @@ class StreamCheck:
 def compare_streaming(
     load_original: Callable[[], ModelScript | Trace],
     load_ported: Callable[[], ModelScript | Trace],
+    options: RunOptions,
     *,
-    directory: Path | None,
-    keep: KeepPolicy,
     rename_map: RenameMap | None,
     tolerance: Tolerance,
     infer: bool,
-    rerun: bool,
-    progress: Progress,
 ) -> Comparison:
-    """Record the original into ``directory`` (a temporary one if None), then stream the port.
+    """Record the original into ``options.spill`` (a temporary directory if None), then stream the port.
 
     The loaders build each script only when it is needed, so the two models are never in
     memory together. An original that is already a trace (``tracetui record orig.py -o DIR
     --spill``) is used as it is: record it once, stream each new version of the port.
     """
-    with working_directory(directory) as work:
+    progress: Progress = options.progress or (lambda message: None)
+    keep = options.keep_policy()  # an invalid --only fails before either model is built
+    with working_directory(options.spill) as work:
         progress("recording the original to disk")
         loaded_original = load_original()
         if isinstance(loaded_original, Trace):
             original = loaded_original
         else:
             original_keep = KeepPolicy(values=keep.values, only=keep.only, spill=work / "original")
-            original = (record_twice if rerun else record_script)(loaded_original, progress=progress, keep=original_keep)
+            original = (record_twice if options.rerun else record_script)(loaded_original, progress=progress, keep=original_keep)
         del loaded_original
         gc.collect()  # the original model's weights go before the port's are built
 
@@ -118,7 +118,7 @@ def compare_streaming(
         )
         check = StreamCheck({pairing_key(record, rename_map): record for record in original.records}, tolerance)
         ported = record_script(ported_script, progress=progress, keep=ported_keep, live_check=check)
-        if rerun:  # the port's own nondeterminism: one more run, checked live against this one
+        if options.rerun:  # the port's own nondeterminism: one more run, checked live against this one
             record_script(ported_script, seed=ported_script.seed + 1, keep=KeepPolicy(values="none"), live_check=RerunCheck(ported))
         progress("comparing")
         alignment = align(original, ported, rename_map, infer=infer, atol=tolerance.atol)
@@ -128,7 +128,7 @@ def compare_streaming(
         late_pairs = {
             call_key(ported.records[pair.ported]): original.records[pair.original]
             for pair in alignment.paired()
-            if (pair.original, pair.ported) not in measured
+            if pair.original is not None and pair.ported is not None and (pair.original, pair.ported) not in measured
         }
         if late_pairs:
             progress(f"running the port again for the {len(late_pairs)} calls paired by inference")

@@ -242,7 +242,9 @@ def read_document(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     try:
         document = json.loads(metadata["trace"])
     except (KeyError, json.JSONDecodeError) as error:
-        raise TraceFileError(f"{path}: the trace's records are missing or damaged ({error}). Record it again with `tracetui record`.") from error
+        raise TraceFileError(
+            f"{path}: the trace's records are missing or damaged ({error}). Record it again with `tracetui record`."
+        ) from error
     if not isinstance(document, dict):
         raise TraceFileError(f"{path}: the trace's records are damaged (not a JSON object). Record it again with `tracetui record`.")
     return document
@@ -252,11 +254,11 @@ def build_trace(document: dict[str, Any], tensors: dict[str, torch.Tensor], path
     def leaf(entry: dict[str, Any]) -> Leaf:
         source = tuple(entry["source"]) if "source" in entry else None
         if "tensor" in entry:
-            return Leaf(name=entry["name"], tensor=tensors[entry["tensor"]], source=source)  # type: ignore[arg-type]
+            return Leaf(name=entry["name"], tensor=tensors[entry["tensor"]], source=source)
         if "summary" in entry:
             summary = entry["summary"]
-            return summary_leaf(entry["name"], TensorSummary(**summary | {"shape": tuple(summary["shape"])}), source)  # type: ignore[arg-type]
-        return Leaf(name=entry["name"], value_type=entry["type"], value_repr=entry["repr"], source=source)  # type: ignore[arg-type]
+            return summary_leaf(entry["name"], TensorSummary(**summary | {"shape": tuple(summary["shape"])}), source)
+        return Leaf(name=entry["name"], value_type=entry["type"], value_repr=entry["repr"], source=source)
 
     trace = Trace(
         source=str(path),

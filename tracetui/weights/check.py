@@ -1,22 +1,4 @@
-"""Where each ported weight came from: the weight-conversion check behind ``tracetui weights``.
-
-For every tensor of the port's state dict (parameters and persistent buffers) the check finds
-the original tensor its values came from, and how:
-
-* ``same`` — the original tensor of the same name (after the rename map: a weight's name is its
-  module's name plus ``.weight``, ``.bias``, ...), same values;
-* ``renamed`` — the same values under another original name;
-* ``transposed`` — the transpose of an original tensor (Linear ↔ GPT-2's Conv1D);
-* ``slice`` — a block of rows or columns of an original tensor, transposed or not (q out of a
-  fused qkv along dim 0, or a Conv1D-style chunk along dim 1), or a 1-D slice (a bias);
-* ``assembled`` — row or column blocks of one or more original tensors put together: a fused
-  projection built from separate ones, or the rows of one tensor in another order (RoPE
-  permutations are that; so is a swap of q and k inside a fused weight);
-* ``rearranged`` — the values of one original tensor in an order none of the above explains;
-* ``missing`` — nothing in the original holds these values: probably never converted, still
-  its random initialisation.
-
-…and every original tensor that no ported tensor uses.
+"""Finding where each ported tensor's values came from in the original state dict.
 
 Matching is by value, so no map is needed. Values are compared exactly, after casting both
 sides to the narrowest floating dtype present (a conversion copies values exactly; a cast from
@@ -31,221 +13,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from tracetui.pairing.rename_map import RenameMap
+from tracetui.weights.index import (
+    CANDIDATES_PER_ROW,
+    OriginalIndex,
+    WholeKey,
+    build_original_index,
+    canonical,
+    common_dtype,
+    row_hashes,
+    whole_key,
+)
+from tracetui.weights.report import Axis, Piece, TensorSource, UnusedTensor, WeightReport
 
-How = Literal["same", "renamed", "transposed", "slice", "assembled", "rearranged", "missing"]
-HOWS: tuple[How, ...] = ("same", "renamed", "transposed", "slice", "assembled", "rearranged", "missing")
-CANDIDATES_PER_ROW = 8  # a row value shared by more original rows than this (all zeros, say) is not looked up
-SCHEMA = "tracetui.weights/1"
-
-
-@dataclass
-class Piece:
-    """A block of an original tensor: rows (or columns) ``start:stop``, maybe transposed."""
-
-    original: str
-    axis: Literal["rows", "columns", "elements"]
-    start: int
-    stop: int
-    transposed: bool = False
-
-    def describe(self) -> str:
-        text = f"{self.original} {self.axis} {self.start}:{self.stop}"
-        return text + " transposed" if self.transposed else text
-
-
-@dataclass
-class TensorSource:
-    """Where one ported tensor's values came from."""
-
-    ported: str
-    shape: tuple[int, ...]
-    dtype: str
-    how: How
-    original: str | None = None  # the (main) original tensor
-    detail: str = ""
-    expected: str | None = None  # the original name the map (or an equal name) points to
-    original_dtype: str | None = None
-    pieces: list[Piece] = field(default_factory=list)
-    # Set when the same tensor of the other layers comes from another original name: swapped
-    # q and k in one layer look like this. A warning, not a problem (the values are accounted for).
-    breaks_pattern: str | None = None
-
-    @property
-    def accounted_for(self) -> bool:
-        return self.how != "missing"
-
-    @property
-    def from_unexpected_tensor(self) -> bool:
-        """The map names an original tensor that exists, but the values came from another one."""
-        if self.expected is None or self.how == "missing":
-            return False
-        sources = {piece.original for piece in self.pieces} or {self.original}
-        return self.expected not in sources
-
-    @property
-    def cast(self) -> str | None:
-        if self.original_dtype is None or self.original_dtype == self.dtype:
-            return None
-        return f"{self.original_dtype} → {self.dtype}"
-
-
-@dataclass
-class UnusedTensor:
-    name: str
-    shape: tuple[int, ...]
-    same_values_as: str | None = None  # an original tensor that is used and holds the same values (tied)
-
-
-@dataclass
-class WeightReport:
-    sources: list[TensorSource]
-    unused: list[UnusedTensor]
-    mapped: bool  # a rename map was given: a tensor taken from another name than the map's is a problem
-
-    @property
-    def problems(self) -> list[TensorSource]:
-        return [source for source in self.sources if not source.accounted_for or (self.mapped and source.from_unexpected_tensor)]
-
-    @property
-    def complete(self) -> bool:
-        return not self.problems
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(HOWS, 0)
-        for source in self.sources:
-            counts[source.how] += 1
-        return counts
-
-
-# -- hashing ---------------------------------------------------------------------------------
-
-
-def common_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
-    """The narrowest floating dtype among the tensors: both sides are compared cast to it."""
-    floating = {tensor.dtype for tensor in tensors if tensor.is_floating_point()}
-    if not floating:
-        return torch.float32
-    return min(floating, key=lambda dtype: (torch.finfo(dtype).bits, dtype != torch.bfloat16))
-
-
-def canonical(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    tensor = tensor.detach()
-    if tensor.device.type != "cpu":
-        tensor = tensor.cpu()
-    if tensor.is_complex():
-        tensor = torch.view_as_real(tensor)
-    if tensor.is_floating_point():
-        tensor = tensor.to(dtype)
-    elif tensor.dtype == torch.bool:
-        tensor = tensor.to(torch.uint8)
-    else:
-        tensor = tensor.to(torch.int64)
-    return tensor.contiguous()
-
-
-def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """The bytes of a contiguous tensor, without copying when possible."""
-    flat = tensor.reshape(-1)
-    if flat.numel() == 0:
-        return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy()).cast("B")
-
-
-def whole_key(tensor: torch.Tensor) -> tuple[tuple[int, ...], str, int]:
-    return (tuple(tensor.shape), str(tensor.dtype), hash(bytes(tensor_bytes(tensor))))
-
-
-def row_hashes(matrix: torch.Tensor) -> list[int]:
-    """One hash per row of a contiguous 2-D tensor."""
-    data = bytes(tensor_bytes(matrix))
-    view = memoryview(data)
-    width = len(data) // matrix.shape[0] if matrix.shape[0] else 0
-    return [hash(view[row * width : (row + 1) * width]) for row in range(matrix.shape[0])]
-
-
-# -- the original side's index ---------------------------------------------------------------
-
-
-@dataclass
-class OriginalIndex:
-    """Hashes of the original tensors: whole, and (built on first need) every row and column."""
-
-    tensors: dict[str, torch.Tensor]  # canonical tensors by name
-    aliases: dict[str, list[str]]  # first name of a shared storage -> every name of it
-    by_whole: dict[tuple[tuple[int, ...], str, int], list[str]] = field(default_factory=lambda: defaultdict(list))
-    rows_of: dict[str, list[int]] = field(default_factory=dict)
-    columns_of: dict[str, list[int]] = field(default_factory=dict)
-    by_row: dict[int, list[tuple[str, int]]] | None = None
-    by_column: dict[int, list[tuple[str, int]]] | None = None
-    sorted_keys: dict[str, int] = field(default_factory=dict)
-
-    def build_line_index(self) -> None:
-        if self.by_row is not None:
-            return
-        self.by_row, self.by_column = defaultdict(list), defaultdict(list)
-        for name, tensor in self.tensors.items():
-            if tensor.dim() != 2 or tensor.numel() == 0:
-                continue
-            self.rows_of[name] = row_hashes(tensor)
-            self.columns_of[name] = row_hashes(tensor.t().contiguous())
-            for lines, index in ((self.rows_of[name], self.by_row), (self.columns_of[name], self.by_column)):
-                for position, line_hash in enumerate(lines):
-                    bucket = index[line_hash]
-                    if len(bucket) <= CANDIDATES_PER_ROW:
-                        bucket.append((name, position))
-
-    def with_same_values(self, tensor: torch.Tensor) -> list[str]:
-        """Original tensors holding the same values as ``tensor`` in any order (same sorted values).
-
-        Only tensors with as many elements and the same smallest and largest value are sorted.
-        """
-        smallest, largest = tensor.min(), tensor.max()
-        key = sorted_key(tensor)
-        names = []
-        for name, original in self.tensors.items():
-            if original.numel() != tensor.numel() or original.dtype != tensor.dtype:
-                continue
-            if not (torch.equal(original.min(), smallest) and torch.equal(original.max(), largest)):
-                continue
-            if name not in self.sorted_keys:
-                self.sorted_keys[name] = sorted_key(original)
-            if self.sorted_keys[name] == key:
-                names.append(name)
-        return names
-
-
-def sorted_key(tensor: torch.Tensor) -> int:
-    values = tensor.reshape(-1)
-    if values.dtype in (torch.float16, torch.bfloat16):
-        values = values.float()  # sort supports them poorly; the cast is exact
-    return hash(bytes(tensor_bytes(values.sort().values.contiguous())))
-
-
-def build_original_index(state: Mapping[str, torch.Tensor], dtype: torch.dtype) -> OriginalIndex:
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, list[str]] = {}
-    storage_owner: dict[tuple[int, tuple[int, ...], tuple[int, ...], str], str] = {}
-    for name, tensor in state.items():
-        identity = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), str(tensor.dtype))
-        if tensor.numel() and identity in storage_owner:  # tied weights: one tensor, two names
-            aliases[storage_owner[identity]].append(name)
-            continue
-        storage_owner[identity] = name
-        aliases[name] = [name]
-        tensors[name] = canonical(tensor, dtype)
-    index = OriginalIndex(tensors=tensors, aliases=aliases)
-    for name, tensor in tensors.items():
-        index.by_whole[whole_key(tensor)].append(name)
-    return index
-
-
-# -- finding a ported tensor's source ---------------------------------------------------------
+# How a ported 2-D tensor's lines are looked up: which of its lines ("rows" or "columns"), the
+# original line index and line hashes they are looked up in, the axis of the original blocks, transposed.
+Layout = tuple[str, dict[int, list[tuple[str, int]]], dict[str, list[int]], Axis, bool]
 
 
 def expected_original_names(original_names: list[str], rename_map: RenameMap | None) -> dict[str, str]:
@@ -347,7 +133,7 @@ class SourceFinder:
             return line_hashes[which]
 
         # (the ported tensor's lines, the original lines they are looked up in, axis, transposed)
-        layouts = (
+        layouts: tuple[Layout, ...] = (
             ("rows", self.index.by_row, self.index.rows_of, "rows", False),
             ("columns", self.index.by_column, self.index.columns_of, "columns", False),
             ("columns", self.index.by_row, self.index.rows_of, "rows", True),
@@ -356,28 +142,32 @@ class SourceFinder:
         expected_owner = self.owner(source.expected) if source.expected else None
         for ported_lines, line_index, lines_of, axis, transposed in layouts:
             lines = lines_of_ported(ported_lines)
-            pieces = cover(lines, line_index, lines_of, prefer=expected_owner)
-            if pieces is None:
+            runs = cover(lines, line_index, lines_of, prefer=expected_owner)
+            if runs is None:
                 continue
-            pieces = [Piece(self.piece_name(name, source.expected), axis, start, stop, transposed) for name, start, stop in pieces]
+            pieces = [Piece(self.piece_name(name, source.expected), axis, start, stop, transposed) for name, start, stop in runs]
             if not self.verify_pieces(tensor, pieces):
                 continue
-            source.pieces = pieces
-            source.original = pieces[0].original
-            whole_of_one = len({piece.original for piece in pieces}) == 1 and sum(piece.stop - piece.start for piece in pieces) == len(
-                lines
-            )
-            if len(pieces) == 1:
-                source.how = "slice"
-                source.detail = pieces[0].describe().removeprefix(pieces[0].original + " ")
-            else:
-                source.how = "assembled"
-                if whole_of_one and self.line_count(pieces[0]) == len(lines):
-                    source.detail = f"{axis} in another order ({len(pieces)} blocks)" + (", transposed" if transposed else "")
-                else:
-                    source.detail = " + ".join(piece.describe() for piece in pieces[:3]) + (" + …" if len(pieces) > 3 else "")
+            self.describe_blocks(source, pieces, len(lines))
             return True
         return False
+
+    def describe_blocks(self, source: TensorSource, pieces: list[Piece], line_count: int) -> None:
+        """Fill in ``source`` from the blocks that make it up: one is a slice, several an assembly."""
+        source.pieces = pieces
+        source.original = pieces[0].original
+        if len(pieces) == 1:
+            source.how = "slice"
+            source.detail = pieces[0].describe().removeprefix(pieces[0].original + " ")
+            return
+        source.how = "assembled"
+        one_original = len({piece.original for piece in pieces}) == 1
+        whole_of_one = one_original and sum(piece.stop - piece.start for piece in pieces) == line_count
+        if whole_of_one and self.line_count(pieces[0]) == line_count:  # one tensor's lines, reordered (a RoPE permutation)
+            first = pieces[0]
+            source.detail = f"{first.axis} in another order ({len(pieces)} blocks)" + (", transposed" if first.transposed else "")
+        else:
+            source.detail = " + ".join(piece.describe() for piece in pieces[:3]) + (" + …" if len(pieces) > 3 else "")
 
     def piece_name(self, owner: str, expected: str | None) -> str:
         """An original tensor's name as the report shows it: the expected one among tied names."""
@@ -508,7 +298,7 @@ def check_weights(
         sources.append(finder.find(name, canonical(tensor, dtype), str(tensor.dtype).removeprefix("torch.")))
     used_owners = {finder.owner(name) for name in finder.used}
     unused = []
-    value_owner: dict[tuple[tuple[int, ...], str, int], str] = {}
+    value_owner: dict[WholeKey, str] = {}
     for owner in used_owners:
         value_owner.setdefault(whole_key(index.tensors[owner]), owner)
     for owner, names in index.aliases.items():
@@ -554,39 +344,3 @@ def mark_pattern_breaks(sources: list[TensorSource]) -> None:
 def state_with_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A model's state dict: parameters and persistent buffers, as a conversion script sees them."""
     return dict(model.state_dict())
-
-
-def report_document(report: WeightReport) -> dict[str, object]:
-    return {
-        "schema": SCHEMA,
-        "verdict": "complete" if report.complete else "incomplete",
-        "counts": report.counts(),
-        "ported": [
-            {
-                "name": source.ported,
-                "shape": list(source.shape),
-                "dtype": source.dtype,
-                "how": source.how,
-                "original": source.original,
-                "detail": source.detail or None,
-                "expected": source.expected,
-                "cast": source.cast,
-                "pieces": [
-                    {
-                        "original": piece.original,
-                        "axis": piece.axis,
-                        "start": piece.start,
-                        "stop": piece.stop,
-                        "transposed": piece.transposed,
-                    }
-                    for piece in source.pieces
-                ],
-                "problem": source in report.problems,
-                "breaks_pattern": source.breaks_pattern,
-            }
-            for source in report.sources
-        ],
-        "unused_original": [
-            {"name": tensor.name, "shape": list(tensor.shape), "same_values_as": tensor.same_values_as} for tensor in report.unused
-        ],
-    }

@@ -1,0 +1,72 @@
+"""The ``tracetui`` command: one module per sub-command, dispatched by name from :data:`SUB_COMMANDS`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from rich.console import Console
+
+from tracetui.cli import align, compare, record, show, weights
+from tracetui.errors import TracetuiError
+
+DESCRIPTION = """\
+Find where a ported neural network stops giving the same numbers as the original.
+
+tracetui runs both models with hooks on every module, records every call's inputs and
+outputs, pairs the calls of the two models, and names the module that introduces a
+difference (its inputs agree within tolerance, its outputs do not) apart from the modules
+that only inherit it.
+
+A model script is a Python file with build() returning (model, inputs), and optionally
+forward(model, inputs). Wherever a script is accepted, a trace file saved by
+`tracetui record` is accepted too."""
+
+
+class SubCommand(NamedTuple):
+    add_parser: Callable[[argparse._SubParsersAction], None]  # adds the sub-command's parser and options
+    run: Callable[[argparse.Namespace, Console, Console], int]  # (arguments, output, errors) → exit status
+
+
+# Sub-command name → its parser and its function, in the order `tracetui --help` lists them.
+SUB_COMMANDS: dict[str, SubCommand] = {
+    "compare": SubCommand(compare.add_compare_command, compare.run_compare),
+    "record": SubCommand(record.add_record_command, record.run_record),
+    "show": SubCommand(show.add_show_command, show.run_show),
+    "align": SubCommand(align.add_align_command, align.run_align),
+    "weights": SubCommand(weights.add_weights_command, weights.run_weights),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracetui", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="tracetui 0.1.0")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for sub_command in SUB_COMMANDS.values():
+        sub_command.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command is None:
+        parser.print_help()
+        return 2
+    # Piped into a file or a CI log, rich would wrap at 80 columns; module names need more.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    errors = Console(stderr=True)
+    try:
+        return SUB_COMMANDS[arguments.command].run(arguments, console, errors)
+    except TracetuiError as error:
+        if arguments.debug:
+            raise
+        errors.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+        if error.detail:
+            errors.print(error.detail, highlight=False, markup=False, soft_wrap=True)
+        return error.exit_status
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130

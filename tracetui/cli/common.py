@@ -1,0 +1,65 @@
+"""What several sub-commands share: their run and memory options, and the checks on them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tracetui.errors import UsageError
+from tracetui.script import DEFAULT_SEED
+
+
+def add_run_options(command: argparse.ArgumentParser, rerun: bool) -> None:
+    """--seed, --device, --debug (and --no-rerun for commands that run each model twice)."""
+    command.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="seed set before build() and the forward pass (default: %(default)s)"
+    )
+    command.add_argument("--device", default="cpu", help="device to run the models on, e.g. cuda (default: %(default)s)")
+    if rerun:
+        command.add_argument(
+            "--no-rerun",
+            action="store_true",
+            help="run each model once; skips the check that finds nondeterministic calls (default: run twice)",
+        )
+    command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
+
+
+def add_memory_options(command: argparse.ArgumentParser, stream: bool) -> None:
+    """What a recording keeps of each tensor and where: for models whose traces outgrow memory."""
+    group = command.add_argument_group("memory (models whose traces do not fit in memory)")
+    group.add_argument(
+        "--keep",
+        choices=("full", "stats"),
+        default="full",
+        help="full: keep every tensor; stats: keep shape, dtype, min, max, mean and NaN/Inf count only — "
+        "a difference in statistics is certain, agreement is not proof (default: %(default)s)",
+    )
+    group.add_argument("--only", metavar="REGEX", help="keep full tensors only for modules whose name matches REGEX, statistics elsewhere")
+    if stream:
+        group.add_argument(
+            "--spill",
+            metavar="DIR",
+            help="write tensors to DIR/original and DIR/ported as they are recorded and read them back memory-mapped",
+        )
+        group.add_argument(
+            "--stream",
+            action="store_true",
+            help="record ORIG to disk (--spill DIR, or a temporary directory), then check PORTED against it as it runs, "
+            "holding about one layer in memory; PORTED keeps statistics (and --only tensors)",
+        )
+    else:
+        group.add_argument(
+            "--spill",
+            action="store_true",
+            help="write tensors to the -o directory as they are recorded (bounded memory); -o names a directory",
+        )
+
+
+def check_tolerance(arguments: argparse.Namespace) -> None:
+    if arguments.atol < 0 or arguments.rtol < 0:
+        raise UsageError(f"--atol and --rtol must be zero or positive (got atol {arguments.atol:g}, rtol {arguments.rtol:g}).")
+
+
+def wants_interface(arguments: argparse.Namespace) -> bool:
+    """The interface opens in a terminal unless --no-tui; piped output gets the headless report."""
+    return not arguments.no_tui and sys.stdin.isatty() and sys.stdout.isatty()

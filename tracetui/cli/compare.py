@@ -1,0 +1,153 @@
+"""``tracetui compare``: run both models, pair their calls, name the culprit; optionally stop ipdb in it."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from tracetui import api
+from tracetui.classify import Tolerance
+from tracetui.cli.common import add_memory_options, add_run_options, check_tolerance, wants_interface
+from tracetui.compare import Comparison
+from tracetui.errors import UsageError
+from tracetui.options import RunOptions
+from tracetui.report import print_report
+from tracetui.sides import pick
+
+COMPARE_EPILOG = """\
+exit status (headless): 0 all paired outputs agree, 1 a divergence was found, 2 usage,
+load or script error.
+
+examples:
+  tracetui compare original.py ported.py --no-tui
+  tracetui compare original.py ported.py --map map.toml --json report.json --no-tui
+  tracetui compare original.trace ported.py --atol 1e-4 --no-tui
+  tracetui compare original.py ported.py --break-on-mismatch
+  tracetui compare original.py ported.py --break-at model.layers.0.mlp:2 --side ported
+
+debugger: --break-on-mismatch and --break-at print the headless report, then build the
+chosen side's script again and run it, stopping ipdb at the first line of that module's
+forward on that call, with the real arguments in scope. At the prompt `ctx` holds both
+sides' recorded inputs and outputs for the call: `p ctx`, `p ctx.diff(hidden_states)`,
+`p ctx.diff_output(result)`, `ctx.other.inputs[...]`. `c` runs to the end, `q` stops the
+run; the exit status is the comparison's (0 match, 1 diverged), 2 for an unknown or
+never-run module or a side given as a trace file."""
+
+
+def add_compare_command(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare an original model with its port",
+        description="Run ORIG and PORTED, pair their module calls and name the first divergence.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("original", metavar="ORIG", help="original model script (.py) or trace file")
+    compare.add_argument("ported", metavar="PORTED", help="ported model script (.py) or trace file")
+    compare.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default: %(default)g)")
+    compare.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default: %(default)g)")
+    compare.add_argument(
+        "--map",
+        metavar="MAP.toml",
+        help='rename map: rename = [["regex", "replacement"], ...] applied to original names; calls it leaves unpaired '
+        "are paired automatically (default: no map, pair everything automatically; see `tracetui align`)",
+    )
+    compare.add_argument("--no-infer", action="store_true", help="pair calls only by equal names and the --map, not automatically")
+    compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
+    compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
+    compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
+    add_debugger_options(compare)
+    add_run_options(compare, rerun=True)
+    add_memory_options(compare, stream=True)
+
+
+def add_debugger_options(compare: argparse.ArgumentParser) -> None:
+    breaking = compare.add_mutually_exclusive_group()
+    breaking.add_argument(
+        "--break-on-mismatch",
+        action="store_true",
+        help="after the report, re-run the --side model and stop ipdb at the first line of the culprit's forward",
+    )
+    breaking.add_argument(
+        "--break-at",
+        metavar="QUALNAME[:CALL]",
+        help="after the report, re-run the --side model and stop ipdb at the first line of this module's forward "
+        "on its CALL-th call (0-based, default 0); QUALNAME is a name of that side's model, (root) for the root",
+    )
+    compare.add_argument(
+        "--side",
+        choices=("original", "ported"),
+        default="ported",
+        help="the model to re-run and stop in for --break-on-mismatch / --break-at (default: %(default)s)",
+    )
+
+
+def run_compare(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
+    check_tolerance(arguments)
+    check_break_options(arguments)
+    rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
+    with errors.status("starting") as status:
+        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(message + " …"))
+        comparison = api.compare_sources(
+            arguments.original,
+            arguments.ported,
+            options,
+            tolerance=Tolerance(atol=arguments.atol, rtol=arguments.rtol),
+            rename_map=rename_map,
+            infer=not arguments.no_infer,
+            stream=arguments.stream,
+        )
+    if arguments.json:
+        from tracetui.json_report import write_report
+
+        write_report(comparison, arguments.json)
+    exit_status = 0 if comparison.verdict == "match" else 1
+    if arguments.break_on_mismatch or arguments.break_at is not None:
+        print_report(comparison, console, full=arguments.full)
+        return run_debugger(arguments, comparison, exit_status, console, errors)
+    if wants_interface(arguments):
+        from tracetui.tui import open_comparison
+
+        open_comparison(comparison)
+        return exit_status
+    print_report(comparison, console, full=arguments.full)
+    return exit_status
+
+
+def check_break_options(arguments: argparse.Namespace) -> None:
+    """Catch debugger option mistakes before the slow comparison."""
+    breaking = arguments.break_on_mismatch or arguments.break_at is not None
+    if not breaking:
+        if arguments.side != "ported":
+            raise UsageError("--side chooses the model to stop in; use it with --break-at or --break-on-mismatch.")
+        return
+    from tracetui.debugger import parse_break_at, require_script
+
+    if arguments.break_at is not None:
+        parse_break_at(arguments.break_at)
+    require_script(pick(arguments, arguments.side), arguments.side)
+
+
+def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_status: int, console: Console, errors: Console) -> int:
+    """--break-on-mismatch / --break-at: re-run one side and stop ipdb in a module's forward."""
+    from tracetui.debugger import debug_script_call, describe_outcome, find_row, parse_break_at
+    from tracetui.script import load_script
+
+    side = arguments.side
+    script_path = pick(arguments, side)
+    if arguments.break_on_mismatch:
+        if comparison.culprit is None:
+            console.print("nothing to break at: every paired call agrees within tolerance.")
+            return exit_status
+        row = comparison.culprit
+        if pick(row, side) is None:
+            raise UsageError(f"the culprit {row.label} has no {side} call; choose the other side with --side.")
+    with errors.status(f"building {script_path} …"):
+        script = load_script(script_path, seed=arguments.seed, device=arguments.device)
+    if arguments.break_at is not None:
+        name, call = parse_break_at(arguments.break_at)
+        row = find_row(comparison, side, name, call, model_names=lambda: (module_name for module_name, _ in script.model.named_modules()))
+    outcome = debug_script_call(comparison, row, side, script)
+    console.print(describe_outcome(outcome, row, side), highlight=False)
+    return 2 if outcome == "not_reached" else exit_status

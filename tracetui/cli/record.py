@@ -1,0 +1,50 @@
+"""``tracetui record``: save one model's trace to a file (or a directory of shards) to compare later."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from tracetui import api
+from tracetui.cli.common import add_memory_options, add_run_options
+from tracetui.errors import UsageError
+from tracetui.options import RunOptions
+from tracetui.tracefile import is_directory_trace, save_trace
+
+
+def add_record_command(commands: argparse._SubParsersAction) -> None:
+    record = commands.add_parser(
+        "record",
+        help="save a model's trace to a file",
+        description="Record SCRIPT's forward pass and save it (safetensors) to compare later or elsewhere.",
+        epilog="example:\n  tracetui record original.py -o original.trace\n  tracetui compare original.trace ported.py --no-tui",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    record.add_argument("script", metavar="SCRIPT", help="model script (.py)")
+    record.add_argument(
+        "-o", "--output", required=True, metavar="TRACEFILE",
+        help="where to write the trace: a file, or a directory (an existing one, or a name with no suffix) holding shards",
+    )
+    add_run_options(record, rerun=True)
+    add_memory_options(record, stream=False)
+
+
+def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
+    if not api.is_script_path(arguments.script):
+        raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
+    output = Path(arguments.output)
+    if arguments.spill and not is_directory_trace(output):
+        raise UsageError(f"{output}: --spill writes the trace as a directory of shards; pass a directory (a name with no suffix) to -o.")
+    with errors.status("recording …") as status:
+        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {message} …"))
+        trace = api.record_source(arguments.script, options)
+    if not arguments.spill:  # a spilled trace is already on disk, index and all
+        with errors.status(f"saving {len(trace)} calls …") as status:
+            output = save_trace(trace, output, progress=lambda message: status.update(f"saving {len(trace)} calls, {message} …"))
+    console.print(
+        f"recorded {len(trace)} calls of {arguments.script}, {len(trace.unique_tensors())} tensors "
+        f"({trace.nbytes() / 1e6:.1f} MB) → {output}"
+    )
+    return 0

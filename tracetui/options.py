@@ -1,0 +1,59 @@
+"""How to run the models: the options every recording takes, as one value.
+
+The command line and the Python API's keywords each build a :class:`RunOptions` once; the
+layers below (:mod:`tracetui.api`'s helpers, :mod:`tracetui.stream`) pass it on whole rather
+than seven keywords one by one, and derive a variant with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tracetui.record import KeepPolicy, Progress
+from tracetui.script import DEFAULT_SEED
+
+Keep = Literal["full", "stats"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How each model is run and recorded.
+
+    ``rerun`` runs each model twice, to catch nondeterministic calls; ``seed`` and ``device``
+    are set before build() and the forward pass; ``progress`` receives short messages during
+    long recordings; ``keep``, ``only`` and ``spill`` choose what is kept of each tensor and
+    where (see :class:`tracetui.record.KeepPolicy`).
+    """
+
+    rerun: bool = True
+    seed: int = DEFAULT_SEED
+    device: str = "cpu"
+    progress: Progress | None = None
+    keep: Keep = "full"
+    only: str | None = None
+    spill: Path | None = None
+
+    @classmethod
+    def from_arguments(cls, arguments: argparse.Namespace, progress: Progress | None = None) -> RunOptions:
+        """The options a sub-command's parsed arguments give; those it does not take keep their defaults."""
+        given = vars(arguments)
+        defaults = cls()
+        spill = given.get("spill")
+        if spill is True:  # record's --spill is a flag: the trace's -o directory is where it spills
+            spill = given["output"]
+        return cls(
+            rerun=not given["no_rerun"] if "no_rerun" in given else defaults.rerun,
+            seed=given.get("seed", defaults.seed),
+            device=given.get("device", defaults.device),
+            progress=progress,
+            keep=given.get("keep", defaults.keep),
+            only=given.get("only", defaults.only),
+            spill=Path(spill) if spill else None,
+        )
+
+    def keep_policy(self) -> KeepPolicy:
+        """What a recording keeps, spilled to :attr:`spill`; an invalid ``only`` raises a UsageError here."""
+        return KeepPolicy(values=self.keep, only=self.only, spill=self.spill)
