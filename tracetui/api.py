@@ -163,9 +163,7 @@ def compare_sources(
     ported_trace = record_source(ported_loaded, ported_options)
     report("comparing")
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)
-    # Each ported module judged on its own needs the port's model: not there for a trace file.
-    isolation = isolate(ported_loaded, alignment, tolerance, report) if isinstance(ported_loaded, ModelScript) else None
-    return compare_alignment(alignment, tolerance, isolation=isolation)
+    return compare_alignment(alignment, tolerance, isolation=isolate(ported_loaded, alignment, tolerance, report))
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

@@ -30,7 +30,7 @@ from tracetui.numeric import equivalent_shapes, summarize
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
-from tracetui.trace import CallRecord, Leaf, summary_leaf
+from tracetui.trace import CallRecord, Leaf, Trace, summary_leaf
 
 TRIM_EVERY_ELEMENTS = 32 * 1024 * 1024  # elements measured between returns of freed memory
 
@@ -273,13 +273,24 @@ class FedRun:
 
 
 def isolate(
-    script: ModelScript, alignment: Alignment, tolerance: Tolerance, progress: Callable[[str], None] | None = None
-) -> Isolation:
-    """Run the port once more, every paired module fed the original's values (module docstring)."""
+    ported: ModelScript | Trace, alignment: Alignment, tolerance: Tolerance, progress: Callable[[str], None] | None = None
+) -> Isolation | None:
+    """Run the port once more, every paired module fed the original's values (module docstring).
+
+    None when there is nothing to run (the port given as a trace) or nothing to feed (the
+    original kept statistics of some tensors, ``--keep stats`` or outside ``--only``): the
+    culprit is then found by descent.
+    """
+    if not isinstance(ported, ModelScript) or not kept_every_value(alignment.original):
+        return None
     if progress is not None:
         progress("running the port once more, each module fed the original's values")
-    run = FedRun(script.model, alignment, tolerance)
+    run = FedRun(ported.model, alignment, tolerance)
     with garbage_collection_paused(), run.attached():
-        script.run(seed=alignment.ported.seed)
+        ported.run(seed=alignment.ported.seed)
     release_free_memory()
     return run.isolation
+
+
+def kept_every_value(trace: Trace) -> bool:
+    return all(leaf.summary is None for record in trace.records for leaf in record.inputs + record.outputs)

@@ -23,6 +23,7 @@ from pathlib import Path
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import UsageError
+from tracetui.isolate import isolate
 from tracetui.memory import release_free_memory
 from tracetui.options import RunOptions
 from tracetui.pairing.alignment import align, pairing_key
@@ -135,7 +136,8 @@ def compare_streaming(
             late_check = StreamCheck(late_pairs, tolerance)
             record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
             measured |= late_check.by_record_index(ported)
-        return compare_alignment(alignment, tolerance, measured)
+        isolation = isolate(ported_script, alignment, tolerance, progress)  # the original's values read from disk
+        return compare_alignment(alignment, tolerance, measured, isolation)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from rich.console import Console
 
-from tracetui.cli import align, compare, record, show, weights
+from tracetui.cli import align, compare, export_tests, record, show, weights
 from tracetui.errors import TracetuiError
 
 DESCRIPTION = """\
@@ -37,6 +37,7 @@ SUB_COMMANDS: dict[str, SubCommand] = {
     "show": SubCommand(show.add_show_command, show.run_show),
     "align": SubCommand(align.add_align_command, align.run_align),
     "weights": SubCommand(weights.add_weights_command, weights.run_weights),
+    "export-tests": SubCommand(export_tests.add_export_tests_command, export_tests.run_export_tests),
 }
 
 
