@@ -119,8 +119,10 @@ def generated_source(comparison: Comparison, cases: list[ComponentCase], fixture
     header = f'''"""Component tests of the port, written by `tracetui export-tests` (edit freely).
 
 Each test builds the port with its script, runs the named module on the original's recorded
-inputs ({fixture_name}, next to this file) and checks its outputs against the original's at
-{comparison.tolerance}. Original: {comparison.original.source}; port: {comparison.ported.source}.
+inputs and checks its outputs against the original's at {comparison.tolerance}.
+Recorded values: {fixture_name}, next to this file.
+Original: {comparison.original.source}
+Port: {comparison.ported.source}
 """
 
 from tracetui.components import ComponentSuite
