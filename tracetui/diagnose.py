@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracetui.classify import Classification, InputBlame, Tolerance
-from tracetui.numeric import format_difference
+from tracetui.numeric import TensorDifference, format_difference
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import Row
+from tracetui.text import shape_text
 
 # Inputs that agree only loosely: an output just over the tolerance may be amplified rounding.
 LOOSE_AGREEMENT_FRACTION = 0.1
@@ -70,17 +71,23 @@ def diagnose(rows: list[Row], classification: Classification, alignment: Alignme
 
 def isolated_reason(culprit: Row, rows: list[Row], classification: Classification, alignment: Alignment) -> str:
     """Why the fed run blames this call: its own outputs, or an input it made, or both."""
+    index = culprit.index
     parts = []
-    if classification.isolated_disagrees[culprit.index] and classification.introduces[culprit.index]:
-        children = [rows[position] for position in classification.figures.children.get(culprit.index, [])]
+    if classification.isolated_disagrees[index] and classification.introduces[index]:
+        children = [rows[position] for position in classification.figures.children.get(index, [])]
         parts.append(culprit_reason(culprit, classification, alignment, children))
-    elif classification.isolated_disagrees[culprit.index]:
+    elif classification.isolated_disagrees[index]:
         parts.append(own_outputs_reason(culprit, classification))
+    elif classification.introduces[index]:
+        parts.append(in_run_sentence(culprit, classification))
+    elif culprit.is_paired and not classification.inputs_agree[index]:
+        parts.append(f"its inputs already differ in this run (max |Δ| {format_difference(culprit.input_max_abs)})")
+    tolerance = classification.tolerance
     for blame in classification.figures.input_blames:
         assert blame.pair.difference is not None
-        if blame.blamed == culprit.index and not blame.pair.difference.within(classification.tolerance.atol, classification.tolerance.rtol):
+        if blame.blamed == index and not blame.pair.difference.within(tolerance.atol, tolerance.rtol):
             parts.append(input_blame_reason(blame, culprit, rows))
-    return "; and ".join(parts)
+    return "; ".join(parts)
 
 
 def input_blame_reason(blame: InputBlame, culprit: Row, rows: list[Row]) -> str:
@@ -109,7 +116,7 @@ def own_outputs_reason(culprit: Row, classification: Classification) -> str:
     fed_children = bool(classification.figures.children.get(culprit.index))
     if classification.status(culprit.index) == "shape_mismatch":
         shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
-        outcome = f"its output shapes differ ({list(shapes.original_shape)} vs {list(shapes.ported_shape)})"
+        outcome = f"its output shapes differ ({shapes_text(shapes)})"
     else:
         outcome = f"its outputs still differ (max |Δ| {format_difference(culprit.isolated_max_abs)})"
     reason = (
@@ -177,20 +184,8 @@ def one_sided_calls_before(children: list[Row], first_disagreeing_child: Row | N
 def culprit_reason(culprit: Row, classification: Classification, alignment: Alignment, children: list[Row]) -> str:
     """Why this call is the culprit, in one paragraph: input Δ, output Δ, and what to check."""
     tolerance = classification.tolerance
-    status = classification.status(culprit.index)
     input_difference = culprit.input_max_abs
-    if input_difference is None:
-        inputs = "it has no paired tensor inputs"
-    else:
-        inputs = f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {tolerance})"
-    if status == "shape_mismatch":
-        shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
-        outputs = f"its output shapes differ ({list(shapes.original_shape)} vs {list(shapes.ported_shape)})"
-    elif status == "nonfinite":
-        outputs = "its outputs have NaN/Inf where the other side has none"
-    else:
-        outputs = f"its outputs do not (max |Δ| {format_difference(culprit.output_max_abs)})"
-    reason = f"{inputs} but {outputs}"
+    reason = in_run_sentence(culprit, classification)
     if classification.nondeterministic[culprit.index]:
         reason += ", and its outputs change from one run of the same model to the next (dropout left active?)"
 
@@ -218,6 +213,28 @@ def culprit_reason(culprit: Row, classification: Classification, alignment: Alig
     if extras:
         reason += f". Not compared, having no counterpart: {extras} — if one of them is wrong, the bug is where it is made"
     return reason
+
+
+def in_run_sentence(culprit: Row, classification: Classification) -> str:
+    """``its inputs agree (max |Δ| 0 ≤ atol 0.001) but its outputs do not (max |Δ| 1.93e-01)``."""
+    status = classification.status(culprit.index)
+    input_difference = culprit.input_max_abs
+    if input_difference is None:
+        inputs = "it has no paired tensor inputs"
+    else:
+        inputs = f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {classification.tolerance})"
+    if status == "shape_mismatch":
+        shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
+        outputs = f"its output shapes differ ({shapes_text(shapes)})"
+    elif status == "nonfinite":
+        outputs = "its outputs have NaN/Inf where the other side has none"
+    else:
+        outputs = f"its outputs do not (max |Δ| {format_difference(culprit.output_max_abs)})"
+    return f"{inputs} but {outputs}"
+
+
+def shapes_text(difference: TensorDifference) -> str:
+    return f"{shape_text(difference.original_shape, as_list=True)} vs {shape_text(difference.ported_shape, as_list=True)}"
 
 
 def describe_unpaired_inputs(row: Row, alignment: Alignment) -> str:

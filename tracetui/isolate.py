@@ -162,6 +162,7 @@ class FedRun:
                 elif fed_value and pair.ported.dtype != (pair.original.dtype if pair.original else None):
                     pass  # the original's value fed to an earlier call: it differs by the cast to the port's dtype
                 elif self._reordered_in.get(enclosing):
+                    # Made from a call's outputs in another layout, the rest being fed: that layout.
                     isolated.input_makers[pair.ported.name] = Maker("reordered", self._reordered_in[enclosing][-1])
                 else:
                     isolated.input_makers[pair.ported.name] = Maker("inline", None)

@@ -15,6 +15,7 @@ from textual.widgets import Label
 
 import tracetui
 from tracetui.compare import Comparison
+from tracetui.numeric import format_difference
 from tracetui.trace import Trace
 from tracetui.tui import TracetuiApp
 from tracetui.tui.call_list import CallList
@@ -112,26 +113,54 @@ async def test_g_and_G_go_to_the_top_and_bottom(comparison: Comparison) -> None:
         assert call_list.scroll_offset.y == 0
 
 
-async def test_n_and_N_step_through_diverged_rows(comparison: Comparison) -> None:
-    app = TracetuiApp(comparison)
+async def test_n_and_N_step_through_the_culprits(fed_comparison: Comparison) -> None:
+    culprits = [row.index for row in fed_comparison.culprits]
+    assert [fed_comparison.rows[row].ported_name for row in culprits] == [f"layers.{layer}.self_attn" for layer in range(3)]
+    app = TracetuiApp(fed_comparison)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g", "n")
+        assert app.selected_row == culprits[0]
+        await pilot.press("n", "n")
+        assert app.selected_row == culprits[2]
+        await pilot.press("N")
+        assert app.selected_row == culprits[1]
+        # From a row between two culprits, n and N go to the nearest on each side.
+        app.selected_row = culprits[1] + 1
+        await pilot.press("N")
+        assert app.selected_row == culprits[1]
+        # Folded away, a culprit is passed over, as any hidden row.
+        await pilot.press("g")
+        app.view = app.view.toggled(fed_comparison.rows[culprits[0]].parent)
         await pilot.press("n")
-        assert app.selected_row == H0
-        await pilot.press("n")
-        assert app.selected_row == CULPRIT
-        await pilot.press("n")
-        assert app.selected_row == 8  # the first inherited row: o_proj
-        assert comparison.status(comparison.rows[8]) == "inherited"
-        await pilot.press("N", "N")
-        assert app.selected_row == H0
-        # Unmatched rows are skipped: from row 13 the next stop is 15, not 14.
-        app.selected_row = 13
-        await pilot.press("n")
-        assert app.selected_row == 15
+        assert app.selected_row == culprits[1]
+        # Every culprit is marked on its row, and the header counts them.
+        call_list = app.query_one(CallList)
+        assert all(call_list.listing.cells(row, False).is_culprit for row in culprits)
+        assert "1 of 3 culprits" in header_text(app)
 
 
-async def test_n_at_the_last_diverged_row_stays_and_rings(comparison: Comparison) -> None:
-    app = TracetuiApp(comparison)
+async def test_the_detail_pane_gives_each_culprit_its_own_reason_and_figure(fed_comparison: Comparison, settle) -> None:
+    second = fed_comparison.culprits[1]
+    app = TracetuiApp(fed_comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g", "n", "n")
+        await settle(pilot)
+        assert app.selected_row == second.index
+        text = detail_text(app)
+        # Its own lines between its submodules make the output projection's input wrong.
+        assert "CULPRIT" in text and "why: its inputs already differ in this run" in text
+        assert "its own forward code (between its submodules) makes the argument 'input' of h.1.attn.c_proj" in text
+        assert f"alone on the original's inputs max |Δ| {format_difference(second.isolated_max_abs)}" in text
+        # A row that only inherits: its own figure is 0, and it is no culprit.
+        downstream = next(row for row in fed_comparison.rows[second.index :] if row.ported_name == "layers.1.mlp")
+        app.selected_row = downstream.index
+        await settle(pilot)
+        text = detail_text(app)
+        assert "alone on the original's inputs max |Δ| 0" in text and "CULPRIT" not in text
+
+
+async def test_n_past_the_last_culprit_stays_and_rings(fed_comparison: Comparison) -> None:
+    app = TracetuiApp(fed_comparison)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("G")
         last = app.selected_row

@@ -55,9 +55,9 @@ def test_outline_folds_filters_and_finds(comparison: Comparison) -> None:
     assert folded.nearest(5) == 15 and folded.position_of(5) is None
     problems = Outline(listing, ViewOptions(only_problems=True, filter_text="mlp"))
     assert all(comparison.status(comparison.rows[row]) != "match" and "mlp" in listing.search_texts[row] for row in problems.visible)
-    assert everything.find(0, 1, listing.is_divergence) == 2
-    assert everything.find(2, -1, listing.is_divergence) == 0
-    assert everything.find(41, 1, listing.is_divergence) is None
+    assert everything.find(0, 1, listing.is_problem) == 2
+    assert everything.find(2, -1, listing.is_problem) == 0
+    assert everything.find(len(comparison.rows) - 1, 1, listing.is_problem) is None
     assert ViewOptions().toggled(2).toggled(2) == ViewOptions()
 
 

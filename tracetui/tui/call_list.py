@@ -110,8 +110,8 @@ class CallList(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "page down", show=False),
         Binding("g,home", "first", "top", show=False),
         Binding("G,end", "last", "bottom", show=False),
-        Binding("n", "next_divergence(1)", "next Δ"),
-        Binding("N", "next_divergence(-1)", "previous Δ", show=False),
+        Binding("n", "next_culprit(1)", "next culprit"),
+        Binding("N", "next_culprit(-1)", "previous culprit", show=False),
         Binding("f", "culprit", "culprit"),
         Binding("enter,space", "toggle_fold", "fold", show=False),
     ]
@@ -232,7 +232,7 @@ class CallList(ScrollView, can_focus=True):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A single trace has no statuses and no culprit: n, N and f are hidden there."""
         is_trace = self.listing is not None and self.listing.mode == "trace"
-        return not (is_trace and action in ("next_divergence", "culprit"))
+        return not (is_trace and action in ("next_culprit", "culprit"))
 
     def _select_position(self, position: int) -> None:
         if self.outline is None:
@@ -268,13 +268,14 @@ class CallList(ScrollView, can_focus=True):
         if self.outline is not None:
             self._select_position(len(self.outline) - 1)
 
-    def action_next_divergence(self, direction: int) -> None:
+    def action_next_culprit(self, direction: int) -> None:
+        """The next culprit shown below (or above) the cursor."""
         if self.outline is None:
             return
-        row = self.outline.find(self.cursor_row, direction, self.outline.listing.is_divergence)
+        row = self.outline.find(self.cursor_row, direction, self.outline.listing.is_culprit)
         if row is None:
             self.app.bell()
-            self.notify("no diverged row " + ("below" if direction > 0 else "above"), timeout=2)
+            self.notify("no culprit " + ("below" if direction > 0 else "above"), timeout=2)
             return
         self.post_message(SelectRow(row))
 

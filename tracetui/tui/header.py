@@ -74,6 +74,7 @@ class ComparisonHeader(Vertical):
                 ("culprit-input", "delta -good"),
                 ("culprit-output", "delta -bad"),
                 ("culprit-class", "dim"),
+                ("culprit-count", "culprit-count"),  # "1 of 3 culprits", when there are more
                 ("reason-key", "key"),  # "why", or "no culprit:" when the culprit line is left out
                 ("reason", "reason"),
                 ("row-count", "key"),
@@ -100,6 +101,7 @@ class ComparisonHeader(Vertical):
             yield Label("out |Δ|", classes="key")
             yield labels["culprit-output"]
             yield labels["culprit-class"]
+            yield labels["culprit-count"]
         with Horizontal(classes="header-line"):
             yield labels["reason-key"]
             yield labels["reason"]
@@ -131,6 +133,8 @@ class ComparisonHeader(Vertical):
         self.set_text("culprit-input", "" if culprit is None else format_difference(culprit.input_max_abs))
         self.set_text("culprit-output", "" if culprit is None else format_difference(culprit.output_max_abs))
         self.set_text("culprit-class", "" if culprit is None else culprit.class_label)
+        count = len(comparison.culprits)
+        self.set_text("culprit-count", f"1 of {count} culprits · n next", shown=count > 1)
         self.set_text("reason-key", "no culprit:" if culprit is None else "why")
         self.set_text("reason", comparison.reason)
 

@@ -21,11 +21,6 @@ from tracetui.rows import Row
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
 
-# Statuses that `n`/`N` stop at: every paired row that is not a clean match (diverged,
-# inherited, shape/dtype mismatch, NaN/Inf, nondeterministic). Unmatched rows are skipped:
-# they have nothing to compare.
-DIVERGENCE_STATUSES = frozenset({"diverged", "inherited", "shape_mismatch", "dtype_mismatch", "nonfinite", "nondeterministic"})
-
 STATUS_LABELS = {
     "match": "match",
     "diverged": "✗ diverged",
@@ -143,16 +138,17 @@ class Listing:
         """Shown by `x` (only rows that do not match)."""
         return False
 
-    def is_divergence(self, index: int) -> bool:
-        """A stop for `n`/`N`."""
-        return False
-
     def cells(self, index: int, full_names: bool) -> LineCells:
         raise NotImplementedError
 
     @property
     def culprit(self) -> int | None:
+        """The first culprit's row (`f`)."""
         return None
+
+    def is_culprit(self, index: int) -> bool:
+        """A stop for `n`/`N`."""
+        return False
 
 
 class ComparisonListing(Listing):
@@ -171,11 +167,15 @@ class ComparisonListing(Listing):
             super().__init__([row.parent for row in self.rows], [row.depth for row in self.rows])
             self.folded_search_texts  # noqa: B018 - computed now (with search_texts), not on the first filter keystroke
         self.statuses = comparison.classification.statuses()
-        self._culprit = None if comparison.culprit is None else comparison.culprit.index
+        self._culprits = tuple(row.index for row in comparison.culprits)
+        self._culprit_set = frozenset(self._culprits)
 
     @property
     def culprit(self) -> int | None:
-        return self._culprit
+        return self._culprits[0] if self._culprits else None
+
+    def is_culprit(self, index: int) -> bool:
+        return index in self._culprit_set
 
     def search_names(self, index: int) -> tuple[str, ...]:
         row = self.rows[index]
@@ -184,15 +184,12 @@ class ComparisonListing(Listing):
     def is_problem(self, index: int) -> bool:
         return self.statuses[index] != "match"
 
-    def is_divergence(self, index: int) -> bool:
-        return self.statuses[index] in DIVERGENCE_STATUSES
-
     def cells(self, index: int, full_names: bool) -> LineCells:
         row = self.rows[index]
         parent = None if row.parent is None else self.rows[row.parent]
         original = side_cells(row.original, None if parent is None else parent.original, full_names)
         ported = side_cells(row.ported, None if parent is None else parent.ported, full_names)
-        is_culprit = index == self._culprit
+        is_culprit = index in self._culprit_set
         output_difference = row.output_max_abs
         return LineCells(
             original=original,

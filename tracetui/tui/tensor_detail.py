@@ -494,7 +494,7 @@ def broken_cells(
 
 
 def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
-    is_culprit = comparison.culprit is row
+    is_culprit = comparison.is_culprit(row)
     status = comparison.status(row)
     title = Text()
     title.append(row.label, palette.heading)
@@ -510,8 +510,8 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
 
 
 def row_explanation(comparison: Comparison, row: Row, palette: Palette) -> Text | None:
-    if comparison.culprit is row:
-        return Text(f"why: {comparison.reason}", palette.warning)
+    if comparison.is_culprit(row):
+        return Text(f"why: {comparison.reason_for(row)}", palette.warning)
     if not row.is_paired:
         side_name = "original" if row.original is not None else "ported"
         return Text(f"only the {side_name} model makes this call: nothing to compare it with", palette.dim)
@@ -551,6 +551,16 @@ def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | No
             summary.append(" (partly from statistics or uncounted: values not kept)", palette.dim)
         elif broken:
             summary.append(f", {broken:,} of {total:,} elements break {tolerance}", palette.bad)
+    if row.isolated is not None:
+        # The fed run: this call alone, on the original's inputs (its submodules' outputs too).
+        alone = row.isolated_max_abs
+        summary.append(" · ", palette.dim)
+        summary.append("alone on the original's inputs ", palette.label)
+        if row.isolated.not_judged:
+            summary.append(f"not judged: {row.isolated.not_judged[0]}", palette.dim)
+        else:
+            wrong = comparison.classification.isolated_disagrees[row.index]
+            summary.append(f"max |Δ| {format_difference(alone)}", palette.bad if wrong else palette.good)
     return summary
 
 
