@@ -55,6 +55,28 @@ BUG_CASES = bug_cases()
 BUG_IDS = [f"{demo}-{bug}" for demo, bug in BUG_CASES]
 
 
+def multi_bug_cases() -> list[Any]:
+    """Several bugs planted at once (comma-separated in TRACETUI_DEMO_BUG) and the culprits, in call
+    order, that the fed run must name: exactly the BUGS entries of the planted bugs. More
+    combinations, with and without the map, run in-process in tests/test_align_auto.py."""
+    gpt, bert = load_demo("gpt", "ported").BUGS, load_demo("bert", "ported").BUGS
+    return [
+        # two bugs in one layer: layer 1's o_proj runs before its MLP's activation
+        pytest.param("gpt", "activation,unconverted_weight", [gpt["unconverted_weight"], gpt["activation"]], id="gpt-two-in-layer-1"),
+        # swapped_qk makes block 2's query *and* key wrong on its own (BUGS names the first, q), so
+        # both are culprits. dropout is left out: it is in every block, and nondeterministic.
+        pytest.param(
+            "bert",
+            "norm_eps,swapped_qk,pooler_activation",
+            [bert["norm_eps"], bert["swapped_qk"], "encoder.blocks.2.attn.k", bert["pooler_activation"]],
+            id="bert-three-layers",
+        ),
+    ]
+
+
+MULTI_BUG_CASES = multi_bug_cases()
+
+
 @pytest.fixture(autouse=True)
 def no_bug_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A TRACETUI_DEMO_BUG left in the developer's shell must not leak into the clean-port tests."""
@@ -213,7 +235,21 @@ def test_unknown_bug_is_a_clear_error(demo: str, monkeypatch: pytest.MonkeyPatch
 def test_environment_variable_selects_bug(demo: str, bug: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BUG_ENV_VAR, bug)
     model, _ = load_demo(demo, "ported").build()
-    assert model.config.planted_bug == bug
+    assert model.config.planted_bugs == {bug}
+
+
+@pytest.mark.parametrize("demo", DEMOS)
+def test_environment_variable_selects_several_bugs(demo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    ported = load_demo(demo, "ported")
+    names = list(ported.BUGS)[-2:]
+    monkeypatch.setenv(BUG_ENV_VAR, f" {names[0]} ,{names[1]},")
+    model, _ = ported.build()
+    assert model.config.planted_bugs == set(names)
+    monkeypatch.setenv(BUG_ENV_VAR, f"{names[0]},no_such_bug")
+    with pytest.raises(ValueError, match="no_such_bug") as error:
+        ported.build()
+    for bug in ported.BUGS:
+        assert bug in str(error.value)
 
 
 @pytest.mark.parametrize(("demo", "bug"), BUG_CASES, ids=BUG_IDS)
@@ -375,6 +411,7 @@ def test_cli_end_to_end_clean_port_matches(demo: str, tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert report["verdict"] == "match", output
     assert report["first_divergence"] is None, output
+    assert report["culprits"] == [], output
 
 
 @pytest.mark.parametrize(("demo", "bug"), BUG_CASES, ids=BUG_IDS)
@@ -384,3 +421,15 @@ def test_cli_end_to_end_names_the_planted_bug(demo: str, bug: str, tmp_path: Pat
     assert result.returncode == 1, output
     assert report["verdict"] == "diverged", output
     assert report["first_divergence"]["ported"] == load_demo(demo, "ported").BUGS[bug], output
+
+
+@pytest.mark.parametrize(("demo", "bugs", "expected"), MULTI_BUG_CASES)
+def test_cli_end_to_end_names_every_planted_bug(demo: str, bugs: str, expected: list[str], tmp_path: Path) -> None:
+    result, report = run_tracetui_compare(demo, bugs, tmp_path / "report.json")
+    output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 1, output
+    assert report["verdict"] == "diverged", output
+    assert [culprit["ported"] for culprit in report["culprits"]] == expected, output
+    assert report["first_divergence"] == report["culprits"][0], output
+    renamed = rename_modules(demo, [culprit["original"] for culprit in report["culprits"]])
+    assert [renamed[culprit["original"]] for culprit in report["culprits"]] == expected, output

@@ -13,7 +13,8 @@ Differences from the original that a comparison has to see through:
 `build()` builds the original with its fixed seed and converts its `state_dict()` into this
 layout, so the clean port reproduces the original's outputs to float rounding.
 
-Planted bugs for the tracetui demo: set `TRACETUI_DEMO_BUG` to one of the names in `BUGS`.
+Planted bugs for the tracetui demo: set `TRACETUI_DEMO_BUG` to one of the names in `BUGS`,
+or to several separated by commas (`TRACETUI_DEMO_BUG=norm_eps,pooler_activation`) to plant them all.
 `BUGS` names the ported module each bug lives in (the innermost one `map.toml` pairs with a
 module of the original):
 
@@ -51,16 +52,16 @@ BUGS: dict[str, str] = {
 }
 
 
-def resolve_bug(bug: str | None = None) -> str | None:
-    """The planted bug to switch on: `bug` if given, else `$TRACETUI_DEMO_BUG`; None for a clean port."""
+def resolve_bugs(bug: str | None = None) -> frozenset[str]:
+    """The planted bugs to switch on: `bug` if given, else `$TRACETUI_DEMO_BUG`, a comma-separated
+    list of names in `BUGS`; empty for a clean port."""
     if bug is None:
         bug = os.environ.get(BUG_ENV_VAR, "")
-    bug = bug.strip()
-    if not bug:
-        return None
-    if bug not in BUGS:
-        raise ValueError(f"unknown {BUG_ENV_VAR}={bug!r}; valid names: {', '.join(BUGS)} (or empty for the clean port)")
-    return bug
+    names = frozenset(name.strip() for name in bug.split(",") if name.strip())
+    for name in sorted(names):
+        if name not in BUGS:
+            raise ValueError(f"unknown {BUG_ENV_VAR}={name!r}; valid names: {', '.join(BUGS)} (or empty for the clean port)")
+    return names
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ class EncoderConfig:
     norm_eps: float
     dropout: float
     attention_dropout: float
-    planted_bug: str | None = None  # demo only, see BUGS
+    planted_bugs: frozenset[str] = frozenset()  # demo only, see BUGS
 
     @classmethod
-    def from_bert(cls, bert_config: object, planted_bug: str | None = None) -> EncoderConfig:
+    def from_bert(cls, bert_config: object, planted_bugs: frozenset[str] = frozenset()) -> EncoderConfig:
         assert bert_config.hidden_act == "gelu", "this port only implements exact GELU"
         return cls(
             vocab_size=bert_config.vocab_size,
@@ -91,7 +92,7 @@ class EncoderConfig:
             norm_eps=bert_config.layer_norm_eps,
             dropout=bert_config.hidden_dropout_prob,
             attention_dropout=bert_config.attention_probs_dropout_prob,
-            planted_bug=planted_bug,
+            planted_bugs=planted_bugs,
         )
 
 
@@ -142,7 +143,7 @@ class MultiHeadAttention(nn.Module):
         value = self.split_heads(self.v(hidden_states))
 
         dropout_p = self.attention_dropout if self.training else 0.0
-        if self.config.planted_bug == "dropout":
+        if "dropout" in self.config.planted_bugs:
             dropout_p = self.attention_dropout  # PLANTED BUG: the kernel does not know about eval()
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout_p)
 
@@ -171,7 +172,7 @@ class EncoderBlock(nn.Module):
         self.norm1 = nn.LayerNorm(config.dim, eps=config.norm_eps)
         self.ffn = FeedForward(config)
         norm2_eps = config.norm_eps
-        if config.planted_bug == "norm_eps" and block_idx == 1:
+        if "norm_eps" in config.planted_bugs and block_idx == 1:
             norm2_eps = 1e-1  # PLANTED BUG: block 1's norm2 eps 1e-1 instead of 1e-12
         self.norm2 = nn.LayerNorm(config.dim, eps=norm2_eps)
 
@@ -205,7 +206,7 @@ class Pooler(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         pooled = self.dense(hidden_states[:, 0])
-        if self.config.planted_bug == "pooler_activation":
+        if "pooler_activation" in self.config.planted_bugs:
             return pooled  # PLANTED BUG: the tanh is missing
         return torch.tanh(pooled)
 
@@ -303,15 +304,18 @@ def load_original_module() -> ModuleType:
 
 
 def build(bug: str | None = None) -> tuple[TextEncoder, dict[str, torch.Tensor]]:
-    """tracetui entry point: the port, loaded with the original's converted weights, and the same inputs."""
-    bug = resolve_bug(bug)
+    """tracetui entry point: the port, loaded with the original's converted weights, and the same inputs.
+
+    `bug`: the planted bugs, comma-separated (see `resolve_bugs`); `$TRACETUI_DEMO_BUG` if None.
+    """
+    bugs = resolve_bugs(bug)
     original = load_original_module()
     original_model, inputs = original.build()
 
     with torch.random.fork_rng(devices=[]):  # the init is overwritten below; keep the caller's RNG as it was
-        model = TextEncoder(EncoderConfig.from_bert(original_model.config, planted_bug=bug))
+        model = TextEncoder(EncoderConfig.from_bert(original_model.config, planted_bugs=bugs))
     converted = convert_bert_state_dict(original_model.state_dict())
-    if bug == "swapped_qk":
+    if "swapped_qk" in bugs:
         # PLANTED BUG: as if the rename table mapped block 2's `query` to `k` and `key` to `q`
         for param_name in ("weight", "bias"):
             query_key, key_key = f"encoder.blocks.2.attn.q.{param_name}", f"encoder.blocks.2.attn.k.{param_name}"

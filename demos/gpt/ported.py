@@ -10,7 +10,8 @@ Differences from the original that a comparison has to see through:
 `build()` builds the original with its fixed seed and converts its `state_dict()` into this
 layout, so the clean port reproduces the original's logits to float rounding.
 
-Planted bugs for the tracetui demo: set `TRACETUI_DEMO_BUG` to one of the names in `BUGS`.
+Planted bugs for the tracetui demo: set `TRACETUI_DEMO_BUG` to one of the names in `BUGS`,
+or to several separated by commas (`TRACETUI_DEMO_BUG=activation,norm_eps`) to plant them all.
 Each bug lives in exactly one module of this file; `BUGS` names that module (its ported
 qualified name, which `map.toml` pairs with a module of the original):
 
@@ -49,16 +50,16 @@ BUGS: dict[str, str] = {
 }
 
 
-def resolve_bug(bug: str | None = None) -> str | None:
-    """The planted bug to switch on: `bug` if given, else `$TRACETUI_DEMO_BUG`; None for a clean port."""
+def resolve_bugs(bug: str | None = None) -> frozenset[str]:
+    """The planted bugs to switch on: `bug` if given, else `$TRACETUI_DEMO_BUG`, a comma-separated
+    list of names in `BUGS`; empty for a clean port."""
     if bug is None:
         bug = os.environ.get(BUG_ENV_VAR, "")
-    bug = bug.strip()
-    if not bug:
-        return None
-    if bug not in BUGS:
-        raise ValueError(f"unknown {BUG_ENV_VAR}={bug!r}; valid names: {', '.join(BUGS)} (or empty for the clean port)")
-    return bug
+    names = frozenset(name.strip() for name in bug.split(",") if name.strip())
+    for name in sorted(names):
+        if name not in BUGS:
+            raise ValueError(f"unknown {BUG_ENV_VAR}={name!r}; valid names: {', '.join(BUGS)} (or empty for the clean port)")
+    return names
 
 
 # --------------------------------------------------------------------------- configuration
@@ -78,7 +79,7 @@ class GptConfig:
     attention_bias: bool = True
     tie_word_embeddings: bool = True
     initializer_range: float = 0.02
-    planted_bug: str | None = None  # demo only, see BUGS
+    planted_bugs: frozenset[str] = frozenset()  # demo only, see BUGS
 
     @property
     def head_dim(self) -> int:
@@ -168,7 +169,7 @@ class GptAttention(nn.Module):
         self.head_dim = config.head_dim
         self.attention_dropout = config.attention_dropout
         self.scaling = self.head_dim**-0.5
-        if config.planted_bug == "attention_scale":
+        if "attention_scale" in config.planted_bugs:
             self.scaling = self.head_dim**-1.0  # PLANTED BUG: 1/d instead of 1/sqrt(d)
 
         hidden_size = config.hidden_size
@@ -204,7 +205,7 @@ class GptMLP(nn.Module):
         super().__init__()
         self.fc_in = nn.Linear(config.hidden_size, config.intermediate_size)
         hidden_act = config.hidden_act
-        if config.planted_bug == "activation" and layer_idx == 1:
+        if "activation" in config.planted_bugs and layer_idx == 1:
             hidden_act = "silu"  # PLANTED BUG: wrong activation in layer 1
         self.act_fn = ACT2FN[hidden_act]()
         self.fc_out = nn.Linear(config.intermediate_size, config.hidden_size)
@@ -237,7 +238,7 @@ class GptDecoderLayer(nn.Module):
         residual = hidden_states
         hidden_states = self.post_attention_layernorm(hidden_states)
         hidden_states = self.mlp(hidden_states)
-        if self.config.planted_bug == "missing_residual" and self.layer_idx == 2:
+        if "missing_residual" in self.config.planted_bugs and self.layer_idx == 2:
             return hidden_states  # PLANTED BUG: layer 2 forgets `residual + hidden_states`
         hidden_states = residual + hidden_states
         return hidden_states
@@ -253,7 +254,7 @@ class GptModel(nn.Module):
             [GptDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
         norm_eps = config.layer_norm_eps
-        if config.planted_bug == "norm_eps":
+        if "norm_eps" in config.planted_bugs:
             norm_eps = 1e-1  # PLANTED BUG: final norm eps 1e-1 instead of 1e-5
         self.norm = nn.LayerNorm(config.hidden_size, eps=norm_eps)
 
@@ -349,7 +350,7 @@ def convert_nanogpt_state_dict(original_state_dict: Mapping[str, torch.Tensor]) 
     return converted
 
 
-def config_from_nanogpt(original_config: object, planted_bug: str | None = None) -> GptConfig:
+def config_from_nanogpt(original_config: object, planted_bugs: frozenset[str] = frozenset()) -> GptConfig:
     """Translate a nanoGPT `GPTConfig` into this port's config."""
     return GptConfig(
         vocab_size=original_config.vocab_size,
@@ -361,7 +362,7 @@ def config_from_nanogpt(original_config: object, planted_bug: str | None = None)
         attention_bias=original_config.bias,
         attention_dropout=original_config.dropout,
         layer_norm_eps=1e-5,  # nanoGPT uses nn.LayerNorm's default
-        planted_bug=planted_bug,
+        planted_bugs=planted_bugs,
     )
 
 
@@ -377,18 +378,21 @@ def load_original_module() -> ModuleType:
 
 
 def build(bug: str | None = None) -> tuple[GptForCausalLM, torch.Tensor]:
-    """tracetui entry point: the port, loaded with the original's converted weights, and the same input."""
-    bug = resolve_bug(bug)
+    """tracetui entry point: the port, loaded with the original's converted weights, and the same input.
+
+    `bug`: the planted bugs, comma-separated (see `resolve_bugs`); `$TRACETUI_DEMO_BUG` if None.
+    """
+    bugs = resolve_bugs(bug)
     original = load_original_module()
     original_model, input_ids = original.build()
 
-    config = config_from_nanogpt(original_model.config, planted_bug=bug)
+    config = config_from_nanogpt(original_model.config, planted_bugs=bugs)
     with torch.random.fork_rng(devices=[]):  # fixed init for anything the conversion leaves alone
         torch.manual_seed(original.SEED)
         model = GptForCausalLM(config)
 
     state_dict = convert_nanogpt_state_dict(original_model.state_dict())
-    if bug == "unconverted_weight":
+    if "unconverted_weight" in bugs:
         # PLANTED BUG: the conversion misses one tensor and the load is not strict, so it keeps its random init
         del state_dict["model.layers.1.self_attn.o_proj.weight"]
         load_result = model.load_state_dict(state_dict, strict=False)

@@ -5,9 +5,10 @@ interleaved (even, odd) pairs of each head (complex-number RoPE), HF rotates the
 of each head (rotate_half). ``permute`` is the one in transformers'
 ``convert_llama_weights_to_hf.py`` (llama2.c's export.py holds its inverse).
 
-``TRACETUI_PORT_BUG=<name>`` plants one realistic conversion bug; ``BUGS`` maps each name to the
-ported module that ground truth (tests/ports/ground_truth.py) shows diverging first: the
-innermost, earliest paired call whose inputs still agree and whose outputs do not.
+``TRACETUI_PORT_BUG=<name>`` plants one realistic conversion bug (``<name>,<name>,...`` plants
+several); ``BUGS`` maps each name to the ported module that ground truth
+(tests/ports/ground_truth.py) shows diverging first when it is planted alone: the innermost,
+earliest paired call whose inputs still agree and whose outputs do not.
 
 llama2.c's TransformerBlock calls ``self.attention.forward(...)`` and
 ``self.feed_forward.forward(...)`` directly, so module hooks never see those two: on the
@@ -43,12 +44,21 @@ BUGS: dict[str, str] = {
 }
 
 
+def planted_bugs() -> frozenset[str]:
+    """The names in ``$TRACETUI_PORT_BUG`` (comma-separated; empty for the clean port), each checked against BUGS."""
+    names = frozenset(name.strip() for name in os.environ.get("TRACETUI_PORT_BUG", "").split(",") if name.strip())
+    for name in sorted(names):
+        if name not in BUGS:
+            raise ValueError(f"unknown TRACETUI_PORT_BUG {name!r}; known: {sorted(BUGS)}")
+    return names
+
+
 def permute(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     rows, columns = weight.shape
     return weight.view(n_heads, rows // n_heads // 2, 2, columns).transpose(1, 2).reshape(rows, columns)
 
 
-def llama_config(bug: str, intermediate_size: int) -> LlamaConfig:
+def llama_config(bugs: frozenset[str], intermediate_size: int) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=ARGS.vocab_size,
         hidden_size=ARGS.dim,
@@ -57,9 +67,9 @@ def llama_config(bug: str, intermediate_size: int) -> LlamaConfig:
         num_attention_heads=ARGS.n_heads,
         num_key_value_heads=ARGS.n_kv_heads,
         max_position_embeddings=ARGS.max_seq_len,
-        rms_norm_eps=1e-6 if bug == "rms_norm_eps_wrong" else ARGS.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": 500000.0 if bug == "rope_theta_wrong" else 10000.0},
-        tie_word_embeddings=bug != "lm_head_unconverted",
+        rms_norm_eps=1e-6 if "rms_norm_eps_wrong" in bugs else ARGS.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0 if "rope_theta_wrong" in bugs else 10000.0},
+        tie_word_embeddings="lm_head_unconverted" not in bugs,
         hidden_act="silu",
         attention_bias=False,
         mlp_bias=False,
@@ -69,15 +79,15 @@ def llama_config(bug: str, intermediate_size: int) -> LlamaConfig:
     )
 
 
-def convert(state: dict[str, torch.Tensor], bug: str) -> dict[str, torch.Tensor]:
+def convert(state: dict[str, torch.Tensor], bugs: frozenset[str]) -> dict[str, torch.Tensor]:
     n_heads, n_kv_heads = ARGS.n_heads, ARGS.n_kv_heads
-    if bug == "k_permuted_with_n_heads":
+    if "k_permuted_with_n_heads" in bugs:
         n_kv_heads = n_heads
-    rope_rows = (lambda w, _heads: w) if bug == "qk_not_permuted" else permute
+    rope_rows = (lambda w, _heads: w) if "qk_not_permuted" in bugs else permute
     hf: dict[str, torch.Tensor] = {"model.embed_tokens.weight": state["tok_embeddings.weight"]}
     for i in range(ARGS.n_layers):
         old, new = f"layers.{i}.", f"model.layers.{i}."
-        gate, up = ("w3", "w1") if bug == "gate_up_swapped_layer1" and i == 1 else ("w1", "w3")
+        gate, up = ("w3", "w1") if "gate_up_swapped_layer1" in bugs and i == 1 else ("w1", "w3")
         hf |= {
             new + "self_attn.q_proj.weight": rope_rows(state[old + "attention.wq.weight"], n_heads),
             new + "self_attn.k_proj.weight": rope_rows(state[old + "attention.wk.weight"], n_kv_heads),
@@ -90,20 +100,18 @@ def convert(state: dict[str, torch.Tensor], bug: str) -> dict[str, torch.Tensor]
             new + "post_attention_layernorm.weight": state[old + "ffn_norm.weight"],
         }
     hf["model.norm.weight"] = state["norm.weight"]
-    if bug != "lm_head_unconverted":
+    if "lm_head_unconverted" not in bugs:
         hf["lm_head.weight"] = state["output.weight"]  # tied to embed_tokens, as in llama2.c
     return {key: value.clone() for key, value in hf.items()}
 
 
 def build() -> tuple[LlamaForCausalLM, dict[str, object]]:
-    bug = os.environ.get("TRACETUI_PORT_BUG", "")
-    if bug and bug not in BUGS:
-        raise ValueError(f"unknown TRACETUI_PORT_BUG {bug!r}; known: {sorted(BUGS)}")
+    bugs = planted_bugs()
     original = make_model()
     intermediate_size = original.layers[0].feed_forward.w1.out_features
-    model = LlamaForCausalLM(llama_config(bug, intermediate_size))
-    missing, unexpected = model.load_state_dict(convert(original.state_dict(), bug), strict=False)
-    expected_missing = ["lm_head.weight"] if bug == "lm_head_unconverted" else []
+    model = LlamaForCausalLM(llama_config(bugs, intermediate_size))
+    missing, unexpected = model.load_state_dict(convert(original.state_dict(), bugs), strict=False)
+    expected_missing = ["lm_head.weight"] if "lm_head_unconverted" in bugs else []
     if sorted(missing) != expected_missing or unexpected:
         raise RuntimeError(f"conversion mismatch: missing={missing} unexpected={unexpected}")
     return model.eval(), {"input_ids": make_inputs(), "use_cache": False, "return_dict": False}
