@@ -150,7 +150,7 @@ async def test_the_detail_pane_gives_each_culprit_its_own_reason_and_figure(fed_
         # Its own lines between its submodules make the output projection's input wrong.
         assert "CULPRIT" in text and "why: its inputs already differ in this run" in text
         assert "its own forward code (between its submodules) makes the argument 'input' of h.1.attn.c_proj" in text
-        assert f"alone on the original's inputs max |Δ| {format_difference(second.isolated_max_abs)}" in text
+        assert f"alone on the original's inputs max |Δ| {format_difference(second.isolated_max_abs)}, but it makes a wrong input" in text
         # A row that only inherits: its own figure is 0, and it is no culprit.
         downstream = next(row for row in fed_comparison.rows[second.index :] if row.ported_name == "layers.1.mlp")
         app.selected_row = downstream.index

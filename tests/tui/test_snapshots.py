@@ -45,3 +45,7 @@ def test_help_screen(snap_compare, comparison: Comparison, settle: Settle) -> No
 
 def test_narrow_terminal(snap_compare, comparison: Comparison, settle: Settle) -> None:
     assert snap_compare(TracetuiApp(comparison), terminal_size=(80, 24), run_before=pressing(settle, "f"))
+
+
+def test_several_culprits_each_marked_with_its_own_figure(snap_compare, fed_comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(fed_comparison), terminal_size=(120, 44), run_before=pressing(settle, "n", "n"))

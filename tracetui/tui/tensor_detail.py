@@ -561,6 +561,8 @@ def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | No
         else:
             wrong = comparison.classification.isolated_disagrees[row.index]
             summary.append(f"max |Δ| {format_difference(alone)}", palette.bad if wrong else palette.good)
+            if comparison.classification.makes_bad_input[row.index]:
+                summary.append(", but it makes a wrong input (why:)", palette.bad)
     return summary
 
 
