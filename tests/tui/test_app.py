@@ -146,7 +146,7 @@ async def test_the_detail_pane_gives_each_culprit_its_own_reason_and_figure(fed_
         await pilot.press("g", "n", "n")
         await settle(pilot)
         assert app.selected_row == second.index
-        text = detail_text(app)
+        text = " ".join(detail_text(app).split())  # the pane wraps long lines
         # Its own lines between its submodules make the output projection's input wrong.
         assert "CULPRIT" in text and "why: its inputs already differ in this run" in text
         assert "its own forward code (between its submodules) makes the argument 'input' of h.1.attn.c_proj" in text
