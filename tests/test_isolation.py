@@ -337,6 +337,12 @@ def test_the_command_lists_every_culprit(write_script, tmp_path: Path) -> None:
     document = json.loads(report.read_text())
     assert [entry["ported"] for entry in document["culprits"]] == ["blocks.1.act", "blocks.3.norm"]
     assert document["first_divergence"]["ported"] == "blocks.1.act"
+    # --no-isolate saves the extra run: the first culprit only, found by descent.
+    arguments = ["compare", str(original), str(ported), "--no-tui", "--no-rerun", "--no-isolate", "--json", str(report)]
+    assert main(arguments) == 1
+    document = json.loads(report.read_text())
+    assert [entry["ported"] for entry in document["culprits"]] == ["blocks.1.act"]
+    assert all(row["isolated_max_abs_diff"] is None for row in document["rows"])
 
 
 @pytest.mark.parametrize("rtol", [0.0, 1e-2])

@@ -19,7 +19,7 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
-from tracetui.isolate import isolate
+from tracetui.isolate import isolate as judge_alone
 from tracetui.options import Keep, RunOptions
 from tracetui.pairing.alignment import align
 from tracetui.pairing.rename_map import RenameMap, load_rename_map, parse_rename_rules
@@ -108,8 +108,9 @@ def compare(
     only: str | None = None,
     spill: str | Path | None = None,
     stream: bool = False,
+    isolate: bool = True,
 ) -> Comparison:
-    """Record both models, pair their calls, compare them and name the culprit.
+    """Record both models, pair their calls, compare them and name the culprits.
 
     Calls are paired by equal names and ``rename_map`` first, then (unless ``infer=False``)
     automatically by structure, kind, names and values: no map is needed to begin with.
@@ -118,12 +119,18 @@ def compare(
     ``DIR/ported`` as they are recorded; ``stream=True`` records the original to disk and
     checks the port against it as it runs (see :mod:`tracetui.stream`). ``keep`` and ``only``
     choose what is kept of each tensor, as in :func:`record`.
+
+    ``isolate`` (the default) runs the port once more to judge every module on its own and name
+    every culprit (:mod:`tracetui.isolate`); ``isolate=False`` saves that forward pass and finds
+    the first culprit only, by descent.
     """
     resolved_map = resolve_rename_map(rename_map)
     spill_directory = None if spill is None else Path(spill)
     options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
     tolerance = Tolerance(atol=atol, rtol=rtol)
-    return compare_sources(original, ported, options, tolerance=tolerance, rename_map=resolved_map, infer=infer, stream=stream)
+    return compare_sources(
+        original, ported, options, tolerance=tolerance, rename_map=resolved_map, infer=infer, stream=stream, isolate=isolate
+    )
 
 
 def compare_sources(
@@ -135,6 +142,7 @@ def compare_sources(
     rename_map: RenameMap | None,
     infer: bool,
     stream: bool,
+    isolate: bool = True,
 ) -> Comparison:
     """:func:`compare` with its run options as one value and its rename map resolved."""
     report = options.progress or (lambda message: None)
@@ -149,6 +157,7 @@ def compare_sources(
             rename_map=rename_map,
             tolerance=tolerance,
             infer=infer,
+            isolate=isolate,
         )
 
     def stage(name: str, side: Side) -> RunOptions:
@@ -163,7 +172,8 @@ def compare_sources(
     ported_trace = record_source(ported_loaded, ported_options)
     report("comparing")
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)
-    return compare_alignment(alignment, tolerance, isolation=isolate(ported_loaded, alignment, tolerance, report))
+    isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate else None
+    return compare_alignment(alignment, tolerance, isolation=isolation)
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

@@ -23,7 +23,7 @@ from pathlib import Path
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import UsageError
-from tracetui.isolate import isolate
+from tracetui.isolate import isolate as judge_alone
 from tracetui.memory import release_free_memory
 from tracetui.options import RunOptions
 from tracetui.pairing.alignment import align, pairing_key
@@ -87,6 +87,7 @@ def compare_streaming(
     rename_map: RenameMap | None,
     tolerance: Tolerance,
     infer: bool,
+    isolate: bool = True,
 ) -> Comparison:
     """Record the original into ``options.spill`` (a temporary directory if None), then stream the port.
 
@@ -136,7 +137,7 @@ def compare_streaming(
             late_check = StreamCheck(late_pairs, tolerance)
             record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
             measured |= late_check.by_record_index(ported)
-        isolation = isolate(ported_script, alignment, tolerance, progress)  # the original's values read from disk
+        isolation = judge_alone(ported_script, alignment, tolerance, progress) if isolate else None  # the original's values from disk
         return compare_alignment(alignment, tolerance, measured, isolation)
 
 

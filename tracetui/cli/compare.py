@@ -54,6 +54,11 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         "are paired automatically (default: no map, pair everything automatically; see `tracetui align`)",
     )
     compare.add_argument("--no-infer", action="store_true", help="pair calls only by equal names and the --map, not automatically")
+    compare.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="skip the extra run of the port that judges every module on its own: only the first culprit is named (by descent)",
+    )
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
@@ -97,6 +102,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             rename_map=rename_map,
             infer=not arguments.no_infer,
             stream=arguments.stream,
+            isolate=not arguments.no_isolate,
         )
     if arguments.json:
         from tracetui.json_report import write_report
