@@ -1,0 +1,189 @@
+"""Which call to debug (the culprit, or one named on the command line) and the fresh run that stops in it."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from bdb import BdbQuit
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+from tracetui.compare import Comparison
+from tracetui.debugger.breakpoint import ForwardBreakpoint, context_name_for, injected_builtin
+from tracetui.debugger.context import DebugContext
+from tracetui.errors import ScriptError, UsageError
+from tracetui.rows import Row
+from tracetui.script import ModelScript, load_script
+from tracetui.sides import Side, other_side, pick
+from tracetui.text import first_few
+
+# What happened to a debug run: stopped and continued to the end, stopped and quit with q, or
+# the run ended without reaching the call (the model took another path this time).
+DebugOutcome = Literal["continued", "quit", "not_reached"]
+
+ROOT_NAMES = ("", "(root)")
+CLOSE_NAMES = 6
+
+
+# -- choosing what to debug --------------------------------------------------------------------
+
+
+def script_path_for(comparison: Comparison, side: Side, script_path: str | Path | None = None) -> Path:
+    """The model script to re-run for ``side``: the one given, else the one the trace was recorded from."""
+    path = Path(script_path) if script_path is not None else Path(pick(comparison, side).source)
+    return require_script(path, side)
+
+
+def require_script(path: str | Path, side: Side) -> Path:
+    path = Path(path)
+    if path.suffix != ".py":
+        raise UsageError(
+            f"{path}: the {side} side is a trace file; the debugger re-runs the model, so it needs the {side} model "
+            "script (.py). Pass the script instead of the trace, or choose the other side with --side."
+        )
+    if not path.exists():
+        raise UsageError(f"{path}: no such script; the debugger re-runs the {side} model script, so it must exist.")
+    return path
+
+
+def parse_break_at(text: str) -> tuple[str, int]:
+    """``QUALNAME[:CALL]`` → (name, call); ``(root)`` is the root module, whose name is ``""``."""
+    name, separator, call_text = text.rpartition(":")
+    if not separator:
+        name, call = text, 0
+    elif call_text.isdigit():
+        call = int(call_text)
+    else:
+        raise UsageError(
+            f"--break-at {text!r}: expected QUALNAME[:CALL], CALL being the 0-based call index (e.g. model.layers.0.mlp:2)."
+        )
+    name = name.strip()
+    return ("" if name in ROOT_NAMES else name), call
+
+
+def find_row(
+    comparison: Comparison,
+    side: Side,
+    name: str,
+    call: int = 0,
+    model_names: Callable[[], Iterable[str]] | None = None,
+) -> Row:
+    """The row of ``side``'s call ``call`` of module ``name``; a clear :class:`UsageError` otherwise.
+
+    ``model_names`` lists the modules of ``side``'s model (built fresh): it tells a module that
+    exists but never ran from a name that does not exist at all.
+    """
+    trace = pick(comparison, side)
+    calls = [record for record in trace.records if record.kind == "module" and record.name == name]
+    shown = name or "(root)"
+    if calls:
+        match = next((record for record in calls if record.call == call), None)
+        if match is None:
+            ran = "once (call 0)" if len(calls) == 1 else f"{len(calls)} times (calls 0 to {len(calls) - 1})"
+            raise UsageError(
+                f"{side} module {shown} ran {ran}; there is no call {call}. Calls are counted from 0: --break-at {shown}:N."
+            )
+        row = comparison.row_of(side, match.index)
+        assert row is not None, "every record has a row"
+        return row
+    names_in_model = list(model_names()) if model_names is not None else []
+    if name in names_in_model:
+        raise UsageError(
+            f"module {shown} exists in the {side} model ({trace.source}) but never ran: its forward was not called "
+            "during the forward pass, so there is no call to stop in."
+        )
+    recorded_names = dict.fromkeys(record.name for record in trace.records if record.kind == "module")
+    candidates = list(dict.fromkeys([*names_in_model, *recorded_names]))
+    close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
+    message = f"no module named {name!r} in the {side} model ({trace.source})."
+    other = other_side(side)
+    other_records = [record for record in pick(comparison, other).records if record.kind == "module" and record.name == name]
+    if other_records:
+        row = comparison.row_of(other, other_records[0].index)
+        counterpart = pick(row, side) if row is not None else None
+        message += f" It is a module of the {other} model: add --side {other}"
+        message += f" (its {side} counterpart is {counterpart.name})." if counterpart is not None else "."
+    if close:
+        message += f" Closest names: {', '.join(name or '(root)' for name in close)}."
+    else:
+        message += f" Its modules include: {first_few(recorded_names, CLOSE_NAMES)}."
+    raise UsageError(message + " Names are as model.named_modules() yields them.")
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def debug_call(
+    comparison: Comparison,
+    row: Row,
+    side: Side = "ported",
+    script_path: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    context: int | None = None,
+) -> DebugOutcome:
+    """Re-run ``side``'s script and stop ipdb at the first line of ``row``'s module's forward.
+
+    Runs in the current terminal (an interface calls it inside ``app.suspend()``). The script is
+    ``script_path``, or the ``.py`` the side's trace was recorded from; a trace file cannot be
+    re-run (:class:`UsageError`). Returns how the session ended; script errors raise
+    :class:`ScriptError` as everywhere else.
+    """
+    record = pick(row, side)
+    if record is None:
+        raise UsageError(f"row {row.index} ({row.label}) has no {side} call to stop in; choose the other side.")
+    if record.kind != "module":
+        raise UsageError(f"{record.display_name} is a tap, not a module call; break in the module around it instead.")
+    path = script_path_for(comparison, side, script_path)
+    script = load_script(path, seed=pick(comparison, side).seed, device=device)
+    return debug_script_call(comparison, row, side, script, context=context)
+
+
+def debug_script_call(
+    comparison: Comparison, row: Row, side: Side, script: ModelScript, *, context: int | None = None
+) -> DebugOutcome:
+    """:func:`debug_call` on an already built script (the command line builds it once)."""
+    record = pick(row, side)
+    assert record is not None
+    module = dict(script.model.named_modules()).get(record.name)
+    if module is None:
+        raise ScriptError(
+            f"{script.path}: the model built now has no module {record.display_name}, which the recording had. "
+            "Did the script change since the comparison? Compare again."
+        )
+    debug_context = DebugContext(comparison, row, side, script.path)
+    names: contextlib.ExitStack = contextlib.ExitStack()
+
+    def on_stop(frame: FrameType) -> None:
+        debug_context.name = context_name_for(frame)
+        names.enter_context(injected_builtin(debug_context.name, debug_context))
+        print(debug_context.banner(), flush=True)
+
+    breakpoint = ForwardBreakpoint(module, record.call, on_stop, context=context)
+    with names, breakpoint.installed():
+        try:
+            script.run()
+        except BdbQuit:
+            pass
+        except ScriptError as error:
+            if not isinstance(error.__cause__, BdbQuit):  # run() wraps what the forward raised
+                raise
+    if not breakpoint.stopped:
+        return "not_reached"
+    return "quit" if breakpoint.quit else "continued"
+
+
+def describe_outcome(outcome: DebugOutcome, row: Row, side: Side) -> str:
+    record = pick(row, side)
+    name = record.display_name if record is not None else row.label
+    call = record.call if record is not None else row.call
+    if outcome == "continued":
+        return "debugger: the run finished."
+    if outcome == "quit":
+        return "debugger: quit; the run was stopped."
+    return (
+        f"debugger: the re-run ended without reaching call {call} of {side} {name}: the model took another path "
+        "this time (is it deterministic?), or its forward was replaced."
+    )
