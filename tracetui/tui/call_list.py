@@ -101,7 +101,12 @@ def row_on_line(outline: Outline, position: int) -> int | None:
 
 
 class CallList(ScrollView, can_focus=True):
-    """The rows of the comparison (or the calls of one trace), in call order, as a tree."""
+    """The rows of the comparison (or the calls of one trace), in call order, as a tree.
+
+    Longer than our other classes on purpose: its keys, its scrolling and its line drawing all
+    read the same cursor, outline and component styles, which a Line API widget (as Textual's
+    own DataTable and Log) keeps in one place rather than passes between objects.
+    """
 
     BINDINGS = [
         Binding("up,k", "move(-1)", "up", show=False),

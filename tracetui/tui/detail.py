@@ -25,7 +25,8 @@ from textual.worker import get_current_worker
 from tracetui.tui.lines import component_style, set_virtual_size
 from tracetui.tui.listing import ComparisonListing, Listing, TraceListing
 from tracetui.tui.messages import DetailReady
-from tracetui.tui.tensor_detail import Palette, describe_record, describe_row
+from tracetui.tui.row_detail import describe_record, describe_row
+from tracetui.tui.tensor_detail import Palette
 
 DescriptionKey = tuple[int, int, int]  # (listing generation, row, width)
 

@@ -1,0 +1,138 @@
+"""The detail of one row (or, for ``tracetui show``, one call): its title, why it has its
+status, the figures of its inputs and outputs in one line, then every leaf
+(:func:`~tracetui.tui.tensor_detail.describe_leaf`)."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from tracetui.classify import Tolerance
+from tracetui.compare import Comparison
+from tracetui.numeric import format_difference
+from tracetui.rows import LeafPair, Row, largest_difference
+from tracetui.trace import CallRecord, Leaf
+from tracetui.tui.listing import STATUS_LABELS, culprit_label
+from tracetui.tui.tensor_detail import Palette, describe_leaf, side_previews, statistics_table
+
+
+def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
+    is_culprit = comparison.is_culprit(row)
+    status = comparison.status(row)
+    title = Text()
+    title.append(row.label, palette.heading)
+    title.append("  ")
+    if is_culprit:
+        title.append(f" {culprit_label(status)} ", palette.culprit)
+    else:
+        title.append(STATUS_LABELS[status], palette.label)
+    title.append(f"   {row.class_label}", palette.dim)
+    if row.is_paired:
+        title.append(f"   {row.pairing_label}", palette.dim)
+    return title
+
+
+def row_explanation(comparison: Comparison, row: Row, palette: Palette) -> Text | None:
+    if comparison.is_culprit(row):
+        return Text(f"why: {comparison.reason_for(row)}", palette.warning)
+    if not row.is_paired:
+        side_name = "original" if row.original is not None else "ported"
+        return Text(f"only the {side_name} model makes this call: nothing to compare it with", palette.dim)
+    status = comparison.status(row)
+    if status == "inherited":
+        return Text(f"inherited: its inputs already differ (max |Δ| {format_difference(row.input_max_abs)})", palette.dim)
+    if status == "diverged":
+        return Text(
+            f"its inputs agree (max |Δ| {format_difference(row.input_max_abs)}) but its outputs do not; "
+            "the difference starts in it or in one of its submodules",
+            palette.warning,
+        )
+    return None
+
+
+def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | None:
+    """``inputs max |Δ| 0 · outputs max |Δ| 2.26e-01, 96 of 112 elements break atol 0.001``."""
+    if not row.is_paired:
+        return None
+    tolerance = comparison.tolerance
+    summary = Text()
+    for position, (heading, pairs, agree) in enumerate(
+        (("inputs", row.inputs, comparison.inputs_agree(row)), ("outputs", row.outputs, comparison.outputs_agree(row)))
+    ):
+        differences = [pair.difference for pair in pairs if pair.difference is not None]
+        if position:
+            summary.append(" · ", palette.dim)
+        summary.append(f"{heading} ", palette.label)
+        if not differences:
+            summary.append("none compared", palette.dim)
+            continue
+        summary.append(f"max |Δ| {format_difference(largest_difference(pairs))}", palette.good if agree else palette.bad)
+        counts = [difference.out_of_tolerance(tolerance.atol, tolerance.rtol) for difference in differences]
+        broken = sum(count for count in counts if count is not None)
+        total = sum(difference.numel for difference in differences)
+        if None in counts or any(difference.from_statistics for difference in differences):
+            summary.append(" (partly from statistics or uncounted: values not kept)", palette.dim)
+        elif broken:
+            summary.append(f", {broken:,} of {total:,} elements break {tolerance}", palette.bad)
+    if row.isolated is not None:
+        # The fed run: this call alone, on the original's inputs (its submodules' outputs too).
+        alone = row.isolated_max_abs
+        summary.append(" · ", palette.dim)
+        summary.append("alone on the original's inputs ", palette.label)
+        if row.isolated.not_judged:
+            summary.append(f"not judged: {row.isolated.not_judged[0]}", palette.dim)
+        else:
+            wrong = comparison.classification.isolated_disagrees[row.index]
+            summary.append(f"max |Δ| {format_difference(alone)}", palette.bad if wrong else palette.good)
+            if comparison.classification.makes_bad_input[row.index]:
+                summary.append(", but it makes a wrong input (why:)", palette.bad)
+    return summary
+
+
+def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette) -> RenderableType:
+    parts: list[RenderableType] = [row_title(comparison, row, palette)]
+    summary = row_summary(comparison, row, palette)
+    if summary is not None:
+        parts.append(summary)
+    explanation = row_explanation(comparison, row, palette)
+    if explanation is not None:
+        parts.append(explanation)
+    tolerance = comparison.tolerance
+    if row.is_paired:
+        sections = (("inputs", row.inputs), ("outputs", row.outputs))
+    else:
+        record = row.original or row.ported
+        assert record is not None
+        in_original = row.original is not None
+        sections = (
+            ("inputs", [LeafPair(leaf, None) if in_original else LeafPair(None, leaf) for leaf in record.inputs]),
+            ("outputs", [LeafPair(leaf, None) if in_original else LeafPair(None, leaf) for leaf in record.outputs]),
+        )
+    for heading, pairs in sections:
+        parts.append(Text(f"\n{heading.upper()}" + ("" if pairs else "  none"), palette.label))
+        for pair in pairs:
+            parts.append(describe_leaf(pair, tolerance, width, palette))
+    return Group(*parts)
+
+
+def describe_record(record: CallRecord, width: int, palette: Palette) -> RenderableType:
+    """One call of a single trace (`tracetui show`): the same view, one side, no Δ."""
+    title = Text(record.display_name + (f" (call {record.call})" if record.call else ""), palette.heading)
+    title.append(f"   {record.class_name}", palette.dim)
+    parts: list[RenderableType] = [title]
+    for heading, leaves in (("inputs", record.inputs), ("outputs", record.outputs)):
+        parts.append(Text(f"\n{heading.upper()}" + ("" if leaves else "  none"), palette.label))
+        for leaf in leaves:
+            parts.append(describe_single_leaf(leaf, width, palette))
+    return Group(*parts)
+
+
+def describe_single_leaf(leaf: Leaf, width: int, palette: Palette) -> RenderableType:
+    title = Text(leaf.name, palette.heading)
+    if leaf.tensor is None:
+        title.append(f"   {leaf.value_type} {leaf.value_repr}", palette.dim)
+        return title
+    pair = LeafPair(leaf, None)
+    parts: list[RenderableType] = [title, statistics_table([("value", leaf)], palette)]
+    parts += side_previews(pair, Tolerance(), width, palette, None, labels=("value", ""))
+    return Group(*parts)
