@@ -374,7 +374,9 @@ def test_outputs_tracetui_cannot_look_into_are_named_in_a_note() -> None:
 
 
 def test_show_lists_the_calls_of_one_trace(write_script, capsys) -> None:
-    script = write_script("model.py", "import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(4, 3)\n")
+    script = write_script(
+        "model.py", "import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(4, 3)\n"
+    )
     assert main(["show", str(script), "--no-tui", "--no-rerun"]) == 0
     output = capsys.readouterr().out
     assert "Sequential" in output and "Linear" in output and "ReLU" in output and "output: float32[4, 2]" in output

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import tomllib
 import torch
 from torch import nn
 
@@ -109,9 +109,9 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 
 def max_abs_diff(original: list[torch.Tensor], ported: list[torch.Tensor]) -> float:
     assert len(original) == len(ported), f"{len(original)} vs {len(ported)} output tensors"
-    for original_tensor, ported_tensor in zip(original, ported):
+    for original_tensor, ported_tensor in zip(original, ported, strict=True):
         assert original_tensor.shape == ported_tensor.shape
-    return max((o.float() - p.float()).abs().max().item() for o, p in zip(original, ported))
+    return max((o.float() - p.float()).abs().max().item() for o, p in zip(original, ported, strict=True))
 
 
 def final_outputs(demo: str, bug: str | None, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -308,10 +308,7 @@ def agree(first: list[torch.Tensor], second: list[torch.Tensor], common_prefix: 
         first, second = first[:count], second[:count]
     if len(first) != len(second):
         return False
-    for a, b in zip(first, second):
-        if a.shape != b.shape or (a.float() - b.float()).abs().max().item() > ATOL:
-            return False
-    return True
+    return all(a.shape == b.shape and (a.float() - b.float()).abs().max().item() <= ATOL for a, b in zip(first, second, strict=True))
 
 
 def reference_culprit(demo: str, bug: str | None) -> tuple[str | None, float]:

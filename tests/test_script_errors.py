@@ -15,7 +15,9 @@ def build():
 """
 
 BAD_SCRIPTS = {
-    "import_error.py": ("import no_such_package_anywhere\n", ["importing the script raised ModuleNotFoundError", "no_such_package_anywhere"]),
+    "import_error.py": (
+        "import no_such_package_anywhere\n", ["importing the script raised ModuleNotFoundError", "no_such_package_anywhere"]
+    ),
     "syntax_error.py": ("def build(:\n    pass\n", ["syntax error at line 1"]),
     "no_build.py": ("import torch\nmodel = torch.nn.Linear(2, 2)\n", ["defines no build()"]),
     "build_not_function.py": ("build = 3\n", ["`build` is a int, not a function"]),
@@ -23,13 +25,17 @@ BAD_SCRIPTS = {
         "def build():\n    raise RuntimeError('checkpoint missing: weights.bin')\n",
         ["build() raised RuntimeError: checkpoint missing: weights.bin", "build_raises.py\", line 2"],
     ),
-    "returns_model_only.py": ("import torch\ndef build():\n    return torch.nn.Linear(2, 2)\n", ["build() returned a Linear", "pair (model, inputs)"]),
+    "returns_model_only.py": (
+        "import torch\ndef build():\n    return torch.nn.Linear(2, 2)\n", ["build() returned a Linear", "pair (model, inputs)"]
+    ),
     "returns_three.py": ("import torch\ndef build():\n    return torch.nn.Linear(2, 2), torch.ones(2), 1\n", ["a tuple of 3 items"]),
     "wrong_order.py": (
         "import torch\ndef build():\n    return torch.ones(1, 2), torch.nn.Linear(2, 2)\n",
         ["returned a Tensor as the model", "wrong way round"],
     ),
-    "bad_inputs.py": ("import torch\ndef build():\n    return torch.nn.Linear(2, 2), [torch.ones(1, 2)]\n", ["returned a list as the inputs"]),
+    "bad_inputs.py": (
+        "import torch\ndef build():\n    return torch.nn.Linear(2, 2), [torch.ones(1, 2)]\n", ["returned a list as the inputs"]
+    ),
     "forward_raises.py": (
         "import torch\ndef build():\n    return torch.nn.Linear(2, 2), torch.ones(1, 3)\n",
         ["the forward pass raised RuntimeError", "mat1 and mat2 shapes cannot be multiplied"],

@@ -46,12 +46,12 @@ def test_round_trip_keeps_every_record_leaf_and_tensor(scripts: tuple[Path, Path
     path = save_trace(trace, tmp_path / "original.trace")
     loaded = load_trace(path)
     assert len(loaded) == len(trace)
-    for before, after in zip(trace, loaded):
+    for before, after in zip(trace, loaded, strict=True):
         assert (before.name, before.class_name, before.call, before.depth, before.parent, before.kind) == (
             after.name, after.class_name, after.call, after.depth, after.parent, after.kind,
         )
         assert [leaf.name for leaf in before.inputs + before.outputs] == [leaf.name for leaf in after.inputs + after.outputs]
-        for leaf_before, leaf_after in zip(before.inputs + before.outputs, after.inputs + after.outputs):
+        for leaf_before, leaf_after in zip(before.inputs + before.outputs, after.inputs + after.outputs, strict=True):
             if leaf_before.tensor is None:
                 assert leaf_after.value_repr == leaf_before.value_repr
             else:

@@ -336,7 +336,7 @@ def convert_nanogpt_state_dict(original_state_dict: Mapping[str, torch.Tensor]) 
         if fused_match is not None:
             layer_idx, param_name = fused_match.groups()
             # c_attn(x).split(n_embd, dim=-1) yields q, k, v: the rows of the fused weight, in order
-            for projection, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+            for projection, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
                 converted[f"model.layers.{layer_idx}.self_attn.{projection}.{param_name}"] = part.clone()
             continue
         for pattern, replacement in NANOGPT_KEY_RENAMES:

@@ -164,7 +164,7 @@ def analyse(folder: str) -> list[Outcome]:
             other = by_key.get((call.name, call.index))
             if other is None:
                 continue
-            input_delta = max([difference(a, b) for a, b in zip(other.inputs, call.inputs)], default=0.0)
+            input_delta = max([difference(a, b) for a, b in zip(other.inputs, call.inputs, strict=False)], default=0.0)
             if input_delta <= ATOL and difference(other.output, call.output) > ATOL:
                 diverged.add(i)
         innermost = [i for i in sorted(diverged) if not (descendants(ported_calls, i) & diverged)]

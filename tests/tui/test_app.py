@@ -427,7 +427,8 @@ async def test_m_pairs_two_unmatched_rows_by_hand_unpairs_and_w_writes_the_map(
     from tracetui.pairing.rename_map import load_rename_map
 
     rules = [rule for rule in load_rename_map(MODELS / "map.toml").rules if "ln_f" not in rule[0].pattern]
-    partial = tracetui.compare(*tiny_traces, rename_map=[[pattern.pattern, replacement] for pattern, replacement in rules], infer=False, rerun=False)
+    rename_map = [[pattern.pattern, replacement] for pattern, replacement in rules]
+    partial = tracetui.compare(*tiny_traces, rename_map=rename_map, infer=False, rerun=False)
     original_only = next(row.index for row in partial.rows if row.original_name == "ln_f")
     app = TracetuiApp(partial)
     monkeypatch.chdir(tmp_path)

@@ -21,9 +21,8 @@ from __future__ import annotations
 import os
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from original import ARGS, make_inputs, make_model
+from transformers import LlamaConfig, LlamaForCausalLM
 
 BUGS: dict[str, str] = {
     # wq/wk copied without the RoPE row permutation (q/k projections are deliberately unpaired,

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
-
 from original import CONFIG, make_inputs, make_model
+from transformers import GPT2Config, GPT2LMHeadModel
 
 BUGS: dict[str, str] = {
     # The transposed-key list forgot attn.c_proj: square (64x64), so it loads silently.
