@@ -107,6 +107,7 @@ class FedRun:
             for pair in alignment.paired()
             if pair.ported is not None and pair.original is not None
         }
+        self.inferred = {pair.ported for pair in alignment.paired() if pair.method == "inferred"}
         self.isolation: Isolation = {}
         self._names: dict[int, str] = {}
         self._call_counts: Counter[str] = Counter()
@@ -186,11 +187,15 @@ class FedRun:
         isolated.outputs = measure_outputs(original.outputs, live_leaves([("output", output)]))
         reordered = [pair.ported.name for pair in isolated.outputs if pair.ported is not None and self._reordered(pair)]
         if reordered:
-            # Paired with a call whose values it holds in another layout (by inference, which
-            # upstream differences kept from seeing it): not comparable, and what follows in the
-            # port expects its own layout, so it is handed on as it is.
+            # Not comparable, and what follows in the port expects its own layout, so it is
+            # handed on as it is.
             isolated.not_judged.append(f"its outputs ({', '.join(reordered)}) hold the original's values in another order")
-            self._reordered_in.setdefault(self._open_calls[-1][1] if self._open_calls else None, []).append(index)
+            if index not in self.inferred:
+                # Paired by name or map: its layout is the one to doubt if the code after it goes wrong.
+                self._reordered_in.setdefault(self._open_calls[-1][1] if self._open_calls else None, []).append(index)
+            # Paired by inference, which upstream differences kept from seeing the layout (as for
+            # RoPE-permuted projections): likely not its counterpart at all, so the code after it
+            # answers for what it makes.
         comparable = [pair for pair in isolated.outputs if pair.ported is None or pair.ported.name not in reordered]
         replacements, unfittable = self._replacements(comparable, [])
         if unfittable:
