@@ -351,3 +351,45 @@ def test_another_tolerance_reclassifies_the_culprits(rtol: float) -> None:
     loose = comparison.with_tolerance(tracetui.Tolerance(atol=10.0, rtol=rtol))
     assert loose.verdict == "match" and loose.culprits == []
     assert culprit_names(comparison) == ["blocks.1.act", "blocks.3.norm"]  # the first comparison is unchanged
+
+
+def test_a_fed_call_keeps_its_arguments_positional_or_keyword() -> None:
+    """A decorated forward that takes a keyword out of ``**kwargs`` (as transformers' do) must
+    get it as a keyword again: fed arguments keep the call's own structure."""
+    import functools
+
+    def reads_flag(forward):  # noqa: ANN001, ANN202
+        @functools.wraps(forward)
+        def wrapper(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            flag = kwargs.pop("flag", False)
+            return forward(self, *args, flag=flag, **kwargs)
+
+        return wrapper
+
+    class Scaled(nn.Module):
+        def __init__(self, factor: float) -> None:
+            super().__init__()
+            self.linear = nn.Linear(WIDTH, WIDTH)
+            self.factor = factor
+
+        @reads_flag
+        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, flag: bool = False) -> torch.Tensor:
+            hidden = self.linear(x) * self.factor
+            return hidden * mask if flag and mask is not None else hidden
+
+    class Model(nn.Module):
+        def __init__(self, factor: float) -> None:
+            super().__init__()
+            self.scaled = Scaled(factor)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.scaled(x, mask=torch.ones(WIDTH), flag=True)
+
+    torch.manual_seed(0)
+    original, ported = Model(1.0), Model(2.0)
+    ported.load_state_dict(original.state_dict())
+    inputs = torch.randn(3, WIDTH)
+    comparison = tracetui.compare((original, inputs), (ported, inputs.clone()), rerun=False)
+    assert culprit_names(comparison) == ["scaled"]
+    scaled = comparison.culprits[0]
+    assert scaled.isolated is not None and not scaled.isolated.unfed_inputs and not scaled.isolated.not_judged

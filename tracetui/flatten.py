@@ -133,21 +133,25 @@ def copy_sequence(value: tuple[Any, ...] | list[Any], items: list[Any]) -> Any:
         return tuple(items) if isinstance(value, tuple) else list(items)
 
 
+POSITIONAL_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def replace_arguments(
     module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], replacements: dict[str, torch.Tensor]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """A call's ``args`` and ``kwargs`` with the tensors at the leaf names :func:`name_arguments`
-    gives (and :func:`flatten` extends) replaced."""
+    gives (and :func:`flatten` extends) replaced. Positional arguments stay positional and
+    keywords keywords: a decorated forward may read some of them from its ``**kwargs``."""
+    positional_names = [f"args.{position}" for position in range(len(args))]
     bound = bind_arguments(module, args, kwargs)
-    if bound is None:
-        new_args = tuple(replace_leaves(value, f"args.{position}", replacements) for position, value in enumerate(args))
-        return new_args, {name: replace_leaves(value, name, replacements) for name, value in kwargs.items()}
-    for name, value in list(bound.arguments.items()):
-        kind = bound.signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_POSITIONAL:
-            bound.arguments[name] = tuple(replace_leaves(item, f"{name}.{position}", replacements) for position, item in enumerate(value))
-        elif kind is inspect.Parameter.VAR_KEYWORD:
-            bound.arguments[name] = {key: replace_leaves(item, key, replacements) for key, item in value.items()}
-        else:
-            bound.arguments[name] = replace_leaves(value, name, replacements)
-    return bound.args, bound.kwargs
+    if bound is not None:
+        parameters = bound.signature.parameters.values()
+        positional = [parameter.name for parameter in parameters if parameter.kind in POSITIONAL_KINDS]
+        variadic = next((parameter.name for parameter in parameters if parameter.kind is inspect.Parameter.VAR_POSITIONAL), None)
+        for position in range(len(args)):
+            if position < len(positional):
+                positional_names[position] = positional[position]
+            elif variadic is not None:
+                positional_names[position] = f"{variadic}.{position - len(positional)}"
+    new_args = tuple(replace_leaves(value, name, replacements) for name, value in zip(positional_names, args, strict=True))
+    return new_args, {name: replace_leaves(value, name, replacements) for name, value in kwargs.items()}
