@@ -26,11 +26,12 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves
 from tracetui.memory import garbage_collection_paused, release_free_memory
-from tracetui.numeric import equivalent_shapes, summarize
+from tracetui.numeric import equivalent_shapes
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
-from tracetui.trace import CallRecord, Leaf, Trace, summary_leaf
+from tracetui.text import shape_text
+from tracetui.trace import CallRecord, Leaf, Trace
 
 TRIM_EVERY_ELEMENTS = 32 * 1024 * 1024  # elements measured between returns of freed memory
 
@@ -253,17 +254,17 @@ class FedRun:
         return self.ported_records[index].display_name
 
     def _let_go(self, pairs: list[LeafPair]) -> None:
-        """Count the tolerance and keep only statistics of the live tensors: they are the port's."""
+        """Count the tolerance, and keep nothing of the live tensors but their description: they
+        are the port's, and only the differences measured here are read afterwards."""
         for pair in pairs:
             if pair.difference is not None:
                 pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol)
                 self._measured_since_trim += pair.difference.numel
             leaf = pair.ported
             if leaf is not None and leaf.tensor is not None:
-                summary = summarize(leaf.tensor.detach())
+                description = f"{shape_text(leaf.tensor.shape, as_list=True)}, the fed run's value, not kept"
+                leaf.value_type, leaf.value_repr = "tensor", f"{leaf.dtype}{description}"
                 leaf.tensor = None
-                kept = summary_leaf(leaf.name, summary)
-                leaf.summary, leaf.value_type, leaf.value_repr = kept.summary, kept.value_type, kept.value_repr
         if self._measured_since_trim >= TRIM_EVERY_ELEMENTS:
             release_free_memory()
             self._measured_since_trim = 0

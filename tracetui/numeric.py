@@ -195,8 +195,25 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
         difference.numel = math.prod(difference.broadcast_shape)
     if difference.numel == 0:
         return difference
-    accumulate_differences(difference, original, ported)
+    if not fill_if_identical(difference, original, ported):
+        accumulate_differences(difference, original, ported)
     return difference
+
+
+def fill_if_identical(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> bool:
+    """The figures of two bitwise-equal tensors without the float64 slices (two passes instead of
+    fifteen): the common case where both sides run the same code on the same values, as the
+    fed run's modules do in a clean port. False, leaving ``difference`` as it was, otherwise."""
+    if original.dtype != ported.dtype or original.shape != ported.shape or original.is_complex() or original.dtype == torch.bool:
+        return False
+    if not torch.equal(original, ported):  # NaN is never equal: such tensors take the slices' way
+        return False
+    difference.worst_index = (0,) * original.dim()
+    difference.worst_original = difference.worst_ported = float(original.reshape(-1)[0])
+    # max_abs, max_rel and mean_abs stay 0 and cosine 1, as the slices would give; equal Inf
+    # are no mismatch there either. original_abs_max stays 0: with nothing to forgive, no
+    # tolerance reads it.
+    return True
 
 
 def accumulate_differences(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> None:
