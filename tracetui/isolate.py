@@ -156,18 +156,9 @@ class FedRun:
         isolated.not_judged += [f"input {name} cannot be fed the original's" for name in unfittable]
         for pair in fed_inputs:
             if pair.ported is not None and pair.difference is not None and pair.difference.max_abs != 0.0:
-                assert pair.ported.tensor is not None
-                maker = self._makers.get(id(pair.ported.tensor))
-                fed_value = maker is not None and maker[0]() is pair.ported.tensor and maker[2]
-                if maker is not None and maker[0]() is pair.ported.tensor and not fed_value:
-                    isolated.input_makers[pair.ported.name] = Maker("returned", maker[1])
-                elif fed_value and pair.ported.dtype != (pair.original.dtype if pair.original else None):
-                    pass  # the original's value fed to an earlier call: it differs by the cast to the port's dtype
-                elif self._reordered_in.get(enclosing):
-                    # Made from a call's outputs in another layout, the rest being fed: that layout.
-                    isolated.input_makers[pair.ported.name] = Maker("reordered", self._reordered_in[enclosing][-1])
-                else:
-                    isolated.input_makers[pair.ported.name] = Maker("inline", None)
+                maker = self._maker_of(pair, enclosing)
+                if maker is not None:
+                    isolated.input_makers[pair.ported.name] = maker
         self._let_go(fed_inputs)
         self._pending[index] = isolated
         return replace_arguments(module, args, kwargs, replacements) if replacements else None
@@ -227,6 +218,24 @@ class FedRun:
             else:
                 replacements[pair.ported.name] = value
         return replacements, unfittable
+
+    def _maker_of(self, pair: LeafPair, enclosing: int | None) -> Maker | None:
+        """What made an input that differs before it is fed (the call that returned it, the
+        enclosing forward's lines, or a layout); None when no call is to blame."""
+        assert pair.ported is not None and pair.ported.tensor is not None and pair.original is not None
+        entry = self._makers.get(id(pair.ported.tensor))
+        if entry is not None and entry[0]() is pair.ported.tensor:
+            index, fed = entry[1], entry[2]
+            if not fed:
+                return Maker("returned", index)
+            if pair.ported.dtype != pair.original.dtype:
+                return None  # the original's value fed to an earlier call: it differs by the cast alone
+            # The original's value in the original's dtype, and still not this input's: the lines
+            # between that call and this one did not do what the original's do.
+        if self._reordered_in.get(enclosing):
+            # Made from a call's outputs in another layout, the rest being fed: that layout.
+            return Maker("reordered", self._reordered_in[enclosing][-1])
+        return Maker("inline", None)
 
     def _reordered(self, pair: LeafPair) -> bool:
         """The live output holds the original's values in another order (and differs in place)."""
