@@ -474,3 +474,13 @@ def test_inputs_in_broadcast_equivalent_shapes_agree() -> None:
     masked = next(row for row in comparison.rows if row.ported_name == "masked")
     mask_pair = next(pair for pair in masked.inputs if pair.name == "mask")
     assert mask_pair.difference.broadcast_shape == (3, 4) and mask_pair.difference.shape_matches
+
+
+@pytest.mark.parametrize("option", [["--atol", "nan"], ["--rtol", "nan"], ["--atol", "inf"], ["--rtol", "-1"]])
+def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(option: list[str], write_script, capsys) -> None:
+    """NaN compares False with everything: `--rtol nan` once said MATCH for a 0.45 difference."""
+    script = write_script("model.py", "import torch\ndef build():\n    return torch.nn.Linear(3, 2), torch.ones(4, 3)\n")
+    assert main(["compare", str(script), str(script), "--no-tui", *option]) == 2
+    assert f"{option[0]} must be a finite number, zero or positive" in capsys.readouterr().err
+    with pytest.raises(tracetui.TracetuiError, match="must be a finite number"):
+        tracetui.compare(original(), original(), rerun=False, **{option[0].removeprefix("--"): float(option[1])})

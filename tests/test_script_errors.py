@@ -62,6 +62,17 @@ BAD_SCRIPTS = {
         "def build():\n    return Net(), torch.ones(1, 2)\n",
         ["only the root module's hooks fired", "`self.layer(x)`"],
     ),
+    # sys.exit() anywhere in a script is an error (exit 2), never the script's own status: 0
+    # would read as "the port matches", 1 as "divergence found".
+    "exits_at_import.py": ("import sys\nsys.exit(0)\n", ["importing the script called sys.exit(0)", "remove the exit"]),
+    "exits_in_build.py": ("import sys\ndef build():\n    sys.exit(1)\n", ["build() called sys.exit(1)"]),
+    "exits_in_forward.py": (
+        "import sys, torch\n"
+        "class Quitter(torch.nn.Module):\n"
+        "    def forward(self, x):\n        sys.exit(3)\n"
+        "def build():\n    return Quitter(), torch.ones(1, 2)\n",
+        ["the forward pass called sys.exit(3)"],
+    ),
 }
 
 
@@ -79,7 +90,11 @@ def test_bad_script_gets_a_clear_error_naming_the_file(name: str, write_script, 
     for phrase in expected_phrases:
         assert phrase in captured.err.replace("\n", " ") or phrase in captured.err
     assert "tracetui/" not in captured.err.split("error:")[0], "no tracetui traceback before the message"
-    assert "Traceback" not in captured.err or name in {"import_error.py", "syntax_error.py", "build_raises.py", "forward_raises.py"}
+    # The script's own traceback, where it shows the line to fix.
+    with_traceback = {"import_error.py", "syntax_error.py", "build_raises.py", "forward_raises.py"} | {
+        name for name in BAD_SCRIPTS if name.startswith("exits_")
+    }
+    assert "Traceback" not in captured.err or name in with_traceback
 
 
 def test_missing_file_and_wrong_suffix(write_script, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from tracetui.errors import UsageError
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, Row, paired_parent
 from tracetui.trace import CallRecord, Trace
@@ -38,8 +39,16 @@ class Tolerance:
     atol: float = 1e-3
     rtol: float = 0.0
 
+    def __post_init__(self) -> None:
+        # NaN compares False with everything: an atol or rtol of NaN would pass or fail rows at
+        # random, and a gate must never say "match" for that reason.
+        for name, value in (("atol", self.atol), ("rtol", self.rtol)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UsageError(f"{name} must be a finite number, zero or positive (got {value!r}); the porting bar is atol 1e-3, rtol 0.")
+
     def __str__(self) -> str:
         return f"atol {self.atol:g}" + (f", rtol {self.rtol:g}" if self.rtol else "")
+
 
 # Output types compared by value; any other non-tensor output is recorded by its repr only (a note).
 SIMPLE_VALUE_TYPES = {"NoneType", "bool", "int", "float", "str", "complex", "bytes"}

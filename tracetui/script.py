@@ -51,6 +51,8 @@ class ModelScript:
                 if self.forward_function is not None:
                     return self.forward_function(self.model, self.inputs)
                 return call_with_inputs(self.model, self.inputs)
+            except SystemExit as error:
+                raise script_exited(self.path, "the forward pass", error) from error
             except Exception as error:
                 raise ScriptError(
                     f"{self.path}: the forward pass raised {type(error).__name__}: {error}. "
@@ -97,6 +99,16 @@ def script_folder_on_path(path: Path) -> Iterator[None]:
             sys.path.remove(folder)
 
 
+def script_exited(path: Path, stage: str, error: SystemExit) -> ScriptError:
+    """``sys.exit()`` in a script is an error like any other, never an exit status of tracetui's
+    (1 would read as "divergence found", 0 as "the port matches")."""
+    return ScriptError(
+        f"{path}: {stage} called sys.exit({error.code!r}). A model script must return (model, inputs) and let the "
+        "forward pass return; remove the exit (an `if __name__ == '__main__':` guard keeps it for running the file alone).",
+        detail=user_traceback(error),
+    )
+
+
 def import_script(path: Path) -> ModuleType:
     """Import a script as a fresh module, so two scripts may both import a local ``model.py``.
 
@@ -122,6 +134,8 @@ def import_script(path: Path) -> ModuleType:
     with script_folder_on_path(path):
         try:
             specification.loader.exec_module(module)
+        except SystemExit as error:
+            raise script_exited(path, "importing the script", error) from error
         except SyntaxError as error:
             raise ScriptError(
                 f"{path}: the script has a syntax error at line {error.lineno}: {error.msg}.",
@@ -170,6 +184,8 @@ def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu")
     with script_folder_on_path(path):
         try:
             built = build()
+        except SystemExit as error:
+            raise script_exited(path, "build()", error) from error
         except Exception as error:
             raise ScriptError(
                 f"{path}: build() raised {type(error).__name__}: {error}. The traceback below is from the script; fix it there.",

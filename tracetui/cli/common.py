@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from tracetui.errors import UsageError
@@ -56,8 +57,10 @@ def add_memory_options(command: argparse.ArgumentParser, stream: bool) -> None:
 
 
 def check_tolerance(arguments: argparse.Namespace) -> None:
-    if arguments.atol < 0 or arguments.rtol < 0:
-        raise UsageError(f"--atol and --rtol must be zero or positive (got atol {arguments.atol:g}, rtol {arguments.rtol:g}).")
+    """Before any model runs: NaN, infinite or negative tolerances are refused."""
+    for name, value in (("--atol", arguments.atol), ("--rtol", arguments.rtol)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{name} must be a finite number, zero or positive (got {value:g}).")
 
 
 def wants_interface(arguments: argparse.Namespace) -> bool:
