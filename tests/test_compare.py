@@ -484,3 +484,28 @@ def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(option:
     assert f"{option[0]} must be a finite number, zero or positive" in capsys.readouterr().err
     with pytest.raises(tracetui.TracetuiError, match="must be a finite number"):
         tracetui.compare(original(), original(), rerun=False, **{option[0].removeprefix("--"): float(option[1])})
+
+
+def test_numbers_and_strings_a_module_returns_are_compared() -> None:
+    """A count of 10 against 20 in a module's outputs was recorded and never compared: MATCH."""
+
+    class Counting(nn.Module):
+        def __init__(self, count: int, label: str = "tokens") -> None:
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+            self.count = count
+            self.label = label
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, float, str]:
+            return self.linear(x), self.count, self.count / 3, self.label
+
+    def built(count: int, label: str = "tokens") -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        return nn.Sequential(Counting(count, label)), torch.ones(1, 2)
+
+    assert tracetui.compare(built(10), built(10), rerun=False).verdict == "match"
+    counted = tracetui.compare(built(10), built(20), rerun=False)
+    assert counted.verdict == "diverged" and [row.ported_name for row in counted.culprits] == ["0"]
+    assert "max |Δ| 1.00e+01" in counted.reason
+    labelled = tracetui.compare(built(10), built(10, label="words"), rerun=False)
+    assert labelled.verdict == "diverged" and [row.ported_name for row in labelled.culprits] == ["0"]

@@ -19,6 +19,7 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
+from tracetui.global_state import GlobalState
 from tracetui.isolate import isolate as judge_alone
 from tracetui.options import Keep, RunOptions
 from tracetui.pairing.alignment import align
@@ -43,7 +44,10 @@ def load_source(source: Source, options: RunOptions) -> ModelScript | Trace:
         return source
     if isinstance(source, tuple):
         model, inputs = prepare(*check_built(Path("<python>"), source), options.device)
-        return ModelScript(path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=options.seed)
+        # Built in the caller's own code: it runs under the caller's settings (a float64 default, say).
+        return ModelScript(
+            path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=options.seed, global_state=GlobalState.capture()
+        )
     if isinstance(source, (str, Path)):
         if is_script_path(source):
             return load_script(source, seed=options.seed, device=options.device)

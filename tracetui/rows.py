@@ -8,9 +8,13 @@ name whatever their shapes, so that a changed shape shows as a shape mismatch.
 
 from __future__ import annotations
 
+import math
+from ast import literal_eval
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import torch
 
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
 from tracetui.pairing.alignment import Alignment, Pair
@@ -137,12 +141,13 @@ def pair_leaves(
     pair_names_across_shapes: bool = False,
     broadcast: bool = False,
     cache: MeasureCache | None = None,
+    compare_values: bool = False,
 ) -> list[LeafPair]:
     """Pair tensor leaves by name (same shape), then in order among same-shaped tensors.
 
     Leftovers are paired by order (and so reported as shape mismatches) only when
     ``pair_leftovers_by_order``; otherwise they stay unpaired. Non-tensor leaves are paired by
-    name for display.
+    name; with ``compare_values``, numbers and strings are measured too (:func:`measure_values`).
     """
     original_tensors = [leaf for leaf in original if leaf.is_tensor]
     ported_tensors = [leaf for leaf in ported if leaf.is_tensor]
@@ -182,7 +187,9 @@ def pair_leaves(
     ported_values = {leaf.name: leaf for leaf in ported if not leaf.is_tensor}
     for leaf in original:
         if not leaf.is_tensor:
-            pairs.append(LeafPair(leaf, ported_values.pop(leaf.name, None)))
+            value = ported_values.pop(leaf.name) if leaf.name in ported_values else None
+            difference = measure_values(leaf, value) if compare_values and value is not None else None
+            pairs.append(LeafPair(leaf, value, difference))
     pairs += [LeafPair(None, leaf) for leaf in ported_values.values()]
     return pairs
 
@@ -240,7 +247,27 @@ def measure_outputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCach
         pair_leftovers_by_order=True,
         pair_names_across_shapes=[leaf.name for leaf in original if leaf.is_tensor] == [leaf.name for leaf in ported if leaf.is_tensor],
         cache=cache,
+        compare_values=True,
     )
+
+
+NUMBER_TYPES = {"int", "float", "bool"}
+
+
+def measure_values(original: Leaf, ported: Leaf) -> TensorDifference | None:
+    """Python numbers and strings a call returns (a loss, a count, a label): numbers within the
+    tolerance like 0-d tensors, bools and ints exactly (they differ by 1 or more), strings by
+    their repr — a difference there can never be within tolerance. None for other values."""
+    if original.value_type in NUMBER_TYPES and ported.value_type in NUMBER_TYPES:
+        try:
+            values = [float(literal_eval(leaf.value_repr)) for leaf in (original, ported)]
+        except (ValueError, SyntaxError):  # a repr cut short, or not a literal (nan, inf)
+            values = [float(leaf.value_repr) if leaf.value_repr in ("nan", "inf", "-inf") else math.nan for leaf in (original, ported)]
+        return measure(torch.tensor(values[0], dtype=torch.float64), torch.tensor(values[1], dtype=torch.float64))
+    if original.value_type == ported.value_type == "str":
+        same = original.value_repr == ported.value_repr
+        return TensorDifference((), (), "str", "str", numel=1, max_abs=0.0 if same else math.inf, cosine=1.0 if same else 0.0)
+    return None
 
 
 

@@ -23,6 +23,7 @@ import numpy
 import torch
 
 from tracetui.errors import ScriptError
+from tracetui.global_state import GlobalState, script_state
 
 DEFAULT_SEED = 0
 
@@ -38,6 +39,9 @@ class ModelScript:
     inputs: Any
     forward_function: ForwardFunction | None = None
     seed: int = DEFAULT_SEED
+    # The process-wide state its runs need: what its import and build() left (None: the clean
+    # one). See tracetui.global_state.
+    global_state: GlobalState | None = None
 
     @property
     def label(self) -> str:
@@ -45,8 +49,8 @@ class ModelScript:
 
     def run(self, seed: int | None = None) -> Any:
         """One forward pass under ``no_grad`` with a fixed seed; the script's errors name the file."""
-        seed_everything(self.seed if seed is None else seed)
-        with script_folder_on_path(self.path), torch.no_grad():
+        with script_state(self.global_state), script_folder_on_path(self.path), torch.no_grad():
+            seed_everything(self.seed if seed is None else seed)
             try:
                 if self.forward_function is not None:
                     return self.forward_function(self.model, self.inputs)
@@ -160,8 +164,18 @@ def forget_local_modules(modules_before: set[str], folder: Path) -> None:
 
 
 def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu") -> ModelScript:
-    """Import a model script, call its ``build()`` under a fixed seed, and check what it returned."""
-    path = Path(path)
+    """Import a model script, call its ``build()`` under a fixed seed, and check what it returned.
+
+    Every script is imported and built from the same clean process-wide state, and keeps the
+    state that left for its own runs; the caller's state comes back afterwards.
+    """
+    with script_state():
+        script = build_script(Path(path), seed, device)
+        script.global_state = GlobalState.capture()
+    return script
+
+
+def build_script(path: Path, seed: int, device: str) -> ModelScript:
     module = import_script(path)
     build = getattr(module, "build", None)
     if build is None:

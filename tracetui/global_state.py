@@ -1,0 +1,79 @@
+"""The process-wide state a model script may change, kept per script.
+
+torch's default dtype and device, grad mode and deterministic-algorithm flags, and the torch,
+numpy and ``random`` generators belong to the process, and a script is free to set them
+(``torch.set_default_dtype(torch.float64)`` at the top of a research file is common). So that
+one script's settings never leak into the other's, nor into the notebook or test that called
+tracetui: each script is built from the same clean state, its forward passes run under the state
+its import and ``build()`` left, and the caller gets its own state back afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+import torch
+
+CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class GlobalState:
+    default_dtype: torch.dtype
+    default_device: torch.device
+    grad_enabled: bool
+    deterministic: bool
+    deterministic_warn_only: bool
+    torch_generator: torch.Tensor
+    numpy_generator: Any
+    python_generator: Any
+
+    @classmethod
+    def capture(cls) -> GlobalState:
+        return cls(
+            default_dtype=torch.get_default_dtype(),
+            default_device=default_device(),
+            grad_enabled=torch.is_grad_enabled(),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch_generator=torch.get_rng_state(),
+            numpy_generator=numpy.random.get_state(),
+            python_generator=random.getstate(),
+        )
+
+    @classmethod
+    def clean(cls) -> GlobalState:
+        """What a fresh Python process has (the generators are seeded by each run anyway)."""
+        current = cls.capture()
+        return cls(torch.float32, CPU, True, False, False, current.torch_generator, current.numpy_generator, current.python_generator)
+
+    def apply(self) -> None:
+        torch.set_default_dtype(self.default_dtype)
+        if default_device() != self.default_device:
+            # None rather than "cpu": setting the CPU explicitly installs a mode on every call.
+            torch.set_default_device(None if self.default_device == CPU else self.default_device)
+        torch.set_grad_enabled(self.grad_enabled)
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=self.deterministic_warn_only)
+        torch.set_rng_state(self.torch_generator)
+        numpy.random.set_state(self.numpy_generator)
+        random.setstate(self.python_generator)
+
+
+def default_device() -> torch.device:
+    return torch.get_default_device() if hasattr(torch, "get_default_device") else CPU
+
+
+@contextmanager
+def script_state(state: GlobalState | None = None) -> Iterator[None]:
+    """Run under ``state`` (the clean one when None); the caller's own comes back afterwards."""
+    callers = GlobalState.capture()
+    (state or GlobalState.clean()).apply()
+    try:
+        yield
+    finally:
+        callers.apply()
