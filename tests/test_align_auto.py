@@ -10,7 +10,6 @@ one-sided wrappers are looked through, a partial map wins over inference.
 
 from __future__ import annotations
 
-import ast
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import torch
+from planted import read_bugs
 from torch import nn
 
 import tracetui
@@ -36,12 +36,7 @@ PAIRS = {
 
 
 def planted_bugs(folder: str) -> dict[str, str]:
-    """ported.py's BUGS, read without importing it (the port pairs import a local ``model``)."""
-    for node in ast.parse((ROOT / folder / "ported.py").read_text()).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
-        if isinstance(target, ast.Name) and target.id == "BUGS":
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{folder}/ported.py defines no BUGS")
+    return read_bugs(ROOT / folder / "ported.py")
 
 
 CASES = [(folder, bug) for folder in PAIRS for bug in ["", *planted_bugs(folder)]]

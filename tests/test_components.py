@@ -3,7 +3,6 @@ naming the module and its worst element, on every planted bug of the demos."""
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from planted import read_bugs
 
 from tracetui.cli import main
 
@@ -20,12 +20,7 @@ BUG_ENV_VAR = "TRACETUI_DEMO_BUG"
 
 
 def demo_bugs(demo: str) -> dict[str, str]:
-    """ported.py's BUGS (planted bug → the ported module it lives in), read without importing it."""
-    tree = ast.parse((DEMOS_DIR / demo / "ported.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "BUGS":
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"demos/{demo}/ported.py defines no BUGS")
+    return read_bugs(DEMOS_DIR / demo / "ported.py")
 
 
 def run_generated(test_file: Path, bug: str | None) -> subprocess.CompletedProcess[str]:

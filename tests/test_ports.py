@@ -9,7 +9,6 @@ which test_ground_truth_holds re-checks. With several bugs planted, every culpri
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from planted import read_bugs
 
 pytest.importorskip("transformers")
 
@@ -33,12 +33,7 @@ TIMEOUT = 600
 
 
 def bugs(pair: str) -> dict[str, str]:
-    """ported.py's BUGS, read without importing it (both pairs have a module named ``model``)."""
-    tree = ast.parse((PORTS / pair / "ported.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "BUGS":
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{pair}/ported.py defines no BUGS")
+    return read_bugs(PORTS / pair / "ported.py")
 
 
 def renamed(pair: str, name: str) -> str:

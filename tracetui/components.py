@@ -27,7 +27,7 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.errors import UsageError
-from tracetui.flatten import flatten, name_arguments, replace_arguments
+from tracetui.flatten import name_arguments, replace_arguments, tensor_leaves
 from tracetui.isolate import fitted
 from tracetui.numeric import TensorDifference, format_difference, measure
 from tracetui.rows import LeafPair
@@ -202,7 +202,7 @@ class ComponentSuite:
             if calls_started[0] - 1 != case.call:
                 return None
             replacements = {}
-            for path, value in named_tensors(name_arguments(hooked, args, kwargs)):
+            for path, value in tensor_leaves(name_arguments(hooked, args, kwargs)):
                 if path in case.inputs:
                     replacement = fitted(self.tensors[case.inputs[path]], value)
                     if replacement is not None:
@@ -211,7 +211,7 @@ class ComponentSuite:
 
         def after(hooked: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             if calls_started[0] - 1 == case.call and not captured:
-                captured.update(named_tensors([("output", output)]))
+                captured.update((path, tensor.detach()) for path, tensor in tensor_leaves([("output", output)]))
                 raise CallReturned  # the rest of the forward pass is not needed
 
         handles = [module.register_forward_pre_hook(before, with_kwargs=True), module.register_forward_hook(after, with_kwargs=True)]
@@ -225,13 +225,6 @@ class ComponentSuite:
 class CallReturned(BaseException):
     """Ends the forward pass once the tested call has returned (a BaseException, so that model
     code catching ``Exception`` lets it through)."""
-
-
-def named_tensors(named_values: list[tuple[str, Any]]) -> Iterator[tuple[str, torch.Tensor]]:
-    for name, value in named_values:
-        for path, item in flatten(value, name):
-            if isinstance(item, torch.Tensor):
-                yield path, item.detach()
 
 
 def describe_failure(leaf_name: str, difference: TensorDifference) -> str:

@@ -54,6 +54,14 @@ def forward_signature(module: torch.nn.Module) -> inspect.Signature | None:
     return _signatures[function]
 
 
+def tensor_leaves(named_values: list[tuple[str, Any]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(path, tensor)`` for every tensor inside named values (a call's arguments, or its output)."""
+    for name, value in named_values:
+        for path, item in flatten(value, name):
+            if isinstance(item, torch.Tensor):
+                yield path, item
+
+
 def bind_arguments(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments | None:
     """The call bound to the forward's parameters; None when the signature is unknown or does not fit."""
     signature = forward_signature(module)

@@ -24,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from tracetui.classify import Tolerance
-from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves
+from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves, tensor_leaves
 from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import equivalent_shapes
 from tracetui.pairing.alignment import Alignment
@@ -89,9 +89,7 @@ def fitted(original: torch.Tensor, live: torch.Tensor) -> torch.Tensor | None:
 
 def live_leaves(named_values: list[tuple[str, Any]]) -> list[Leaf]:
     """The tensors of a call's named arguments or output, as leaves holding the live tensors."""
-    return [
-        Leaf(path, tensor=item) for name, value in named_values for path, item in flatten(value, name) if isinstance(item, torch.Tensor)
-    ]
+    return [Leaf(path, tensor=tensor) for path, tensor in tensor_leaves(named_values)]
 
 
 class FedRun:
