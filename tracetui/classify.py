@@ -117,7 +117,8 @@ def gather_isolation(rows: list[Row]) -> dict[str, Any]:
         if row.isolated is None:
             continue
         isolated[position] = not row.isolated.not_judged
-        isolated_largest[position] = largest_comparable_difference(row.isolated.outputs)
+        returned_unlike_original = row.original is not None and row.isolated.raised == row.original.finished
+        isolated_largest[position] = math.nan if returned_unlike_original else largest_comparable_difference(row.isolated.outputs)
         for pair in row.isolated.fed_inputs:
             if pair.ported is None or pair.difference is None or pair.ported.name not in row.isolated.input_makers:
                 continue
@@ -186,7 +187,8 @@ class RowFigures:
                 1 for pair in row.inputs + row.outputs if pair.difference is not None and pair.difference.from_statistics
             )
             input_largest[position] = largest_comparable_difference(row.inputs)
-            output_largest[position] = largest_comparable_difference(row.outputs)
+            # NaN: no tolerance makes a call that returned agree with one that raised.
+            output_largest[position] = math.nan if row.unreturned_side else largest_comparable_difference(row.outputs)
             shape_mismatch[position] = any(not difference.shape_matches for difference in output_differences)
             nonfinite[position] = any(difference.nonfinite_mismatches for difference in output_differences)
             dtype_mismatch[position] = any(not difference.dtype_matches for difference in output_differences)
@@ -305,7 +307,9 @@ def judge_isolation(rows: list[Row], figures: RowFigures, tolerance: Tolerance) 
             isolated = rows[position].isolated
             assert isolated is not None
             differences = [pair.difference for pair in isolated.outputs if pair.difference is not None]
-            if all(difference.decides(atol, rtol) for difference in differences):
+            if math.isnan(figures.isolated_largest[position]) and not differences:  # returned where the other raised
+                isolated_disagrees[position] = True
+            elif all(difference.decides(atol, rtol) for difference in differences):
                 isolated_disagrees[position] = not all(difference.within(atol, rtol) for difference in differences)
             else:
                 undecided += 1

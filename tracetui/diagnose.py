@@ -28,6 +28,7 @@ from tracetui.classify import Classification, InputBlame, Tolerance
 from tracetui.numeric import TensorDifference, format_difference
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import Row
+from tracetui.sides import other_side
 from tracetui.text import shape_text
 
 # Inputs that agree only loosely: an output just over the tolerance may be amplified rounding.
@@ -117,6 +118,8 @@ def own_outputs_reason(culprit: Row, classification: Classification) -> str:
     if classification.status(culprit.index) == "shape_mismatch":
         shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
         outcome = f"its output shapes differ ({shapes_text(shapes)})"
+    elif culprit.isolated is not None and culprit.isolated.raised:
+        outcome = "it raised an exception (caught by model code) where the original's call returned"
     else:
         outcome = f"its outputs still differ (max |Δ| {format_difference(culprit.isolated_max_abs)})"
     reason = (
@@ -228,6 +231,11 @@ def in_run_sentence(culprit: Row, classification: Classification) -> str:
         outputs = f"its output shapes differ ({shapes_text(shapes)})"
     elif status == "nonfinite":
         outputs = "its outputs have NaN/Inf where the other side has none"
+    elif culprit.unreturned_side is not None:
+        outputs = (
+            f"its {culprit.unreturned_side} call raised an exception (caught by model code) and returned nothing, "
+            f"while the {other_side(culprit.unreturned_side)} call returned"
+        )
     else:
         outputs = f"its outputs do not (max |Δ| {format_difference(culprit.output_max_abs)})"
     return f"{inputs} but {outputs}"

@@ -27,6 +27,7 @@ from tracetui.classify import Tolerance
 from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves, tensor_leaves
 from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import equivalent_shapes
+from tracetui.open_calls import OpenCalls
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
@@ -64,6 +65,7 @@ class Isolated:
     # For each input that differed before it was fed: what made it.
     input_makers: dict[str, Maker] = field(default_factory=dict)
     enclosing: int | None = None  # the ported record index of the call this one ran inside
+    raised: bool = False  # fed the original's inputs, it raised (an exception model code caught)
 
 
 # The fed run's findings, by (original record index, ported record index).
@@ -111,7 +113,7 @@ class FedRun:
         self._names: dict[int, str] = {}
         self._call_counts: Counter[str] = Counter()
         # Calls that have started and not returned: (module, ported record index or None).
-        self._open_calls: list[tuple[torch.nn.Module, int | None]] = []
+        self._open_calls: OpenCalls[tuple[torch.nn.Module, int | None]] = OpenCalls()
         self._pending: dict[int, Isolated] = {}  # by ported record index, until the call returns
         # id(tensor) → the tensor, the ported record index of the call that returned it, and
         # whether it is the original's value fed in its place (which differs from the original
@@ -139,12 +141,18 @@ class FedRun:
     def _before_call(
         self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        with self._open_calls.lock:
+            return self._feed(module, args, kwargs)
+
+    def _feed(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         name = self._names[id(module)]
         record = self.record_by_call.get((name, self._call_counts[name]))
         self._call_counts[name] += 1
-        enclosing = self._open_calls[-1][1] if self._open_calls else None
+        enclosing = self._enclosing_index()
         index = None if record is None else record.index
-        self._open_calls.append((module, index))
+        self._open_calls.push((module, index))
         original = None if index is None else self.counterpart.get(index)
         if index is None or original is None:
             return None
@@ -162,11 +170,18 @@ class FedRun:
         return replace_arguments(module, args, kwargs, replacements) if replacements else None
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        with self._open_calls.lock:
+            return self._hand_on(module, output)
+
+    def _hand_on(self, module: torch.nn.Module, output: Any) -> Any:
         index = None
-        while self._open_calls:  # calls whose forward raised (and were caught) never got here
+        raised_inside: list[str] = []
+        while self._open_calls.top() is not None:  # calls whose forward raised (and were caught) never got here
             open_module, index = self._open_calls.pop()
             if open_module is module:
                 break
+            if index is not None and self._note_raised(index):
+                raised_inside.append(self._label(index))
         if index is None:
             return None
         isolated = self._pending.pop(index, None)
@@ -174,6 +189,8 @@ class FedRun:
         if isolated is None or original is None:
             self._note_makers(output, index)
             return None
+        if raised_inside:
+            isolated.not_judged.append(f"{', '.join(raised_inside)} raised inside it where the original's returned")
         isolated.outputs = measure_outputs(original.outputs, live_leaves([("output", output)]))
         reordered = [pair.ported.name for pair in isolated.outputs if pair.ported is not None and self._reordered(pair)]
         if reordered:
@@ -182,7 +199,7 @@ class FedRun:
             isolated.not_judged.append(f"its outputs ({', '.join(reordered)}) hold the original's values in another order")
             if index not in self.inferred:
                 # Paired by name or map: its layout is the one to doubt if the code after it goes wrong.
-                self._reordered_in.setdefault(self._open_calls[-1][1] if self._open_calls else None, []).append(index)
+                self._reordered_in.setdefault(self._enclosing_index(), []).append(index)
             # Paired by inference, which upstream differences kept from seeing the layout (as for
             # RoPE-permuted projections): likely not its counterpart at all, so the code after it
             # answers for what it makes.
@@ -252,10 +269,26 @@ class FedRun:
         """The nearest open paired call computes with values that are not the original's: it
         cannot be judged on its own (a call between them exists on one side only, and hands
         everything on as it is)."""
-        for _, index in reversed(self._open_calls):
+        for _, index in self._open_calls.enclosing():
             if index is not None and index in self._pending:
                 self._pending[index].not_judged.append(why)
                 return
+
+    def _note_raised(self, index: int) -> bool:
+        """A paired call raised, fed the original's inputs: that is its finding. True when its
+        counterpart returned, so that what encloses it computed with values not the original's."""
+        isolated = self._pending.pop(index, None)
+        original = self.counterpart.get(index)
+        if isolated is None or original is None:
+            return False
+        isolated.raised = True
+        self.isolation[(original.index, index)] = isolated
+        return original.finished
+
+    def _enclosing_index(self) -> int | None:
+        """The ported record index of the open call a new call on this thread runs in."""
+        enclosing = self._open_calls.innermost()
+        return None if enclosing is None else enclosing[1]
 
     def _label(self, index: int) -> str:
         return self.ported_records[index].display_name

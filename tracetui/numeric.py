@@ -178,7 +178,9 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
     Computed where ``ported`` lives: a port streamed on a GPU is measured there against the
     original read from disk, and only the figures come back to the host.
     """
-    original = on_device_of(original, ported)
+    # Detached: a live tensor from a worker thread (where grad mode is on, whatever the main
+    # thread's) would otherwise record every operation here for autograd.
+    original, ported = on_device_of(original.detach(), ported), ported.detach()
     difference = TensorDifference(
         original_shape=tuple(original.shape),
         ported_shape=tuple(ported.shape),
@@ -278,6 +280,7 @@ def on_device_of(tensor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 def summarize(tensor: torch.Tensor) -> TensorSummary:
     """The statistics kept of a tensor whose values are not: two reductions, no copy."""
+    tensor = tensor.detach()
     dtype = str(tensor.dtype).removeprefix("torch.")
     shape = tuple(tensor.shape)
     if tensor.numel() == 0:
@@ -362,7 +365,7 @@ def cosine_from_sums(dot: float, original_square_sum: float, ported_square_sum: 
 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
-    original = on_device_of(original, ported)
+    original, ported = on_device_of(original.detach(), ported), ported.detach()
     if original.shape == ported.shape:
         largest = 0.0
         for original_values, ported_values in comparable_chunks(original, ported, None):

@@ -22,6 +22,7 @@ from tracetui.errors import RecordingError, UsageError
 from tracetui.flatten import flatten, name_arguments
 from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import max_abs_difference, summarize, summary_bound
+from tracetui.open_calls import OpenCalls
 from tracetui.script import ModelScript
 from tracetui.spill import SpillStore, prepare_directory
 from tracetui.text import shape_text
@@ -134,7 +135,7 @@ class Recorder:
         self._pending_leaves: list[Leaf] = []
         self._key_of_written: dict[int, str] = {}
         # Calls that have started and not yet ended, innermost last: (record index, module).
-        self._open_calls: list[tuple[int, torch.nn.Module]] = []
+        self._open_calls: OpenCalls[tuple[int, torch.nn.Module]] = OpenCalls()
         self._call_counts: Counter[str] = Counter()
         self._tap_counts: Counter[str] = Counter()
         self._kept: dict[int, _KeptCopy] = {}
@@ -166,17 +167,20 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------------------
 
     def _before_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        name = self._module_names[id(module)]
-        record = self._open_record(name, type(module).__name__, self._call_counts, "module")
-        self._open_calls.append((record.index, module))  # before the inputs: _end_call runs even if they fail
-        record.inputs = self._leaves(name_arguments(module, args, kwargs), record, "inputs")
+        with self._open_calls.lock:
+            name = self._module_names[id(module)]
+            record = self._open_record(name, type(module).__name__, self._call_counts, "module")
+            self._open_calls.push((record.index, module))  # before the inputs: _end_call runs even if they fail
+            record.inputs = self._leaves(name_arguments(module, args, kwargs), record, "inputs")
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """The forward returned: record its output. :meth:`_end_call` closes the call next."""
-        if self._open_calls and self._open_calls[-1][1] is module:
-            record = self.trace.records[self._open_calls[-1][0]]
-            record.outputs = self._leaves([("output", output)], record, "outputs")
-            record.finished = True
+        with self._open_calls.lock:
+            innermost = self._open_calls.top()
+            if innermost is not None and innermost[1] is module:
+                record = self.trace.records[innermost[0]]
+                record.outputs = self._leaves([("output", output)], record, "outputs")
+                record.finished = True
 
     def _end_call(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """Close the innermost call, whether its forward returned or raised (``always_call``).
@@ -185,24 +189,28 @@ class Recorder:
         has no outputs; the calls after it are not nested in it. Torch runs this hook after
         :meth:`_after_call` when the forward returned, and alone when it raised.
         """
-        if self._open_calls and self._open_calls[-1][1] is module:
-            self._open_calls.pop()
+        with self._open_calls.lock:
+            innermost = self._open_calls.top()
+            if innermost is not None and innermost[1] is module:
+                self._open_calls.pop()
 
     def tap(self, name: str, value: Any) -> None:
-        record = self._open_record(name, "tap", self._tap_counts, "tap")
-        record.outputs = self._leaves([("output", value)], record, "outputs")
-        record.finished = True
+        with self._open_calls.lock:
+            record = self._open_record(name, "tap", self._tap_counts, "tap")
+            record.outputs = self._leaves([("output", value)], record, "outputs")
+            record.finished = True
 
     # -- helpers -----------------------------------------------------------------------------
 
     def _open_record(self, name: str, class_name: str, counts: Counter[str], kind: str) -> CallRecord:
-        parent = self._open_calls[-1][0] if self._open_calls else None
+        enclosing = self._open_calls.innermost()
+        parent = None if enclosing is None else enclosing[0]
         record = CallRecord(
             index=len(self.trace.records),
             name=name,
             class_name=class_name,
             call=counts[name],
-            depth=len(self._open_calls),
+            depth=self._open_calls.depth(),
             parent=parent,
             kind=kind,  # type: ignore[arg-type]
         )

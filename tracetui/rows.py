@@ -18,6 +18,7 @@ import torch
 
 from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
 from tracetui.pairing.alignment import Alignment, Pair
+from tracetui.sides import Side
 from tracetui.trace import CallRecord, Leaf, TensorSummary
 
 if TYPE_CHECKING:
@@ -64,6 +65,14 @@ class Row:
     @property
     def is_paired(self) -> bool:
         return self.original is not None and self.ported is not None
+
+    @property
+    def unreturned_side(self) -> Side | None:
+        """The side whose call raised (an exception model code caught) while the other's
+        returned: it has no outputs to compare, which is never agreement."""
+        if self.original is None or self.ported is None or self.original.finished == self.ported.finished:
+            return None
+        return "ported" if self.original.finished else "original"
 
     @property
     def call(self) -> int:
