@@ -80,3 +80,17 @@ def test_a_model_built_in_the_callers_code_runs_under_the_callers_settings() -> 
         assert torch.get_default_dtype() == torch.float64
     finally:
         torch.set_default_dtype(previous)
+
+
+def test_a_model_the_caller_is_training_comes_back_in_its_modes() -> None:
+    """tracetui runs models in eval mode; a model passed in mid-training (one frozen part in
+    eval mode) is given back with every module's mode as it was."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(4))
+    model.train()
+    model[2].eval()  # a frozen norm, kept in eval mode by the caller
+    inputs = torch.randn(3, 4)
+    comparison = tracetui.compare((model, inputs), (model, inputs), rerun=False)
+    assert comparison.verdict == "match"  # dropout was off during the runs
+    assert [module.training for module in model.modules()] == [True, True, True, False]
+    tracetui.record((model, inputs), rerun=False)
+    assert [module.training for module in model.modules()] == [True, True, True, False]

@@ -10,6 +10,8 @@ which the command line calls directly with the options it built from its argumen
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,8 @@ def record(
     """
     spill_directory = None if spill is None else Path(spill)
     options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
-    return record_source(source, options)
+    with modes_restored(source):
+        return record_source(source, options)
 
 
 def record_source(source: Source, options: RunOptions) -> Trace:
@@ -132,9 +135,27 @@ def compare(
     spill_directory = None if spill is None else Path(spill)
     options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
     tolerance = Tolerance(atol=atol, rtol=rtol)
-    return compare_sources(
-        original, ported, options, tolerance=tolerance, rename_map=resolved_map, infer=infer, stream=stream, isolate=isolate
-    )
+    with modes_restored(original, ported):
+        return compare_sources(
+            original, ported, options, tolerance=tolerance, rename_map=resolved_map, infer=infer, stream=stream, isolate=isolate
+        )
+
+
+@contextmanager
+def modes_restored(*sources: Source) -> Iterator[None]:
+    """A model the caller passes in comes back in the train/eval mode of each of its modules:
+    tracetui runs it in eval mode, and the caller may be in the middle of training it."""
+    modes = [
+        (module, module.training)
+        for source in sources
+        if isinstance(source, tuple) and source and isinstance(source[0], torch.nn.Module)
+        for module in source[0].modules()
+    ]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def compare_sources(
