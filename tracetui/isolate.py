@@ -24,9 +24,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from tracetui.classify import Tolerance
+from tracetui.errors import own_hook
 from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves, tensor_leaves
 from tracetui.memory import garbage_collection_paused, release_free_memory
-from tracetui.numeric import equivalent_shapes
+from tracetui.numeric import dense, equivalent_shapes
 from tracetui.open_calls import OpenCalls
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, measure_inputs, measure_outputs
@@ -78,6 +79,8 @@ def fitted(original: torch.Tensor, live: torch.Tensor) -> torch.Tensor | None:
     in for it (another number of elements, or another kind: a float additive mask is no bool mask)."""
     if original.is_floating_point() != live.is_floating_point() or (original.dtype == torch.bool) != (live.dtype == torch.bool):
         return None
+    if live.layout != torch.strided:  # a sparse argument: the module expects that storage, not a dense stand-in
+        return None
     if original.shape != live.shape:
         if equivalent_shapes(tuple(original.shape), tuple(live.shape)):
             original = original.reshape(live.shape)
@@ -101,6 +104,7 @@ class FedRun:
         self.model = model
         self.tolerance = tolerance
         ported = alignment.ported
+        self.source = f"{ported.source} (the run fed the original's values)"
         self.ported_records = ported.records
         self.record_by_call = {(record.name, record.call): record for record in ported.records if record.kind == "module"}
         self.counterpart: dict[int, CallRecord] = {
@@ -129,8 +133,8 @@ class FedRun:
         try:
             for name, module in self.model.named_modules():
                 self._names[id(module)] = name
-                handles.append(module.register_forward_pre_hook(self._before_call, with_kwargs=True))
-                handles.append(module.register_forward_hook(self._after_call, with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(own_hook(self._before_call, self.source, self._names), with_kwargs=True))
+                handles.append(module.register_forward_hook(own_hook(self._after_call, self.source, self._names), with_kwargs=True))
             yield self
         finally:
             for handle in handles:
@@ -247,6 +251,8 @@ class FedRun:
                 return None  # the original's value fed to an earlier call: it differs by the cast alone
             # The original's value in the original's dtype, and still not this input's: the lines
             # between that call and this one did not do what the original's do.
+        if enclosing is not None and enclosing in self._pending and self._pending[enclosing].not_judged:
+            return None  # the enclosing lines computed from values that are not the original's: no finding
         if self._reordered_in.get(enclosing):
             # Made from a call's outputs in another layout, the rest being fed: that layout.
             return Maker("reordered", self._reordered_in[enclosing][-1])
@@ -261,8 +267,8 @@ class FedRun:
             return False
         if original.numel() != live.numel() or not original.numel() or not (original.is_floating_point() and live.is_floating_point()):
             return False
-        original_sorted = original.detach().flatten().to("cpu", torch.float64).sort().values
-        live_sorted = live.detach().flatten().to("cpu", torch.float64).sort().values
+        original_sorted = dense(original.detach()).flatten().to("cpu", torch.float64).sort().values
+        live_sorted = dense(live.detach()).flatten().to("cpu", torch.float64).sort().values
         return bool((original_sorted - live_sorted).abs().max() <= self.tolerance.atol)
 
     def _spoil_enclosing(self, why: str) -> None:

@@ -180,7 +180,7 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
     """
     # Detached: a live tensor from a worker thread (where grad mode is on, whatever the main
     # thread's) would otherwise record every operation here for autograd.
-    original, ported = on_device_of(original.detach(), ported), ported.detach()
+    original, ported = on_device_of(dense(original.detach()), ported), dense(ported.detach())
     difference = TensorDifference(
         original_shape=tuple(original.shape),
         ported_shape=tuple(ported.shape),
@@ -274,13 +274,19 @@ def sentinel_limit(original_dtype: torch.dtype, ported_dtype: torch.dtype) -> fl
     return 0.5 * min(limits) if limits else math.inf
 
 
+def dense(tensor: torch.Tensor) -> torch.Tensor:
+    """A sparse (or mkldnn) tensor as the strided tensor it stands for: compared, summarized
+    and kept by its values, whatever its storage."""
+    return tensor if tensor.layout == torch.strided else tensor.to_dense()
+
+
 def on_device_of(tensor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.device == other.device else tensor.to(other.device)
 
 
 def summarize(tensor: torch.Tensor) -> TensorSummary:
     """The statistics kept of a tensor whose values are not: two reductions, no copy."""
-    tensor = tensor.detach()
+    tensor = dense(tensor.detach())
     dtype = str(tensor.dtype).removeprefix("torch.")
     shape = tuple(tensor.shape)
     if tensor.numel() == 0:
@@ -365,7 +371,7 @@ def cosine_from_sums(dot: float, original_square_sum: float, ported_square_sum: 
 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
-    original, ported = on_device_of(original.detach(), ported), ported.detach()
+    original, ported = on_device_of(dense(original.detach()), ported), dense(ported.detach())
     if original.shape == ported.shape:
         largest = 0.0
         for original_values, ported_values in comparable_chunks(original, ported, None):

@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+
+from tracetui.errors import UsageError
 from tracetui.record import KeepPolicy, Progress
 from tracetui.script import DEFAULT_SEED
 
 Keep = Literal["full", "stats"]
+
+# The seeds every generator tracetui seeds (random, numpy, torch) accepts: numpy's are the narrowest.
+MIN_SEED, MAX_SEED = 0, 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ class RunOptions:
     keep: Keep = "full"
     only: str | None = None
     spill: Path | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a seed or a device no run can use, before any model is built."""
+        if not MIN_SEED <= self.seed <= MAX_SEED:
+            raise UsageError(f"seed {self.seed} is out of range: numpy's generator takes 0 to 2**32 - 1 ({MAX_SEED}).")
+        check_device(self.device)
 
     @classmethod
     def from_arguments(cls, arguments: argparse.Namespace, progress: Progress | None = None) -> RunOptions:
@@ -57,3 +69,19 @@ class RunOptions:
     def keep_policy(self) -> KeepPolicy:
         """What a recording keeps, spilled to :attr:`spill`; an invalid ``only`` raises a UsageError here."""
         return KeepPolicy(values=self.keep, only=self.only, spill=self.spill)
+
+
+def check_device(device: str) -> None:
+    """A UsageError naming the fix for a device string torch does not know, the meta device
+    (its tensors hold no values to compare) or a device this machine does not have."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device {device!r} is not a device torch knows: use cpu, cuda, cuda:N or mps.") from None
+    if parsed.type == "meta":
+        raise UsageError("device 'meta' holds no values to compare: run the models on cpu or cuda.")
+    try:
+        torch.empty(1, device=parsed)
+    except (RuntimeError, AssertionError) as error:  # torch builds without CUDA raise AssertionError
+        available = "cpu" + (f", cuda:0 to cuda:{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "")
+        raise UsageError(f"device {device!r} is not available on this machine ({error}); available here: {available}.") from None

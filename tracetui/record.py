@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 import torch
 
-from tracetui.errors import RecordingError, UsageError
+from tracetui.errors import RecordingError, UsageError, own_hook
 from tracetui.flatten import flatten, name_arguments
 from tracetui.memory import garbage_collection_paused, release_free_memory
-from tracetui.numeric import max_abs_difference, summarize, summary_bound
+from tracetui.numeric import dense, max_abs_difference, summarize, summary_bound
 from tracetui.open_calls import OpenCalls
 from tracetui.script import ModelScript
 from tracetui.spill import SpillStore, prepare_directory
@@ -149,9 +149,9 @@ class Recorder:
             for name, module in self.model.named_modules():
                 self._module_names[id(module)] = name
                 try:
-                    handles.append(module.register_forward_pre_hook(self._before_call, with_kwargs=True))
-                    handles.append(module.register_forward_hook(self._after_call, with_kwargs=True))
-                    handles.append(module.register_forward_hook(self._end_call, always_call=True))
+                    handles.append(module.register_forward_pre_hook(self._guarded(self._before_call), with_kwargs=True))
+                    handles.append(module.register_forward_hook(self._guarded(self._after_call), with_kwargs=True))
+                    handles.append(module.register_forward_hook(self._guarded(self._end_call), always_call=True))
                 except RuntimeError as error:  # TorchScript modules refuse Python hooks
                     raise RecordingError(
                         f"{self.trace.source}: cannot put a hook on module {name or '(root)'} "
@@ -163,6 +163,9 @@ class Recorder:
             for handle in handles:
                 handle.remove()
             _active_recorders.remove(self)
+
+    def _guarded(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        return own_hook(hook, self.trace.source, self._module_names)
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -257,7 +260,7 @@ class Recorder:
             source = kept.source if kept is not None else (record_index, leaf.name) if leaf.name.startswith("output") else None
             kept = _KeptCopy(weakref.ref(tensor), version if version is not None else -1, None, None, source)
             if keep_values:
-                kept.copy = tensor.detach().to("cpu", copy=True)  # the only copy to the host a recording makes
+                kept.copy = dense(tensor.detach()).to("cpu", copy=True)  # the only copy to the host a recording makes
                 if self._spill is not None:
                     self._pending_keys[id(kept.copy)] = self._spill.add(kept.copy)
             elif self.keep.values != "none" or self.keep.only is not None:

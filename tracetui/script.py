@@ -22,7 +22,7 @@ from typing import Any
 import numpy
 import torch
 
-from tracetui.errors import ScriptError
+from tracetui.errors import ScriptError, TracetuiError
 from tracetui.global_state import GlobalState, script_state
 
 DEFAULT_SEED = 0
@@ -57,6 +57,8 @@ class ModelScript:
                 return call_with_inputs(self.model, self.inputs)
             except SystemExit as error:
                 raise script_exited(self.path, "the forward pass", error) from error
+            except TracetuiError:  # raised by tracetui's own hooks: not the model's doing
+                raise
             except Exception as error:
                 raise ScriptError(
                     f"{self.path}: the forward pass raised {type(error).__name__}: {error}. "
