@@ -3,6 +3,7 @@ correct comparison, never a traceback that blames the model code."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -90,13 +91,14 @@ def test_sparse_tensors_are_recorded_and_compared_by_their_values(tmp_path: Path
 
 
 def test_a_failure_in_tracetuis_own_hook_is_not_blamed_on_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracetui import record
     from tracetui.errors import InternalError
+
+    recording = importlib.import_module("tracetui.record")  # the module; tracetui.record is the API function
 
     def fails(*arguments: object) -> None:
         raise ValueError("cannot flatten this value")
 
-    monkeypatch.setattr(record, "name_arguments", fails)
+    monkeypatch.setattr(recording, "name_arguments", fails)
     original, _ = sparse_pair(1.0)
     with pytest.raises(InternalError) as raised:
         tracetui.record(original, rerun=False)
