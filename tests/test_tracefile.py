@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import tracetui
@@ -110,6 +113,51 @@ def test_damaged_or_foreign_trace_files_get_a_clear_error(kind: str, scripts: tu
     good = save_trace(tracetui.record(scripts[0], rerun=False), tmp_path / "good.trace")
     path, phrase = damaged_files(tmp_path, good)[kind]
     with pytest.raises(TraceFileError, match=phrase.replace("(", r"\(")):
+        load_trace(path)
+    assert main(["compare", str(path), str(scripts[1]), "--no-tui"]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and phrase in error and "Traceback" not in error
+
+
+def rewrite_records(good: Path, destination: Path, change: Callable[[dict], None]) -> Path:
+    """``good`` with its record metadata changed by ``change`` and its tensors as they were."""
+    with safe_open(str(good), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    document = json.loads(metadata["trace"])
+    change(document)
+    save_file(tensors, str(destination), metadata=metadata | {"trace": json.dumps(document)})
+    return destination
+
+
+def set_field(position: int, field: str, value: object) -> Callable[[dict], None]:
+    def change(document: dict) -> None:
+        document["records"][position][field] = value
+
+    return change
+
+
+OUT_OF_RANGE_RECORDS: dict[str, tuple[Callable[[dict], None], str]] = {
+    "parent_far_away": (set_field(1, "parent", 999), "record 1 has parent 999"),
+    "parent_after_child": (set_field(1, "parent", 2), "record 1 has parent 2"),
+    "huge_call": (set_field(1, "call", 10**30), f"record 1 has call {10**30}"),
+    "negative_depth": (set_field(1, "depth", -5), "record 1 has depth -5"),
+    "text_depth": (set_field(1, "depth", "1"), "record 1 has depth '1'"),
+    "unknown_kind": (set_field(1, "kind", "lambda"), "record 1 has kind 'lambda'"),
+    "shuffled_index": (set_field(0, "index", 3), "record 0 has index 3"),
+    "name_not_text": (set_field(2, "name", ["h"]), "record 2 has a name that is not text"),
+    "short_rerun_diffs": (lambda document: document.update(rerun_output_diff=[0.0]), "run-to-run differences do not match"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OUT_OF_RANGE_RECORDS))
+def test_record_metadata_out_of_range_gets_a_clear_error(kind: str, scripts: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """A trace someone sent, with numbers no recording makes: a clear error naming the file and
+    the record, before the pairing or the interface index with them."""
+    good = save_trace(tracetui.record(scripts[0]), tmp_path / "good.trace")
+    change, phrase = OUT_OF_RANGE_RECORDS[kind]
+    path = rewrite_records(good, tmp_path / f"{kind}.trace", change)
+    with pytest.raises(TraceFileError, match=re.escape(phrase)):
         load_trace(path)
     assert main(["compare", str(path), str(scripts[1]), "--no-tui"]) == 2
     error = capsys.readouterr().err

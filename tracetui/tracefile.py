@@ -268,20 +268,48 @@ def build_trace(document: dict[str, Any], tensors: dict[str, torch.Tensor], path
         rerun_input_diff=document.get("rerun_input_diff"),
     )
     for position, entry in enumerate(document["records"]):
-        if entry["index"] != position:
-            raise ValueError(f"record {position} has index {entry['index']}")
-        trace.records.append(
-            CallRecord(
-                index=position,
-                name=entry["name"],
-                class_name=entry["class"],
-                call=int(entry["call"]),
-                depth=int(entry["depth"]),
-                parent=entry["parent"],
-                kind=entry["kind"],
-                finished=bool(entry["finished"]),
-                inputs=[leaf(item) for item in entry["inputs"]],
-                outputs=[leaf(item) for item in entry["outputs"]],
-            )
+        record = CallRecord(
+            index=position,
+            name=entry["name"],
+            class_name=entry["class"],
+            call=entry["call"],
+            depth=entry["depth"],
+            parent=entry["parent"],
+            kind=entry["kind"],
+            finished=bool(entry["finished"]),
+            inputs=[leaf(item) for item in entry["inputs"]],
+            outputs=[leaf(item) for item in entry["outputs"]],
         )
+        check_record(record, entry["index"], trace.records)
+        trace.records.append(record)
+    for record in trace.records:
+        for leaf in record.inputs + record.outputs:
+            source = leaf.source  # the record that returned this tensor first, and where in its output
+            if source is not None and not (len(source) == 2 and type(source[0]) is int and 0 <= source[0] < len(trace.records)):
+                raise ValueError(f"record {record.index} has a leaf whose source is {list(source)!r}")
+    for diffs in (trace.rerun_output_diff, trace.rerun_input_diff):
+        if diffs is not None and (len(diffs) != len(trace.records) or not all(isinstance(value, (int, float)) for value in diffs)):
+            raise ValueError("the run-to-run differences do not match the records")
     return trace
+
+
+def check_record(record: CallRecord, stored_index: object, earlier: list[CallRecord]) -> None:
+    """A ValueError for a record no recording can make: the pairing, the tree and the interface
+    index with these numbers, and a file someone sent may hold anything."""
+    position = record.index
+    problems = []
+    if stored_index != position:
+        problems.append(f"index {stored_index!r}")
+    if not (isinstance(record.name, str) and isinstance(record.class_name, str)):
+        problems.append("a name that is not text")
+    if record.kind not in ("module", "tap"):
+        problems.append(f"kind {record.kind!r}")
+    if not (type(record.call) is int and 0 <= record.call <= position):
+        problems.append(f"call {record.call!r}")  # at most one call per earlier record of the same name
+    parent = record.parent
+    if parent is not None and not (type(parent) is int and 0 <= parent < position):
+        problems.append(f"parent {parent!r}")  # a parent is recorded before its children
+    elif not (type(record.depth) is int and record.depth == (0 if parent is None else earlier[parent].depth + 1)):
+        problems.append(f"depth {record.depth!r}")
+    if problems:
+        raise ValueError(f"record {position} has {', '.join(problems)}")
