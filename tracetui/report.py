@@ -1,6 +1,7 @@
 """The headless report: the culprit and its neighbourhood, counts, one summary line.
 
-Readable at a glance in a terminal or a CI log; ``--full`` prints every row.
+Readable at a glance in a terminal or a CI log; ``--full`` prints every row. Names, paths and
+reasons come from the scripts and trace files: they are printed through :mod:`tracetui.safe_text`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.precision import describe_precision, notes_with_precision
 from tracetui.rows import LeafPair, Row
+from tracetui.safe_text import for_markup, printable
 from tracetui.text import first_few
 from tracetui.trace import CallRecord
 
@@ -56,7 +58,7 @@ def call_name(record: CallRecord | None, depth: int) -> Text:
     if record is None:
         return Text("—", style="dim")
     name = " " * depth + record.display_name + (f" #{record.call}" if record.call else "")
-    return Text(name)
+    return Text(printable(name))
 
 
 def rows_to_show(comparison: Comparison, full: bool) -> list[Row]:
@@ -108,7 +110,7 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             str(row.index),
             call_name(row.original, row.depth),
             call_name(row.ported, row.depth),
-            row.class_label,
+            Text(printable(row.class_label)),
             status,
             bound_label(row.input_max_abs, row.inputs),
             bound_label(row.output_max_abs, row.outputs),
@@ -130,33 +132,31 @@ def print_other_culprits(comparison: Comparison, console: Console) -> None:
     heading = "  also wrong on its own:" if len(others) == 1 else f"  {len(others)} more culprits, each wrong on its own:"
     console.print(Text(heading, style="bold"))
     for culprit in others[: CULPRITS_SHOWN - 1]:
-        console.print(Text.assemble("  • ", (culprit.label, "bold"), f"  {culprit.class_label}"))
-        console.print(Text(f"    why: {comparison.reason_for(culprit)}"))
+        console.print(Text.assemble("  • ", (printable(culprit.label), "bold"), f"  {printable(culprit.class_label)}"))
+        console.print(Text(f"    why: {printable(comparison.reason_for(culprit))}"))
     if len(others) > CULPRITS_SHOWN - 1:
         console.print(Text(f"  … and {len(others) - CULPRITS_SHOWN + 1} more (--json lists them all)", style="dim"))
 
 
 def print_report(comparison: Comparison, console: Console, full: bool = False) -> None:
-    console.print(
-        f"[bold]tracetui[/]  original [cyan]{comparison.original.source}[/]  ported [cyan]{comparison.ported.source}[/]"
-        f"  {comparison.tolerance}"
-    )
+    original_source, ported_source = for_markup(comparison.original.source), for_markup(comparison.ported.source)
+    console.print(f"[bold]tracetui[/]  original [cyan]{original_source}[/]  ported [cyan]{ported_source}[/]  {comparison.tolerance}")
     precision = describe_precision(comparison)
-    console.print(Text(f"precision: {precision}", style="dim"))
+    console.print(Text(f"precision: {printable(precision)}", style="dim"))
     culprit = comparison.culprit
     if comparison.verdict == "match":
         console.print(Text("MATCH", style="bold green"))
     elif culprit is not None:
-        console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (culprit.label, "bold")))
-        console.print(f"  class: {culprit.class_label}", highlight=False)
-        console.print(Text(f"  why: {comparison.reason}"))
+        console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (printable(culprit.label), "bold")))
+        console.print(Text(f"  class: {printable(culprit.class_label)}"))
+        console.print(Text(f"  why: {printable(comparison.reason)}"))
         print_other_culprits(comparison, console)
     else:
-        console.print(Text.assemble(("DIVERGED", "bold red"), f"  {comparison.reason}"))
+        console.print(Text.assemble(("DIVERGED", "bold red"), f"  {printable(comparison.reason)}"))
     console.print(rows_table(comparison, rows_to_show(comparison, full)))
     counts = comparison.status_counts()
     listed = ", ".join(f"{counts[status]} {status}" for status in STATUS_STYLES if counts[status])
     console.print(f"rows: {listed} ({len(comparison.rows)} in all)")
     for note in notes_with_precision(comparison, precision):
-        console.print(Text(f"note: {note}", style="yellow"))
-    console.print(Text(summary_line(comparison), style="bold"))
+        console.print(Text(f"note: {printable(note)}", style="yellow"))
+    console.print(Text(printable(summary_line(comparison)), style="bold"))

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from tracetui.cli import align, compare, export_tests, record, show, weights
 from tracetui.errors import TracetuiError
+from tracetui.safe_text import for_markup, printable
 
 DESCRIPTION = """\
 Find where a ported neural network stops giving the same numbers as the original.
@@ -57,16 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # Piped into a file or a CI log, rich would wrap at 80 columns; module names need more.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    errors = Console(stderr=True)
+    # No emoji codes: a module named ":warning:" is shown as those characters.
+    console = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
+    errors = Console(stderr=True, emoji=False)
     try:
         return SUB_COMMANDS[arguments.command].run(arguments, console, errors)
     except TracetuiError as error:
         if arguments.debug:
             raise
-        errors.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+        # The message quotes paths, names and the script's own exception (its lines kept), and
+        # tracetui's own words may hold brackets ("[regex, replacement]"): none of it is markup.
+        errors.print(f"[bold red]error:[/] {for_markup(error.message, multiline=True)}", highlight=False, soft_wrap=True)
         if error.detail:
-            errors.print(error.detail, highlight=False, markup=False, soft_wrap=True)
+            errors.print(printable(error.detail, multiline=True), highlight=False, markup=False, soft_wrap=True)
         return error.exit_status
     except KeyboardInterrupt:
         errors.print("interrupted")

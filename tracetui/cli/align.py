@@ -15,6 +15,7 @@ from tracetui.errors import UsageError
 from tracetui.options import RunOptions
 from tracetui.pairing.alignment import Alignment, align
 from tracetui.pairing.map_writer import rename_rules, render_rename_map
+from tracetui.safe_text import for_markup
 
 ALIGN_EPILOG = """\
 The map pairs the calls the way `tracetui compare` would with no --map: by equal names first,
@@ -68,7 +69,7 @@ def run_align(arguments: argparse.Namespace, console: Console, errors: Console) 
         sys.stdout.write(text)
     else:
         Path(arguments.output).write_text(text)
-        summary.print(f"wrote {len(rename_rules(alignment))} rules → {arguments.output}")
+        summary.print(f"wrote {len(rename_rules(alignment))} rules → {for_markup(arguments.output)}")
     return 0
 
 
@@ -88,7 +89,7 @@ def print_alignment_summary(alignment: Alignment, console: Console) -> None:
     for pair in uncertain[:10]:
         assert pair.original is not None and pair.ported is not None
         console.print(
-            f"  less sure ({pair.confidence:.2f}): {alignment.original.records[pair.original].display_name} ↔ "
-            f"{alignment.ported.records[pair.ported].display_name}",
+            f"  less sure ({pair.confidence:.2f}): {for_markup(alignment.original.records[pair.original].display_name)} ↔ "
+            f"{for_markup(alignment.ported.records[pair.ported].display_name)}",
             highlight=False,
         )

@@ -13,6 +13,7 @@ from tracetui.compare import Comparison
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
 from tracetui.report import print_report
+from tracetui.safe_text import for_markup, printable
 from tracetui.sides import pick
 
 COMPARE_EPILOG = """\
@@ -93,7 +94,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     check_break_options(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     with errors.status("starting") as status:
-        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(message + " …"))
+        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(for_markup(message) + " …"))
         comparison = api.compare_sources(
             arguments.original,
             arguments.ported,
@@ -149,11 +150,11 @@ def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_sta
         row = comparison.culprit
         if pick(row, side) is None:
             raise UsageError(f"the culprit {row.label} has no {side} call; choose the other side with --side.")
-    with errors.status(f"building {script_path} …"):
+    with errors.status(f"building {for_markup(script_path)} …"):
         script = load_script(script_path, seed=arguments.seed, device=arguments.device)
     if arguments.break_at is not None:
         name, call = parse_break_at(arguments.break_at)
         row = find_row(comparison, side, name, call, model_names=lambda: (module_name for module_name, _ in script.model.named_modules()))
     outcome = debug_script_call(comparison, row, side, script)
-    console.print(describe_outcome(outcome, row, side), highlight=False)
+    console.print(printable(describe_outcome(outcome, row, side)), markup=False, highlight=False)
     return 2 if outcome == "not_reached" else exit_status

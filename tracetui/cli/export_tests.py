@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from tracetui import api
 from tracetui.classify import Tolerance
@@ -15,6 +14,7 @@ from tracetui.cli.common import add_run_options, check_tolerance
 from tracetui.components import export_component_tests
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
+from tracetui.safe_text import for_markup
 
 EXPORT_EPILOG = """\
 The test file has one test per paired module call: it builds the port with PORTED's build(),
@@ -59,7 +59,7 @@ def run_export_tests(arguments: argparse.Namespace, console: Console, errors: Co
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     options = replace(RunOptions.from_arguments(arguments), rerun=False)  # the tests need one run of each
     with errors.status("comparing …") as status:
-        options = replace(options, progress=lambda message: status.update(escape(message)))
+        options = replace(options, progress=lambda message: status.update(for_markup(message)))
         comparison = api.compare_sources(
             arguments.original,
             ported,
@@ -73,11 +73,11 @@ def run_export_tests(arguments: argparse.Namespace, console: Console, errors: Co
         cases = export_component_tests(comparison, ported, output)
     fixture = output.with_suffix(".safetensors")
     console.print(
-        f"wrote {len(cases)} tests to {escape(str(output))} and the original's values to {escape(str(fixture))} "
-        f"({fixture.stat().st_size / 1e6:.1f} MB); run them with: python -m pytest {escape(str(output))}",
+        f"wrote {len(cases)} tests to {for_markup(output)} and the original's values to {for_markup(fixture)} "
+        f"({fixture.stat().st_size / 1e6:.1f} MB); run them with: python -m pytest {for_markup(output)}",
         highlight=False,
     )
     if comparison.culprits:
-        names = ", ".join(escape(row.label) for row in comparison.culprits[:3])
+        names = ", ".join(for_markup(row.label) for row in comparison.culprits[:3])
         console.print(f"the port diverges now: the tests of {names} (and of the modules around them) fail until it is fixed.")
     return 0

@@ -11,6 +11,7 @@ from tracetui import api
 from tracetui.cli.common import add_memory_options, add_run_options
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
+from tracetui.safe_text import for_markup
 from tracetui.tracefile import is_directory_trace, save_trace
 
 
@@ -38,13 +39,14 @@ def run_record(arguments: argparse.Namespace, console: Console, errors: Console)
     if arguments.spill and not is_directory_trace(output):
         raise UsageError(f"{output}: --spill writes the trace as a directory of shards; pass a directory (a name with no suffix) to -o.")
     with errors.status("recording …") as status:
-        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {message} …"))
+        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {for_markup(message)} …"))
         trace = api.record_source(arguments.script, options)
     if not arguments.spill:  # a spilled trace is already on disk, index and all
         with errors.status(f"saving {len(trace)} calls …") as status:
-            output = save_trace(trace, output, progress=lambda message: status.update(f"saving {len(trace)} calls, {message} …"))
+            saving = f"saving {len(trace)} calls"
+            output = save_trace(trace, output, progress=lambda message: status.update(f"{saving}, {for_markup(message)} …"))
     console.print(
-        f"recorded {len(trace)} calls of {arguments.script}, {len(trace.unique_tensors())} tensors "
-        f"({trace.nbytes() / 1e6:.1f} MB) → {output}"
+        f"recorded {len(trace)} calls of {for_markup(arguments.script)}, {len(trace.unique_tensors())} tensors "
+        f"({trace.nbytes() / 1e6:.1f} MB) → {for_markup(output)}"
     )
     return 0

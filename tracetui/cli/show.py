@@ -6,10 +6,12 @@ import argparse
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tracetui import api
 from tracetui.cli.common import add_run_options, wants_interface
 from tracetui.options import RunOptions
+from tracetui.safe_text import printable
 from tracetui.trace import Trace
 
 
@@ -39,10 +41,11 @@ def run_show(arguments: argparse.Namespace, console: Console, errors: Console) -
 
 
 def print_trace(trace: Trace, console: Console) -> None:
-    table = Table(box=None, header_style="bold", title=str(trace.source), title_justify="left")
+    table = Table(box=None, header_style="bold", title=Text(printable(trace.source)), title_justify="left")
     for column in ("#", "module", "class", "call", "outputs"):
         table.add_column(column)
     for record in trace.records:
         outputs = ", ".join(leaf.describe() for leaf in record.tensor_outputs()[:3])
-        table.add_row(str(record.index), "  " * record.depth + record.display_name, record.class_name, str(record.call), outputs)
+        name = Text(printable("  " * record.depth + record.display_name))
+        table.add_row(str(record.index), name, Text(printable(record.class_name)), str(record.call), Text(printable(outputs)))
     console.print(table)

@@ -1,4 +1,8 @@
-"""``ctx`` at the ipdb prompt: both sides' recorded inputs and outputs of the call, and diffs against them."""
+"""``ctx`` at the ipdb prompt: both sides' recorded inputs and outputs of the call, and diffs against them.
+
+What it prints (the banner, the reprs ``p`` shows) names modules, classes and leaves from the
+user's code and trace files: it passes through :func:`~tracetui.safe_text.printable`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from tracetui.compare import Comparison
 from tracetui.flatten import flatten
 from tracetui.numeric import TensorDifference, equivalent_shapes, format_difference, measure
 from tracetui.rows import LeafPair, Row, pair_leaves
+from tracetui.safe_text import printable
 from tracetui.sides import Side, other_side, pick
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf
@@ -37,7 +42,7 @@ class RecordedValues(dict[str, Any]):
                 parts.append(f"{name!r}: {str(value.dtype).removeprefix('torch.')}{shape_text(value.shape, as_list=True)}")
             else:
                 parts.append(f"{name!r}: {value}")
-        return "{" + ", ".join(parts) + "}"
+        return printable("{" + ", ".join(parts) + "}")
 
     __str__ = __repr__
 
@@ -65,7 +70,7 @@ class RecordedCall:
         )
 
     def __repr__(self) -> str:
-        return (
+        return printable(
             f"<{self.side} {self.name or '(root)'} ({self.class_name}) call {self.call}: "
             f"inputs {self.inputs!r}, outputs {self.outputs!r}>"
         )
@@ -107,7 +112,7 @@ class TensorDiff:
         return self.difference.within(self.tolerance.atol, self.tolerance.rtol)
 
     def __repr__(self) -> str:
-        return f"{self.label}: {describe_difference(self.difference, self.tolerance)}"
+        return printable(f"{self.label}: {describe_difference(self.difference, self.tolerance)}")
 
     __str__ = __repr__
 
@@ -120,7 +125,7 @@ class OutputDiff:
     pairs: list[LeafPair]
 
     def __repr__(self) -> str:
-        return "\n".join(self.lines)
+        return "\n".join(printable(line) for line in self.lines)
 
     __str__ = __repr__
 
@@ -239,14 +244,14 @@ class DebugContext:
     def _require_other(self) -> RecordedCall:
         if self.other is None:
             raise LookupError(
-                f"{self.this.name or '(root)'} has no paired call on the {self.other_side} side, so there is nothing "
+                f"{printable(self.this.name or '(root)')} has no paired call on the {self.other_side} side, so there is nothing "
                 "to compare against (pair it with --map)"
             )
         return self.other
 
     def _tensor_diff(self, value: torch.Tensor, label: str, recorded: Any, what: str) -> TensorDiff:
         if not isinstance(recorded, torch.Tensor):
-            raise LookupError(f"the {what} is not a tensor: {recorded}")
+            raise LookupError(printable(f"the {what} is not a tensor: {recorded}"))
         live = value.detach().to("cpu")
         difference = measure(recorded, live) if self.side == "ported" else measure(live, recorded)
         return TensorDiff(label=label, difference=difference, tolerance=self.tolerance, side=self.side)
@@ -326,7 +331,7 @@ class DebugContext:
         return lines
 
     def banner(self) -> str:
-        return "\n".join(self.summary_lines() + self.usage_lines())
+        return "\n".join(printable(line) for line in self.summary_lines() + self.usage_lines())
 
     def __repr__(self) -> str:
         return self.banner()

@@ -159,7 +159,7 @@ def debug_script_call(
     def on_stop(frame: FrameType) -> None:
         debug_context.name = context_name_for(frame)
         names.enter_context(injected_builtin(debug_context.name, debug_context))
-        print(debug_context.banner(), flush=True)
+        print(debug_context.banner(), flush=True)  # the banner passes what it quotes through printable()
 
     breakpoint = ForwardBreakpoint(module, record.call, on_stop, context=context)
     with names, breakpoint.installed():

@@ -7,6 +7,11 @@ generalised over layer indices when every instance pairs the same way
 otherwise. Names the two models share need no rule. Passing the map back with ``--map``
 reproduces the pairing: only names that are paired are renamed, and a rule is checked against
 every original name before it is written.
+
+Names are the models' own (a trace file's, say) and may hold any character: strings keep them
+exactly, with control characters as TOML escapes, and the comments show them through
+:func:`~tracetui.safe_text.printable`, so that a newline in a name cannot end a comment and the
+map holds nothing that acts on a terminal when `tracetui align` prints it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.pairing.names import template_of
 from tracetui.pairing.rename_map import RenameMap, parse_rename_rules
+from tracetui.safe_text import UNPRINTABLE, printable
 from tracetui.sides import SIDES, Side, pick
 
 PLACEHOLDER = "@@"  # never part of a module name; used only when two rules would chain
@@ -148,9 +154,12 @@ def alignment_rename_map(alignment: Alignment) -> RenameMap:
 
 
 def toml_string(text: str) -> str:
-    if "'" not in text and "\n" not in text:
+    """``text`` as a TOML string: literal (``'…'``, regexes read as written) where it can be, else
+    basic, with every control character escaped (TOML forbids them raw)."""
+    if "'" not in text and UNPRINTABLE.search(text) is None:
         return f"'{text}'"
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = UNPRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", escaped)
     return f'"{escaped}"'
 
 
@@ -175,20 +184,20 @@ def unpaired_names(alignment: Alignment, side: Side) -> list[tuple[str, str]]:
 def render_rename_map(alignment: Alignment, header: str = "") -> str:
     """The rename map as TOML: the rules with a comment each, then what was left unpaired."""
     rules = rename_rules(alignment)
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines = [f"# {printable(line)}" if line else "#" for line in header.splitlines()]
     lines += [
         "# Each rule is re.sub(pattern, replacement, name), applied in order to the ORIGINAL model's",
         "# module names to give the PORTED model's names. Names both models share need no rule.",
         "rename = [",
     ]
     for rule in rules:
-        lines.append(f"    [{toml_string(rule.pattern)}, {toml_string(rule.replacement)}],  # {rule.comment}")
+        lines.append(f"    [{toml_string(rule.pattern)}, {toml_string(rule.replacement)}],  # {printable(rule.comment)}")
     lines.append("]")
     for side in SIDES:
         names = unpaired_names(alignment, side)
         if names:
             lines.append(f"# Left unpaired in the {side} ({len(names)} name templates, # = any layer index):")
-            lines += [f"#   {name}" + (f"  ({reason})" if reason else "") for name, reason in names]
+            lines += [f"#   {printable(name)}" + (f"  ({printable(reason)})" if reason else "") for name, reason in names]
     return "\n".join(lines) + "\n"
 
 

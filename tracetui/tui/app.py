@@ -35,6 +35,7 @@ from tracetui.errors import TracetuiError
 from tracetui.pairing.alignment import Alignment
 from tracetui.pairing.map_writer import write_rename_map
 from tracetui.rows import Row
+from tracetui.safe_text import printable
 from tracetui.sides import Side, other_side, pick
 from tracetui.trace import Trace
 from tracetui.tui.call_list import CallList
@@ -206,14 +207,15 @@ class TracetuiApp(App[None]):
         if row.original is not None and row.ported is not None:
             self.marked_row = None
             self.realign(comparison.alignment.without_pair(original_index=row.original.index), ("original", row.original.index))
-            self.notify(f"unpaired {row.label}", timeout=3)
+            self.notify(f"unpaired {printable(row.label)}", timeout=3, markup=False)
             return
         marked = None if self.marked_row is None else comparison.rows[self.marked_row]
         if marked is None or marked is row:
             self.marked_row = None if marked is row else row.index
             side: Side = "original" if row.original is not None else "ported"
             if self.marked_row is not None:
-                self.notify(f"marked {row.label} ({side} only): press m on its {other_side(side)} counterpart", timeout=5)
+                marked_text = f"marked {printable(row.label)} ({side} only): press m on its {other_side(side)} counterpart"
+                self.notify(marked_text, timeout=5, markup=False)
             return
         original = marked.original or row.original
         ported = marked.ported or row.ported
@@ -222,7 +224,8 @@ class TracetuiApp(App[None]):
             return
         self.marked_row = None
         self.realign(comparison.alignment.with_manual_pair(original.index, ported.index), ("original", original.index))
-        self.notify(f"paired {original.display_name} ↔ {ported.display_name} by hand; w writes the rename map", timeout=5)
+        paired_text = f"paired {printable(original.display_name)} ↔ {printable(ported.display_name)} by hand; w writes the rename map"
+        self.notify(paired_text, timeout=5, markup=False)
 
     @work(thread=True, exclusive=True, group="tolerance", description="compare the new pairing")
     def realign(self, alignment: Alignment, keep_selected: tuple[Side, int]) -> None:
@@ -236,7 +239,7 @@ class TracetuiApp(App[None]):
         if comparison is None:
             return
         path = write_rename_map(comparison.alignment, MAP_FILE_NAME, header="written by tracetui's interface (m pairs by hand)")
-        self.notify(f"wrote {path}: pass --map {path} next time", timeout=6)
+        self.notify(f"wrote {printable(path)}: pass --map {printable(path)} next time", timeout=6, markup=False)
 
     # -- the debugger -----------------------------------------------------------------------
 
@@ -264,7 +267,7 @@ class TracetuiApp(App[None]):
         """Suspend the interface, re-run one side in ipdb at this row's call, then come back here."""
         side = self.debug_side
         if pick(row, side) is None:
-            self.notify(f"{row.label} has no {side} call: press s to switch to the other side", severity="warning")
+            self.notify(f"{printable(row.label)} has no {side} call: press s to switch to the other side", severity="warning", markup=False)
             return
         message, severity = "", "information"
         with self.suspend():
@@ -273,7 +276,8 @@ class TracetuiApp(App[None]):
                 message = describe_outcome(outcome, row, side)
             except TracetuiError as error:
                 message, severity = error.message, "error"
-        self.notify(message, severity=severity, timeout=6)  # type: ignore[arg-type]
+        # The outcome names the module; an error quotes paths, names, the script's exception.
+        self.notify(printable(message, multiline=True), severity=severity, timeout=6, markup=False)  # type: ignore[arg-type]
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

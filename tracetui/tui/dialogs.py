@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from tracetui.classify import Tolerance
+from tracetui.safe_text import printable
 from tracetui.tui.listing import CULPRIT_LABEL, STATUS_LABELS
 
 
@@ -51,14 +52,14 @@ class ToleranceDialog(ModalScreen[Tolerance | None]):
             with Horizontal(classes="field"):
                 yield Label("rtol", classes="field-name")
                 yield Input(f"{self.tolerance.rtol:g}", id="rtol", compact=True)
-            yield Label("", id="tolerance-error")
+            yield Label("", id="tolerance-error", markup=False)  # quotes what was typed (or pasted)
             yield Label("enter applies · tab next field · escape cancels", classes="dialog-hint")
 
     def action_apply(self) -> None:
         try:
             tolerance = parse_tolerance(self.query_one("#atol", Input).value, self.query_one("#rtol", Input).value)
         except ValueError as error:
-            self.query_one("#tolerance-error", Label).update(str(error))
+            self.query_one("#tolerance-error", Label).update(printable(error))
             return
         # Applied before the dialog closes rather than after (a dismiss callback): the screen
         # underneath then takes in the new statuses and its new layout before it is drawn

@@ -13,6 +13,7 @@ from tracetui.classify import STATUSES
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.precision import Precision, describe_precision, half_precision_note, notes_with_precision
+from tracetui.safe_text import printable
 from tracetui.trace import Trace
 
 
@@ -23,6 +24,9 @@ class ComparisonHeader(Vertical):
     labels of a comparison are made once, with every one that may be needed, and then updated
     in place when the comparison changes (``t``): making and laying out twenty new labels cost
     more than the rest of re-classifying 20,000 rows.
+
+    The labels show their text as it is (``markup=False``), control characters escaped: the
+    scripts' paths, the culprit's name and the reason come from the user's code and trace files.
     """
 
     source: reactive[Comparison | Trace | None] = reactive(None)
@@ -63,7 +67,7 @@ class ComparisonHeader(Vertical):
         comparison = source
         self._texts = {}
         labels = self._labels = {
-            name: Label(id=name, classes=classes)
+            name: Label(id=name, classes=classes, markup=False)
             for name, classes in [
                 ("original-source", "source"),
                 ("ported-source", "source"),
@@ -147,6 +151,7 @@ class ComparisonHeader(Vertical):
 
     def set_text(self, name: str, text: str, shown: bool = True) -> None:
         """Show ``text`` in the label (``shown``), or leave the label out."""
+        text = printable(text)
         label = self._labels[name]
         if self._texts.get(name) != text:  # an update lays the header out again
             self._texts[name] = text
@@ -156,7 +161,7 @@ class ComparisonHeader(Vertical):
     def compose_trace(self, trace: Trace) -> ComposeResult:
         with Horizontal(classes="header-line"):
             yield Label("tracetui show", classes="app-name")
-            yield Label(str(trace.source), classes="source")
+            yield Label(printable(trace.source), classes="source", markup=False)
             yield Label(f"{len(trace)} calls", classes="tolerance")
         with Horizontal(classes="header-line"):
             yield Label("one model's trace: inputs and outputs of every call, no comparison", classes="dim")

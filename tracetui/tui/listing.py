@@ -5,6 +5,10 @@ tolerance): the tree (parents, depths), the names the filter searches, which row
 problems, and the text of each line's cells. The call list draws it; the outline decides
 which of its entries are visible. Nothing here measures tensors: statuses and differences
 come from the :class:`~tracetui.compare.Comparison`.
+
+The cells' names and classes come from the user's code and trace files, and the call list draws
+them as they are: they pass through :func:`~tracetui.safe_text.printable`. The filter searches
+the names themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.rows import Row
+from tracetui.safe_text import printable
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
 
@@ -61,7 +66,7 @@ class LineCells:
 def output_shape_cell(leaf: Leaf | None) -> str:
     """The shape column for an output: its shape, the type of a non-tensor value, or ``—`` for none."""
     if leaf is None or leaf.tensor is None:
-        return "—" if leaf is None else leaf.value_type
+        return "—" if leaf is None else printable(leaf.value_type)
     return shape_text(leaf.tensor.shape)
 
 
@@ -212,7 +217,7 @@ def side_cells(record: CallRecord | None, parent: CallRecord | None, full_names:
     if record is None:
         return None
     name = record.display_name if full_names else relative_name(record, parent)
-    return SideCells(name + call_suffix(record), record.class_name)
+    return SideCells(printable(name + call_suffix(record)), printable(record.class_name))
 
 
 def row_shape(row: Row) -> str:

@@ -1,6 +1,7 @@
 """The detail of one row (or, for ``tracetui show``, one call): its title, why it has its
 status, the figures of its inputs and outputs in one line, then every leaf
-(:func:`~tracetui.tui.tensor_detail.describe_leaf`)."""
+(:func:`~tracetui.tui.tensor_detail.describe_leaf`). Names, classes and reasons come from the
+user's code and trace files: they pass through :func:`~tracetui.safe_text.printable`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.rows import LeafPair, Row, largest_difference
+from tracetui.safe_text import printable
 from tracetui.trace import CallRecord, Leaf
 from tracetui.tui.listing import STATUS_LABELS, culprit_label
 from tracetui.tui.tensor_detail import Palette, describe_leaf, side_previews, statistics_table
@@ -20,13 +22,13 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
     is_culprit = comparison.is_culprit(row)
     status = comparison.status(row)
     title = Text()
-    title.append(row.label, palette.heading)
+    title.append(printable(row.label), palette.heading)
     title.append("  ")
     if is_culprit:
         title.append(f" {culprit_label(status)} ", palette.culprit)
     else:
         title.append(STATUS_LABELS[status], palette.label)
-    title.append(f"   {row.class_label}", palette.dim)
+    title.append(f"   {printable(row.class_label)}", palette.dim)
     if row.is_paired:
         title.append(f"   {row.pairing_label}", palette.dim)
     return title
@@ -34,7 +36,7 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
 
 def row_explanation(comparison: Comparison, row: Row, palette: Palette) -> Text | None:
     if comparison.is_culprit(row):
-        return Text(f"why: {comparison.reason_for(row)}", palette.warning)
+        return Text(f"why: {printable(comparison.reason_for(row))}", palette.warning)
     if not row.is_paired:
         side_name = "original" if row.original is not None else "ported"
         return Text(f"only the {side_name} model makes this call: nothing to compare it with", palette.dim)
@@ -80,7 +82,7 @@ def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | No
         summary.append(" · ", palette.dim)
         summary.append("alone on the original's inputs ", palette.label)
         if row.isolated.not_judged:
-            summary.append(f"not judged: {row.isolated.not_judged[0]}", palette.dim)
+            summary.append(f"not judged: {printable(row.isolated.not_judged[0])}", palette.dim)
         else:
             wrong = comparison.classification.isolated_disagrees[row.index]
             summary.append(f"max |Δ| {format_difference(alone)}", palette.bad if wrong else palette.good)
@@ -117,8 +119,8 @@ def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette)
 
 def describe_record(record: CallRecord, width: int, palette: Palette) -> RenderableType:
     """One call of a single trace (`tracetui show`): the same view, one side, no Δ."""
-    title = Text(record.display_name + (f" (call {record.call})" if record.call else ""), palette.heading)
-    title.append(f"   {record.class_name}", palette.dim)
+    title = Text(printable(record.display_name) + (f" (call {record.call})" if record.call else ""), palette.heading)
+    title.append(f"   {printable(record.class_name)}", palette.dim)
     parts: list[RenderableType] = [title]
     for heading, leaves in (("inputs", record.inputs), ("outputs", record.outputs)):
         parts.append(Text(f"\n{heading.upper()}" + ("" if leaves else "  none"), palette.label))
@@ -128,9 +130,9 @@ def describe_record(record: CallRecord, width: int, palette: Palette) -> Rendera
 
 
 def describe_single_leaf(leaf: Leaf, width: int, palette: Palette) -> RenderableType:
-    title = Text(leaf.name, palette.heading)
+    title = Text(printable(leaf.name), palette.heading)
     if leaf.tensor is None:
-        title.append(f"   {leaf.value_type} {leaf.value_repr}", palette.dim)
+        title.append(f"   {printable(leaf.value_type)} {printable(leaf.value_repr)}", palette.dim)
         return title
     pair = LeafPair(leaf, None)
     parts: list[RenderableType] = [title, statistics_table([("value", leaf)], palette)]

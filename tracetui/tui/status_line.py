@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from tracetui.safe_text import printable
 from tracetui.tui.lines import component_style
 from tracetui.tui.messages import FilterChanged, FilterDone
 from tracetui.tui.outline import Outline
@@ -93,7 +94,7 @@ class StatusLine(Widget, can_focus=False):
     def render(self) -> Text:
         if self.editing:
             line = Text("/", component_style(self, "status-line--prompt"), no_wrap=True, overflow="ellipsis")
-            line.append(self.text)
+            line.append(printable(self.text))  # typed, or pasted from anywhere
             line.append(" ", component_style(self, "status-line--cursor"))
             line.append(FILTER_HINT, component_style(self, "status-line--hint"))
             return line
@@ -113,7 +114,7 @@ class StatusLine(Widget, can_focus=False):
         filter_style = component_style(self, "status-line--filter")
         if options.filter_text:
             line.append(" · ")
-            line.append(f"filter /{options.filter_text}/", filter_style)
+            line.append(f"filter /{printable(options.filter_text)}/", filter_style)
             line.append(" (escape clears)")
         if options.only_problems:
             line.append(" · ")

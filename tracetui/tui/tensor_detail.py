@@ -9,6 +9,9 @@ what a summary cannot hold (the top five, the per-dimension profile, the preview
 
 Colours are not chosen here: :class:`Palette` carries the detail pane's component styles,
 which live in the ``.tcss`` file.
+
+Leaf names, value reprs and the dtypes a statistics-only trace stores come from the user's code
+and trace files: they pass through :func:`~tracetui.safe_text.printable`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rich.text import Text
 from tracetui.classify import Tolerance
 from tracetui.numeric import TensorDifference, as_comparable, format_difference
 from tracetui.rows import LeafPair
+from tracetui.safe_text import printable
 from tracetui.text import shape_text
 from tracetui.trace import Leaf
 
@@ -278,12 +282,13 @@ def statistics_table(sides: list[tuple[str, Leaf | None]], palette: Palette) -> 
     for side_name, leaf in sides:
         if leaf is not None and leaf.tensor is None and leaf.summary is not None:
             kept = leaf.summary  # recorded with statistics only: no std, no values
-            cells = [shape_text(kept.shape), kept.dtype, general(kept.minimum), general(kept.maximum), general(kept.mean), "—"]
+            statistics_cells = (general(kept.minimum), general(kept.maximum), general(kept.mean), "—")
+            cells = [shape_text(kept.shape), Text(printable(kept.dtype)), *statistics_cells]
             cells.append(Text(str(kept.nonfinite), palette.bad) if kept.nonfinite else Text("0", palette.dim))
             table.add_row(Text(side_name, palette.label), *cells)
             continue
         if leaf is None or leaf.tensor is None:
-            value = "no counterpart" if leaf is None else f"{leaf.value_type} {leaf.value_repr}"
+            value = "no counterpart" if leaf is None else printable(f"{leaf.value_type} {leaf.value_repr}")
             table.add_row(Text(side_name, palette.label), Text(value, palette.dim))
             continue
         summary = statistics(leaf.tensor)
@@ -346,11 +351,12 @@ def difference_summary(difference: TensorDifference, tolerance: Tolerance, palet
 def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Palette) -> RenderableType:
     """Everything about one input or output leaf, both sides."""
     parts: list[RenderableType] = []
-    title = Text(pair.name, palette.heading)
+    title = Text(printable(pair.name), palette.heading)
     difference = pair.difference
     original, ported = pair.original, pair.ported
     if original is not None and ported is not None and not original.is_tensor and not ported.is_tensor:
-        title.append(f"   {original.value_type}  original {original.value_repr}  ported {ported.value_repr}", palette.dim)
+        values = f"   {original.value_type}  original {original.value_repr}  ported {ported.value_repr}"
+        title.append(printable(values), palette.dim)
         return title
     parts.append(title)
     parts.append(statistics_table([("original", original), ("ported", ported)], palette))
@@ -366,7 +372,7 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
         parts += side_previews(pair, tolerance, width, palette, None)
         return Group(*parts)
     if not difference.dtype_matches:
-        parts.append(Text(f"dtypes differ: {difference.original_dtype} vs {difference.ported_dtype}", palette.warning))
+        parts.append(Text(printable(f"dtypes differ: {difference.original_dtype} vs {difference.ported_dtype}"), palette.warning))
     parts.append(difference_summary(difference, tolerance, palette))
     assert original is not None and ported is not None
     if original.tensor is None or ported.tensor is None:  # one side kept statistics only

@@ -1,7 +1,9 @@
 """What ``tracetui weights`` found, and its two renderings: the JSON document and the console table.
 
 :mod:`tracetui.weights.check` fills a :class:`WeightReport`; the renderers sit here, next to
-the types they read, so that a new field and the places that show it change together.
+the types they read, so that a new field and the places that show it change together. Tensor
+names come from the state dicts (files others send, too): the console shows them through
+:mod:`tracetui.safe_text`, the JSON keeps them exact.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracetui.pairing.names import template_of
+from tracetui.safe_text import printable
 
 How = Literal["same", "renamed", "transposed", "slice", "assembled", "rearranged", "missing"]
 HOWS: tuple[How, ...] = ("same", "renamed", "transposed", "slice", "assembled", "rearranged", "missing")
@@ -211,14 +214,15 @@ def source_table(groups: list[SourceGroup], problems: list[TensorSource]) -> Tab
     return table
 
 
-def group_row(group: SourceGroup, problem: bool) -> tuple[str, str, Text, str, str]:
+def group_row(group: SourceGroup, problem: bool) -> tuple[Text, str, Text, Text, Text]:
     """One row for a group: its first tensor's, with the layer index as ``#`` when there are several."""
     first = group[0]
     several = len(group) > 1
     label = NUMBERED.sub("#", first.ported) + f"  (×{len(group)})" if several else first.ported
     original = NUMBERED.sub("#", first.original) if several and first.original else first.original or "—"
     how = Text(first.how, style=how_style(first, problem))
-    return label, format_shape(first.shape) or "scalar", how, original, row_detail(first, several, problem)
+    shape = format_shape(first.shape) or "scalar"
+    return Text(printable(label)), shape, how, Text(printable(original)), Text(printable(row_detail(first, several, problem)))
 
 
 def how_style(source: TensorSource, problem: bool) -> str:
@@ -249,7 +253,7 @@ def print_unused(unused: list[UnusedTensor], console: Console) -> None:
     console.print(Text("original tensors no ported tensor uses:", style="bold"))
     for tensor in unused:
         note = f"  (same values as {tensor.same_values_as}, which is used: tied?)" if tensor.same_values_as else ""
-        console.print(f"  {tensor.name}  {format_shape(tensor.shape)}{note}", highlight=False)
+        console.print(Text(printable(f"  {tensor.name}  {format_shape(tensor.shape)}{note}")))
 
 
 def print_verdict(report: WeightReport, problems: list[TensorSource], console: Console) -> None:
@@ -268,7 +272,7 @@ def print_verdict(report: WeightReport, problems: list[TensorSource], console: C
 
 
 def pattern_warning(outliers: list[TensorSource]) -> Text:
-    named = ", ".join(source.ported for source in outliers[:4]) + (" …" if len(outliers) > 4 else "")
+    named = ", ".join(printable(source.ported) for source in outliers[:4]) + (" …" if len(outliers) > 4 else "")
     return Text(
         f"warning: {len(outliers)} tensor(s) come from another original name than in the other layers "
         f"(swapped in the conversion?): {named}",
