@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from tracetui.cli import align, compare, export_tests, record, show, weights
 from tracetui.errors import TracetuiError
+from tracetui.interruption import INTERRUPTED_EXIT_STATUS, terminating_signals_interrupt
 
 DESCRIPTION = """\
 Find where a ported neural network stops giving the same numbers as the original.
@@ -60,14 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     errors = Console(stderr=True)
     try:
-        return SUB_COMMANDS[arguments.command].run(arguments, console, errors)
-    except TracetuiError as error:
-        if arguments.debug:
-            raise
-        errors.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
-        if error.detail:
-            errors.print(error.detail, highlight=False, markup=False, soft_wrap=True)
-        return error.exit_status
+        # SIGTERM and SIGHUP unwind like Ctrl-C: temporary traces removed, the terminal given back.
+        with terminating_signals_interrupt():
+            try:
+                return SUB_COMMANDS[arguments.command].run(arguments, console, errors)
+            except TracetuiError as error:
+                if arguments.debug:
+                    raise
+                errors.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+                if error.detail:
+                    errors.print(error.detail, highlight=False, markup=False, soft_wrap=True)
+                return error.exit_status
     except KeyboardInterrupt:
+        report_interrupted(errors)
+        return INTERRUPTED_EXIT_STATUS
+
+
+def report_interrupted(errors: Console) -> None:
+    """Say so on stderr, if there is still somewhere to say it: after SIGHUP the terminal may be
+    gone (EIO), and a second Ctrl-C may land here; neither may change the exit status."""
+    with contextlib.suppress(OSError, KeyboardInterrupt):
         errors.print("interrupted")
-        return 130
