@@ -283,8 +283,8 @@ def build_trace(document: dict[str, Any], tensors: dict[str, torch.Tensor], path
         check_record(record, entry["index"], trace.records)
         trace.records.append(record)
     for record in trace.records:
-        for leaf in record.inputs + record.outputs:
-            source = leaf.source  # the record that returned this tensor first, and where in its output
+        for recorded in record.inputs + record.outputs:
+            source = recorded.source  # the record that returned this tensor first, and where in its output
             if source is not None and not (len(source) == 2 and type(source[0]) is int and 0 <= source[0] < len(trace.records)):
                 raise ValueError(f"record {record.index} has a leaf whose source is {list(source)!r}")
     for diffs in (trace.rerun_output_diff, trace.rerun_input_diff):

@@ -1,33 +1,40 @@
 """The real command in a pseudo-terminal: `tracetui compare` opens the interface, keys work,
-`q` quits with the comparison's exit status and the terminal is given back as it was."""
+`q` quits with the comparison's exit status and the terminal is given back as it was — also
+when a signal ends it, or when there is no terminal to draw on."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
 import pexpect
 import pytest
+from pseudo_terminal import default_signal_handlers, hang_up
 
 MODELS = Path(__file__).parent / "models"
 LEAVE_ALTERNATE_SCREEN = "\x1b[?1049l"
 SHOW_CURSOR = "\x1b[?25h"
+MOUSE_TRACKING_OFF = "\x1b[?1000l"
+ENTER_ALTERNATE_SCREEN = "\x1b[?1049h"
 
 
-def spawn(*arguments: str) -> pexpect.spawn:
+def spawn(*arguments: str, program: str = sys.executable) -> pexpect.spawn:
     # PROMPT_TOOLKIT_NO_CPR: ipdb's prompt would wait for a cursor-position answer pexpect never gives.
     environment = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", "PROMPT_TOOLKIT_NO_CPR": "1"}
     environment.pop("NO_COLOR", None)
     return pexpect.spawn(
-        sys.executable,
-        ["-m", "tracetui", *arguments],
+        program,
+        list(arguments) if program != sys.executable else ["-m", "tracetui", *arguments],
         cwd=str(MODELS),
         env=environment,
         dimensions=(40, 120),
         encoding="utf-8",
         codec_errors="replace",
         timeout=90,
+        preexec_fn=default_signal_handlers,
     )
 
 
@@ -89,3 +96,66 @@ def test_b_suspends_the_interface_for_ipdb_and_comes_back() -> None:
     assert child.exitstatus == 1
     tail = (child.before or "")[-400:]
     assert LEAVE_ALTERNATE_SCREEN in tail and SHOW_CURSOR in tail, repr(tail)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize(
+    ("command", "signal_number"),
+    [
+        (("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun"), signal.SIGTERM),
+        (("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun"), signal.SIGHUP),
+        (("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun"), signal.SIGINT),
+        (("show", "original.py", "--no-rerun"), signal.SIGTERM),
+    ],
+    ids=["compare-SIGTERM", "compare-SIGHUP", "compare-SIGINT", "show-SIGTERM"],
+)
+def test_a_signal_ends_the_interface_with_130_and_restores_the_terminal(command: tuple[str, ...], signal_number: int) -> None:
+    child = spawn(*command)
+    try:
+        child.expect("tracetui show" if command[0] == "show" else "CULPRIT")  # the interface is on screen
+        child.kill(signal_number)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 130 and child.signalstatus is None, (child.exitstatus, child.signalstatus)
+    tail = (child.before or "")[-400:]
+    for sequence in (LEAVE_ALTERNATE_SCREEN, SHOW_CURSOR, MOUSE_TRACKING_OFF):
+        assert sequence in tail, (sequence, tail)
+    assert tail.rstrip().endswith("interrupted"), repr(tail)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize(
+    ("command", "exit_status", "expected"),
+    [
+        (("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun"), 1, "DIVERGED"),
+        (("show", "original.py", "--no-rerun"), 0, "OriginalGPT"),
+    ],
+    ids=["compare", "show"],
+)
+def test_with_stderr_redirected_the_report_is_printed_instead_of_an_invisible_interface(
+    tmp_path: Path, command: tuple[str, ...], exit_status: int, expected: str
+) -> None:
+    """Textual draws on stderr: `2>file` would send the interface into the file and leave the
+    terminal looking hung. stdin and stdout are the terminal here, as a user's would be."""
+    stderr_file = tmp_path / "stderr.txt"
+    command_line = shlex.join([sys.executable, "-m", "tracetui", *command])
+    child = spawn("-c", f"exec {command_line} 2>{shlex.quote(str(stderr_file))}", program="/bin/sh")
+    try:
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    output = child.before or ""
+    assert child.exitstatus == exit_status, output
+    assert "no terminal to draw the interface on (stderr is redirected)" in output
+    assert expected in output
+    assert ENTER_ALTERNATE_SCREEN not in output + stderr_file.read_text(errors="replace")
+
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_closing_the_terminal_under_the_interface_ends_it_with_130_without_hanging() -> None:
+    """Leaving the alternate screen on a closed terminal fails: the command must still end."""
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun")
+    child.expect("CULPRIT")
+    assert hang_up(child) == (130, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from tracetui.cli import align, compare, export_tests, record, show, weights
 from tracetui.errors import TracetuiError
+from tracetui.interruption import INTERRUPTED_EXIT_STATUS, terminating_signals_interrupt
 from tracetui.safe_text import for_markup, printable
 
 DESCRIPTION = """\
@@ -62,16 +64,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
     errors = Console(stderr=True, emoji=False)
     try:
-        return SUB_COMMANDS[arguments.command].run(arguments, console, errors)
-    except TracetuiError as error:
-        if arguments.debug:
-            raise
-        # The message quotes paths, names and the script's own exception (its lines kept), and
-        # tracetui's own words may hold brackets ("[regex, replacement]"): none of it is markup.
-        errors.print(f"[bold red]error:[/] {for_markup(error.message, multiline=True)}", highlight=False, soft_wrap=True)
-        if error.detail:
-            errors.print(printable(error.detail, multiline=True), highlight=False, markup=False, soft_wrap=True)
-        return error.exit_status
+        # SIGTERM and SIGHUP unwind like Ctrl-C: temporary traces removed, the terminal given back.
+        with terminating_signals_interrupt():
+            try:
+                return SUB_COMMANDS[arguments.command].run(arguments, console, errors)
+            except TracetuiError as error:
+                if arguments.debug:
+                    raise
+                print_error(errors, error.message, error.detail)
+                return error.exit_status
+            except Exception as error:  # tracetui's own bug: still exit 2, never 1 ("diverged")
+                if arguments.debug:
+                    raise
+                print_error(
+                    errors,
+                    f"tracetui failed: {type(error).__name__}: {error}. This is tracetui's failure, not your model's: "
+                    "please report it with the output of the same command run with --debug.",
+                    None,
+                )
+                return 2
     except KeyboardInterrupt:
+        report_interrupted(errors)
+        return INTERRUPTED_EXIT_STATUS
+
+
+def print_error(errors: Console, message: str, detail: str | None) -> None:
+    # The message quotes paths, names and the script's own exception (its lines kept), and
+    # tracetui's own words may hold brackets ("[regex, replacement]"): none of it is markup.
+    errors.print(f"[bold red]error:[/] {for_markup(message, multiline=True)}", highlight=False, soft_wrap=True)
+    if detail:
+        errors.print(printable(detail, multiline=True), highlight=False, markup=False, soft_wrap=True)
+
+
+def report_interrupted(errors: Console) -> None:
+    """Say so on stderr, if there is still somewhere to say it: after SIGHUP the terminal may be
+    gone (EIO), and a second Ctrl-C may land here; neither may change the exit status."""
+    with contextlib.suppress(OSError, KeyboardInterrupt):
         errors.print("interrupted")
-        return 130

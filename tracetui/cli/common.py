@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from rich.console import Console
+
 from tracetui.errors import UsageError
 from tracetui.script import DEFAULT_SEED
 
@@ -63,6 +65,20 @@ def check_tolerance(arguments: argparse.Namespace) -> None:
             raise UsageError(f"{name} must be a finite number, zero or positive (got {value:g}).")
 
 
-def wants_interface(arguments: argparse.Namespace) -> bool:
-    """The interface opens in a terminal unless --no-tui; piped output gets the headless report."""
-    return not arguments.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
+NO_TERMINAL_TO_DRAW_ON = "no terminal to draw the interface on (stderr is redirected): printing the report; --no-tui says so explicitly"
+
+
+def wants_interface(arguments: argparse.Namespace, console: Console) -> bool:
+    """The interface opens in a terminal unless --no-tui; piped output gets the headless report.
+
+    Textual reads keys from stdin and draws on stderr (``sys.__stderr__``). With stderr
+    redirected (``2>/dev/null``) it would draw into the file and look hung on the terminal, so
+    the report is printed instead, with a note on stdout saying why. (Drawing on /dev/tty instead
+    would mean swapping Textual's private output stream, and there is no /dev/tty on Windows.)
+    """
+    if arguments.no_tui or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    if sys.__stderr__ is None or not sys.__stderr__.isatty():
+        console.print(NO_TERMINAL_TO_DRAW_ON, highlight=False, markup=False, soft_wrap=True)
+        return False
+    return True

@@ -18,7 +18,7 @@ from tracetui.sides import pick
 
 COMPARE_EPILOG = """\
 exit status (headless): 0 all paired outputs agree, 1 a divergence was found, 2 usage,
-load or script error.
+load or script error, 130 interrupted (Ctrl-C, SIGTERM or SIGHUP; temporary files are removed).
 
 examples:
   tracetui compare original.py ported.py --no-tui
@@ -113,7 +113,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     if arguments.break_on_mismatch or arguments.break_at is not None:
         print_report(comparison, console, full=arguments.full)
         return run_debugger(arguments, comparison, exit_status, console, errors)
-    if wants_interface(arguments):
+    if wants_interface(arguments, console):
         from tracetui.tui import open_comparison
 
         open_comparison(comparison)

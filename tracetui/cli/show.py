@@ -31,7 +31,7 @@ def add_show_command(commands: argparse._SubParsersAction) -> None:
 def run_show(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     with errors.status("recording …"):
         trace = api.record_source(arguments.source, RunOptions.from_arguments(arguments))
-    if wants_interface(arguments):
+    if wants_interface(arguments, console):
         from tracetui.tui import open_trace
 
         open_trace(trace)

@@ -16,10 +16,13 @@ with the messages of :mod:`tracetui.tui.messages`, handled here.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
+import signal
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -32,6 +35,15 @@ from tracetui.classify import Tolerance, judged_from_figures
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.debugger import debug_call, describe_outcome
 from tracetui.errors import TracetuiError
+from tracetui.interruption import (
+    INTERRUPTED_EXIT_STATUS,
+    INTERRUPTING_SIGNALS,
+    heeded_signals,
+    in_main_thread,
+    interruption_for,
+    silence_hung_up_terminal,
+    terminal_output_streams,
+)
 from tracetui.pairing.alignment import Alignment
 from tracetui.pairing.map_writer import write_rename_map
 from tracetui.rows import Row
@@ -85,9 +97,13 @@ class TracetuiApp(App[None]):
     # The unmatched row marked by m, waiting for its counterpart (the next m).
     marked_row: reactive[int | None] = reactive(None, init=False, repaint=False)
 
-    def __init__(self, source: Comparison | Trace, *, freeze_garbage_collector: bool = False) -> None:
+    def __init__(self, source: Comparison | Trace, *, freeze_garbage_collector: bool = False, exit_on_signals: bool = False) -> None:
         super().__init__()
         self.freeze_garbage_collector = freeze_garbage_collector
+        self.exit_on_signals = exit_on_signals
+        self.ending_signal: int | None = None  # SIGINT, SIGTERM or SIGHUP, when one ended the app
+        self.signal_loop: asyncio.AbstractEventLoop | None = None  # the loop signals are handed to
+        self.terminal_streams: list[int] = []  # stdout and stderr, if they were a terminal at the start
         listing = make_listing(source)
         self.set_reactive(TracetuiApp.source, source)
         self.set_reactive(TracetuiApp.listing, listing)
@@ -116,6 +132,33 @@ class TracetuiApp(App[None]):
             yield StatusLine(id="status").data_bind(TracetuiApp.outline, row=TracetuiApp.selected_row)
         yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
         yield KeyFooter(id="footer")
+
+    def on_load(self) -> None:
+        if self.exit_on_signals and in_main_thread():
+            # From before the terminal is taken until it is given back, a signal ends the app the
+            # way q does: raised through the event loop, it would leave the alternate screen, the
+            # mouse tracking and the hidden cursor behind.
+            self.signal_loop = asyncio.get_running_loop()
+            self.terminal_streams = terminal_output_streams()
+            for signal_number in heeded_signals(INTERRUPTING_SIGNALS):
+                signal.signal(signal_number, self.signal_received)
+
+    def signal_received(self, signal_number: int, frame: FrameType | None) -> None:
+        """Hand the signal to the event loop (this runs between two bytecodes, maybe in the loop's own).
+
+        A plain handler rather than ``loop.add_signal_handler``, which would run only in the loop:
+        after a hangup the closed terminal must be silenced at once, before Textual's SIGCONT
+        handler (the kernel sends SIGCONT right after SIGHUP) starts drawing on it again.
+        """
+        silence_hung_up_terminal(self.terminal_streams)
+        if self.signal_loop is None or self.signal_loop.is_closed():
+            raise interruption_for(signal_number)  # the app has gone: as without it
+        self.signal_loop.call_soon_threadsafe(self.exit_on_signal, signal_number)
+
+    def exit_on_signal(self, signal_number: int) -> None:
+        """`kill -TERM`, a closed terminal or `kill -INT`: quit as q does, so Textual restores the terminal."""
+        self.ending_signal = signal_number
+        self.exit(return_code=INTERRUPTED_EXIT_STATUS)
 
     def on_ready(self) -> None:
         if self.freeze_garbage_collector:
