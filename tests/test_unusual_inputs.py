@@ -105,3 +105,18 @@ def test_a_failure_in_tracetuis_own_hook_is_not_blamed_on_the_model(monkeypatch:
     message = raised.value.message
     assert "tracetui failed while watching module" in message and "ValueError: cannot flatten this value" in message
     assert "not the model's" in message and "fix it there" not in message
+
+
+def test_a_bug_in_tracetui_exits_2_with_a_message_never_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 1 means "the port diverges": a crash of tracetui's own code must not look like it."""
+    from tracetui.cli import compare as compare_command
+    from tracetui.cli import main
+
+    def crashes(*arguments: object, **keywords: object) -> None:
+        raise RuntimeError("report layout failed")
+
+    monkeypatch.setattr(compare_command, "print_report", crashes)
+    status = main(["compare", str(MODELS / "original.py"), str(MODELS / "original.py"), "--no-tui", "--no-rerun", "--no-isolate"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "tracetui failed: RuntimeError: report layout failed" in error and "Traceback" not in error
