@@ -29,3 +29,7 @@ class RecordingError(TracetuiError):
 
 class UsageError(TracetuiError):
     """Bad command-line arguments or options (a rename map that does not parse, say)."""
+
+
+class OutputError(TracetuiError):
+    """A file could not be written (a full disk, no permission); whatever was there is unchanged."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tracetui.output_files import absolute_path
 from tracetui.record import KeepPolicy, Progress
 from tracetui.script import DEFAULT_SEED
 
@@ -51,7 +52,8 @@ class RunOptions:
             progress=progress,
             keep=given.get("keep", defaults.keep),
             only=given.get("only", defaults.only),
-            spill=Path(spill) if spill else None,
+            # Absolute: a script may change the working directory, and shards are written during its forward pass.
+            spill=absolute_path(spill) if spill else None,
         )
 
     def keep_policy(self) -> KeepPolicy:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 
-from tracetui.errors import UsageError
+from tracetui.errors import OutputError, UsageError
 from tracetui.script import DEFAULT_SEED
 
 
@@ -66,3 +67,12 @@ def check_tolerance(arguments: argparse.Namespace) -> None:
 def wants_interface(arguments: argparse.Namespace) -> bool:
     """The interface opens in a terminal unless --no-tui; piped output gets the headless report."""
     return not arguments.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def write_json_after_report(write: Callable[[], None], printed: bool = True) -> None:
+    """Write --json after the report is printed; a failure (a full disk) says the printed report is whole."""
+    try:
+        write()
+    except OutputError as error:
+        before = "the report above is complete, but " if printed else ""
+        raise OutputError(f"{before}the JSON report was not written: {error.message}") from error
