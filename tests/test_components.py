@@ -78,6 +78,6 @@ def test_export_tests_refuses_a_trace_as_the_port_and_an_output_over_a_script(tm
     assert main(["export-tests", str(demo_dir / "original.py"), "ported.trace", "-o", str(tmp_path / "test_x.py")]) == 2
     assert "PORTED must be its model script" in capsys.readouterr().err
     assert main(["export-tests", str(demo_dir / "original.py"), str(ported), "-o", str(ported)]) == 2
-    assert "that is one of the scripts" in capsys.readouterr().err
+    assert "one of this command's inputs" in capsys.readouterr().err
     assert main(["export-tests", str(demo_dir / "original.py"), str(ported), "-o", str(tmp_path / "components.py")]) == 2
     assert "test_<something>.py" in capsys.readouterr().err

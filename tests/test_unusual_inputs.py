@@ -83,7 +83,8 @@ def test_sparse_tensors_are_recorded_and_compared_by_their_values(tmp_path: Path
     # Kept as the dense values they stand for, so the trace saves like any other.
     original, _ = sparse_pair(1.0)
     trace = tracetui.record(original, rerun=False)
-    assert all(leaf.tensor is None or leaf.tensor.layout == torch.strided for record in trace.records for leaf in record.inputs + record.outputs)
+    kept = [leaf.tensor for record in trace.records for leaf in record.inputs + record.outputs if leaf.tensor is not None]
+    assert kept and all(tensor.layout == torch.strided for tensor in kept)
     from tracetui.tracefile import load_trace, save_trace
 
     saved = save_trace(trace, tmp_path / "sparse.trace")

@@ -24,6 +24,7 @@ from tracetui.errors import ScriptError
 from tracetui.global_state import GlobalState
 from tracetui.isolate import isolate as judge_alone
 from tracetui.options import Keep, RunOptions
+from tracetui.output_files import absolute_path
 from tracetui.pairing.alignment import align
 from tracetui.pairing.rename_map import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.record import Progress, record_script, record_twice
@@ -74,7 +75,7 @@ def record(
     for the matching modules only; ``spill`` (a directory) writes tensors there as they are
     recorded and reads them back memory-mapped, for traces bigger than memory.
     """
-    spill_directory = None if spill is None else Path(spill)
+    spill_directory = None if spill is None else absolute_path(spill)  # a script may change the working directory
     options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
     with modes_restored(source):
         return record_source(source, options)
@@ -132,7 +133,7 @@ def compare(
     the first culprit only, by descent.
     """
     resolved_map = resolve_rename_map(rename_map)
-    spill_directory = None if spill is None else Path(spill)
+    spill_directory = None if spill is None else absolute_path(spill)  # a script may change the working directory
     options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
     tolerance = Tolerance(atol=atol, rtol=rtol)
     with modes_restored(original, ported):

@@ -30,6 +30,7 @@ from tracetui.errors import UsageError
 from tracetui.flatten import name_arguments, replace_arguments, tensor_leaves
 from tracetui.isolate import fitted
 from tracetui.numeric import TensorDifference, format_difference, measure
+from tracetui.output_files import check_output_file, write_text_atomically
 from tracetui.rows import LeafPair
 from tracetui.script import ModelScript, load_script
 from tracetui.spill import read_safetensors, storable, write_safetensors
@@ -56,10 +57,55 @@ class ComponentCase:
 # -- writing -----------------------------------------------------------------------------------
 
 
+GENERATED_MARK = "written by `tracetui export-tests`"  # in the first line of every generated test file
+
+
+def check_export_paths(test_file: str, inputs: list[Path]) -> Path:
+    """Before any model runs: the absolute test file path, if it and its fixture may be written.
+
+    Both may replace files an earlier export wrote, never anything else (a test file of the
+    user's own, a checkpoint that happens to have the fixture's name, an input of the command).
+    """
+    test_path = check_output_file(test_file, "-o", inputs, python_allowed=True, creates_folder=True, example="test_port_components.py")
+    if not test_path.name.startswith("test_") or test_path.suffix != ".py":
+        raise UsageError(f"-o {test_file}: name the test file test_<something>.py, so that pytest collects it.")
+    fixture_path = test_path.with_suffix(".safetensors")
+    fixture_shown = str(Path(test_file).with_suffix(".safetensors"))
+    check_output_file(fixture_shown, "-o (its fixture)", inputs, creates_folder=True)
+    if test_path.exists() and not is_generated_test_file(test_path):
+        raise UsageError(
+            f"-o {test_file}: the file exists and was not written by `tracetui export-tests`; "
+            "choose a new name, or delete it first if it should go."
+        )
+    if os.path.lexists(fixture_path) and not is_fixture(fixture_path):
+        raise UsageError(
+            f"-o {test_file}: the tests' values go to {fixture_shown}, which exists and is not a fixture of "
+            "`tracetui export-tests`; choose another test file name, or move that file."
+        )
+    return test_path
+
+
+def is_generated_test_file(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return GENERATED_MARK in file.readline()
+    except OSError:
+        return False
+
+
+def is_fixture(path: Path) -> bool:
+    try:
+        _, metadata = read_safetensors(path)
+    except Exception:  # unreadable as safetensors: not ours
+        return False
+    return metadata.get("format") == FIXTURE_FORMAT
+
+
 def export_component_tests(comparison: Comparison, ported_script: Path, test_path: Path) -> list[ComponentCase]:
-    """Write the pytest file and its fixture for every paired module call whose original kept values."""
-    if test_path.suffix != ".py" or not test_path.name.startswith("test_"):
-        raise UsageError(f"{test_path}: name the test file test_<something>.py, so that pytest collects it.")
+    """Write the pytest file and its fixture for every paired module call whose original kept values.
+
+    ``test_path`` is checked first by :func:`check_export_paths`; each file is written whole or not at all.
+    """
     cases, tensors = component_cases(comparison)
     if not cases:
         raise UsageError("no paired module call has the original's values to test against (was the original recorded with --keep stats?).")
@@ -75,7 +121,7 @@ def export_component_tests(comparison: Comparison, ported_script: Path, test_pat
     }
     test_path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(fixture_path, tensors, metadata)
-    test_path.write_text(generated_source(comparison, cases, fixture_path.name))
+    write_text_atomically(test_path, generated_source(comparison, cases, fixture_path.name))
     return cases
 
 
@@ -116,7 +162,7 @@ def function_name(case: ComponentCase, taken: Counter[str]) -> str:
 
 def generated_source(comparison: Comparison, cases: list[ComponentCase], fixture_name: str) -> str:
     taken: Counter[str] = Counter()
-    header = f'''"""Component tests of the port, written by `tracetui export-tests` (edit freely).
+    header = f'''"""Component tests of the port, {GENERATED_MARK} (edit freely).
 
 Each test builds the port with its script, runs the named module on the original's recorded
 inputs and checks its outputs against the original's at {comparison.tolerance}.

@@ -59,3 +59,7 @@ def own_hook(hook: Callable[..., Any], source: str, names: dict[int, str]) -> Ca
             ) from error
 
     return guarded
+
+
+class OutputError(TracetuiError):
+    """A file could not be written (a full disk, no permission); whatever was there is unchanged."""

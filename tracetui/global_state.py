@@ -1,19 +1,23 @@
 """The process-wide state a model script may change, kept per script.
 
-torch's default dtype and device, grad mode and deterministic-algorithm flags, and the torch,
-numpy and ``random`` generators belong to the process, and a script is free to set them
-(``torch.set_default_dtype(torch.float64)`` at the top of a research file is common). So that
-one script's settings never leak into the other's, nor into the notebook or test that called
-tracetui: each script is built from the same clean state, its forward passes run under the state
-its import and ``build()`` left, and the caller gets its own state back afterwards.
+torch's default dtype and device, grad mode and deterministic-algorithm flags, the torch,
+numpy and ``random`` generators, and the working directory belong to the process, and a script
+is free to set them (``torch.set_default_dtype(torch.float64)`` at the top of a research file is
+common, and so is ``os.chdir`` to the folder that holds the checkpoint). So that one script's
+settings never leak into the other's, nor into the notebook or test that called tracetui (whose
+relative paths would then point elsewhere): each script is built from the same clean state, its
+forward passes run under the state its import and ``build()`` left, and the caller gets its own
+state back afterwards. The working directory has no clean value: each script starts in the caller's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy
@@ -32,6 +36,7 @@ class GlobalState:
     torch_generator: torch.Tensor
     numpy_generator: Any
     python_generator: Any
+    working_directory: str | None  # None when the directory it was in has been removed
 
     @classmethod
     def capture(cls) -> GlobalState:
@@ -44,13 +49,16 @@ class GlobalState:
             torch_generator=torch.get_rng_state(),
             numpy_generator=numpy.random.get_state(),
             python_generator=random.getstate(),
+            working_directory=current_working_directory(),
         )
 
     @classmethod
     def clean(cls) -> GlobalState:
-        """What a fresh Python process has (the generators are seeded by each run anyway)."""
+        """What a fresh Python process has (the generators are seeded by each run anyway), in the current directory."""
         current = cls.capture()
-        return cls(torch.float32, CPU, True, False, False, current.torch_generator, current.numpy_generator, current.python_generator)
+        return replace(
+            current, default_dtype=torch.float32, default_device=CPU, grad_enabled=True, deterministic=False, deterministic_warn_only=False
+        )
 
     def apply(self) -> None:
         """Set only what differs from the current state: a setter run for nothing is not always
@@ -69,6 +77,16 @@ class GlobalState:
         torch.set_rng_state(self.torch_generator)
         numpy.random.set_state(self.numpy_generator)
         random.setstate(self.python_generator)
+        if self.working_directory is not None and current_working_directory() != self.working_directory:
+            with contextlib.suppress(FileNotFoundError):  # removed since: nowhere to go back to
+                os.chdir(self.working_directory)
+
+
+def current_working_directory() -> str | None:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:  # a script removed the directory it moved into
+        return None
 
 
 def default_device() -> torch.device:

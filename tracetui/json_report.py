@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tracetui.compare import Comparison
+from tracetui.output_files import write_text_atomically
 from tracetui.precision import Precision, describe_precision
 from tracetui.rows import Row
 
@@ -89,5 +90,6 @@ def report_document(comparison: Comparison) -> dict[str, Any]:
     }
 
 
-def write_report(comparison: Comparison, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report_document(comparison), indent=1) + "\n")
+def write_report(comparison: Comparison, path: str | Path, shown: str | None = None) -> None:
+    """Write the report whole or not at all; a failure is an OutputError naming ``shown`` (default: the path)."""
+    write_text_atomically(Path(path), json.dumps(report_document(comparison), indent=1) + "\n", shown)

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from tracetui.errors import UsageError
+from tracetui.output_files import absolute_path
 from tracetui.record import KeepPolicy, Progress
 from tracetui.script import DEFAULT_SEED
 
@@ -63,7 +64,8 @@ class RunOptions:
             progress=progress,
             keep=given.get("keep", defaults.keep),
             only=given.get("only", defaults.only),
-            spill=Path(spill) if spill else None,
+            # Absolute: a script may change the working directory, and shards are written during its forward pass.
+            spill=absolute_path(spill) if spill else None,
         )
 
     def keep_policy(self) -> KeepPolicy:

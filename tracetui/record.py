@@ -362,13 +362,13 @@ def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
     module_records = [record for record in trace.records if record.kind == "module"]
     if not module_records:
         raise RecordingError(
-            f"{script.path}: the forward pass ran but no module hook fired, so there is nothing to compare. "
+            f"{script.label}: the forward pass ran but no module hook fired, so there is nothing to compare. "
             "This happens when the model is a TorchScript module (torch.jit.script/trace), is compiled, or when "
             "the script's forward() calls `model.forward(...)` directly: call `model(...)` instead, on the eager model."
         )
     if len(module_records) == 1 and module_records[0].name == "" and len(list(script.model.modules())) > 1:
         raise RecordingError(
-            f"{script.path}: only the root module's hooks fired; its {len(list(script.model.modules())) - 1} submodules "
+            f"{script.label}: only the root module's hooks fired; its {len(list(script.model.modules())) - 1} submodules "
             "were never called through `module(...)`. Submodules called as `self.layer.forward(x)`, or "
             "scripted/compiled submodules, cannot be recorded: call them as `self.layer(x)`."
         )

@@ -24,6 +24,7 @@ import torch
 
 from tracetui.errors import ScriptError, TracetuiError
 from tracetui.global_state import GlobalState, script_state
+from tracetui.output_files import absolute_path
 
 DEFAULT_SEED = 0
 
@@ -34,7 +35,7 @@ ForwardFunction = Callable[[torch.nn.Module, Any], Any]
 class ModelScript:
     """A built model, its inputs, and how to run it — everything a recording needs."""
 
-    path: Path
+    path: Path  # absolute: a script may change the working directory
     model: torch.nn.Module
     inputs: Any
     forward_function: ForwardFunction | None = None
@@ -42,10 +43,11 @@ class ModelScript:
     # The process-wide state its runs need: what its import and build() left (None: the clean
     # one). See tracetui.global_state.
     global_state: GlobalState | None = None
+    shown_as: str = ""  # the path as the user gave it, for messages and reports
 
     @property
     def label(self) -> str:
-        return str(self.path)
+        return self.shown_as or str(self.path)
 
     def run(self, seed: int | None = None) -> Any:
         """One forward pass under ``no_grad`` with a fixed seed; the script's errors name the file."""
@@ -56,12 +58,12 @@ class ModelScript:
                     return self.forward_function(self.model, self.inputs)
                 return call_with_inputs(self.model, self.inputs)
             except SystemExit as error:
-                raise script_exited(self.path, "the forward pass", error) from error
+                raise script_exited(self.label, "the forward pass", error) from error
             except TracetuiError:  # raised by tracetui's own hooks: not the model's doing
                 raise
             except Exception as error:
                 raise ScriptError(
-                    f"{self.path}: the forward pass raised {type(error).__name__}: {error}. "
+                    f"{self.label}: the forward pass raised {type(error).__name__}: {error}. "
                     "The traceback below is from the model code; fix it there "
                     "(check the inputs that build() returns).",
                     detail=user_traceback(error),
@@ -105,7 +107,7 @@ def script_folder_on_path(path: Path) -> Iterator[None]:
             sys.path.remove(folder)
 
 
-def script_exited(path: Path, stage: str, error: SystemExit) -> ScriptError:
+def script_exited(path: Path | str, stage: str, error: SystemExit) -> ScriptError:
     """``sys.exit()`` in a script is an error like any other, never an exit status of tracetui's
     (1 would read as "divergence found", 0 as "the port matches")."""
     return ScriptError(
@@ -115,29 +117,31 @@ def script_exited(path: Path, stage: str, error: SystemExit) -> ScriptError:
     )
 
 
-def import_script(path: Path) -> ModuleType:
+def import_script(path: Path, location: Path) -> ModuleType:
     """Import a script as a fresh module, so two scripts may both import a local ``model.py``.
 
-    Modules the script imports from its own folder are dropped from ``sys.modules`` afterwards:
-    the original and the ported script often each have a helper module of the same name.
+    ``path`` is the script as the user gave it (for messages), ``location`` its absolute path:
+    ``__file__`` stays right when the script changes the working directory. Modules the script
+    imports from its own folder are dropped from ``sys.modules`` afterwards: the original and
+    the ported script often each have a helper module of the same name.
     """
-    if not path.exists():
+    if not location.exists():
         raise ScriptError(f"{path}: no such file. Pass the path of a model script (a .py file with build()) or a trace file.")
     if path.suffix != ".py":
         raise ScriptError(
             f"{path}: not a Python script or a tracetui trace file. "
             "Pass a .py file that defines build() returning (model, inputs), or a trace saved by `tracetui record`."
         )
-    folder = path.resolve().parent
-    module_name = f"_tracetui_script_{abs(hash(str(path.resolve())))}"
-    specification = importlib.util.spec_from_file_location(module_name, path)
+    folder = location.resolve().parent
+    module_name = f"_tracetui_script_{abs(hash(str(location.resolve())))}"
+    specification = importlib.util.spec_from_file_location(module_name, location)
     if specification is None or specification.loader is None:
         raise ScriptError(f"{path}: Python cannot load this file as a module.")
     module = importlib.util.module_from_spec(specification)
     # Registered before it runs, as a normal import would be: @dataclass looks its module up.
     sys.modules[module_name] = module
     modules_before = set(sys.modules)
-    with script_folder_on_path(path):
+    with script_folder_on_path(location):
         try:
             specification.loader.exec_module(module)
         except SystemExit as error:
@@ -171,14 +175,15 @@ def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu")
     Every script is imported and built from the same clean process-wide state, and keeps the
     state that left for its own runs; the caller's state comes back afterwards.
     """
+    location = absolute_path(path)  # before the script runs: it may change the working directory
     with script_state():
-        script = build_script(Path(path), seed, device)
+        script = build_script(Path(path), location, seed, device)
         script.global_state = GlobalState.capture()
     return script
 
 
-def build_script(path: Path, seed: int, device: str) -> ModelScript:
-    module = import_script(path)
+def build_script(path: Path, location: Path, seed: int, device: str) -> ModelScript:
+    module = import_script(path, location)
     build = getattr(module, "build", None)
     if build is None:
         raise ScriptError(
@@ -195,9 +200,9 @@ def build_script(path: Path, seed: int, device: str) -> ModelScript:
         )
 
     seed_everything(seed)
-    folder = path.resolve().parent
+    folder = location.resolve().parent
     modules_before = set(sys.modules)
-    with script_folder_on_path(path):
+    with script_folder_on_path(location):
         try:
             built = build()
         except SystemExit as error:
@@ -211,7 +216,7 @@ def build_script(path: Path, seed: int, device: str) -> ModelScript:
             forget_local_modules(modules_before, folder)
     model, inputs = check_built(path, built)
     model, inputs = prepare(model, inputs, device)
-    return ModelScript(path=path, model=model, inputs=inputs, forward_function=forward_function, seed=seed)
+    return ModelScript(path=location, model=model, inputs=inputs, forward_function=forward_function, seed=seed, shown_as=str(path))
 
 
 def prepare(model: torch.nn.Module, inputs: Any, device: str) -> tuple[torch.nn.Module, Any]:

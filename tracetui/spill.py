@@ -14,6 +14,7 @@ memory-mapped views.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from safetensors import safe_open
 
 from tracetui.errors import TraceFileError
 from tracetui.memory import release_free_memory
+from tracetui.output_files import PARTIAL_SUFFIX, write_atomically
 
 SHARD_BYTES = 128 * 1024 * 1024  # a shard buffered in memory before it is written: the spill's footprint
 SHARD_PATTERN = "tensors-{:05d}.safetensors"
@@ -55,7 +57,17 @@ def storable(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file without an in-memory copy of the data (tensors must be storable)."""
+    """Write a safetensors file without an in-memory copy of the data (tensors must be storable).
+
+    Written whole or not at all (:func:`tracetui.output_files.write_atomically`): a full disk
+    leaves the file that was there, never a truncated one.
+    """
+    header = safetensors_header(path, tensors, metadata)
+    write_atomically(path, lambda temporary: write_header_and_data(temporary, header, tensors))
+
+
+def safetensors_header(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> bytes:
+    """The file's header: each tensor's dtype, shape and byte range, then the metadata."""
     header: dict[str, object] = {}
     offset = 0
     for key, tensor in tensors.items():
@@ -67,16 +79,16 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     if metadata:
         header["__metadata__"] = metadata
     encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes with spaces
-    try:
-        with open(path, "wb") as file:
-            file.write(struct.pack("<Q", len(encoded)))
-            file.write(encoded)
-            for tensor in tensors.values():
-                if tensor.numel():
-                    file.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
-    except OSError as error:
-        raise TraceFileError(f"{path}: cannot write the trace file ({error.strerror}).") from error
+    return encoded + b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes with spaces
+
+
+def write_header_and_data(path: Path, header: bytes, tensors: dict[str, torch.Tensor]) -> None:
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(header)))
+        file.write(header)
+        for tensor in tensors.values():
+            if tensor.numel():
+                file.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -138,16 +150,32 @@ class SpillStore:
 
 def prepare_directory(directory: Path, index_name: str) -> None:
     """Create ``directory`` for a new trace, clearing an old trace there; refuse anything else."""
-    if directory.exists() and not directory.is_dir():
-        raise TraceFileError(f"{directory}: exists and is not a directory; pass a new directory for the spilled trace.")
+    ours = trace_directory_entries(directory, index_name)
     directory.mkdir(parents=True, exist_ok=True)
-    entries = list(directory.iterdir())
-    ours = [
-        entry for entry in entries if entry.name == index_name or (entry.name.startswith("tensors-") and entry.suffix == ".safetensors")
-    ]
-    if len(ours) != len(entries):
-        raise TraceFileError(
-            f"{directory}: the directory holds files that are not a tracetui trace; pass an empty or new directory."
-        )
     for entry in ours:
         entry.unlink()
+
+
+def trace_directory_entries(directory: Path, index_name: str, shown: str | None = None) -> list[Path]:
+    """The files of an old trace in ``directory`` (none if it does not exist yet); a
+    :class:`TraceFileError` if it is not a directory or holds anything else.
+
+    Called by the command line before any model runs too, so that a wrong folder costs nothing.
+    """
+    shown = str(directory) if shown is None else shown
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise TraceFileError(f"{shown}: exists and is not a directory; pass a new directory for the spilled trace.")
+    if not directory.exists():
+        return []
+    entries = list(directory.iterdir())
+    ours = [entry for entry in entries if is_trace_file(entry.name, index_name)]
+    if len(ours) != len(entries):
+        raise TraceFileError(f"{shown}: the directory holds files that are not a tracetui trace; pass an empty or new directory.")
+    return ours
+
+
+def is_trace_file(name: str, index_name: str) -> bool:
+    """The index, a shard, or one of them left half-written by a run that was killed."""
+    if name.endswith(PARTIAL_SUFFIX):
+        return True
+    return name == index_name or (name.startswith("tensors-") and name.endswith(".safetensors"))

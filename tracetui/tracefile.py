@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 
 from tracetui.errors import TraceFileError
+from tracetui.output_files import write_text_atomically
 from tracetui.spill import SpillStore, prepare_directory, read_safetensors, storable, write_safetensors
 from tracetui.trace import CallRecord, Leaf, TensorSummary, Trace, summary_leaf
 
@@ -131,17 +132,17 @@ def save_trace_directory(trace: Trace, directory: Path, progress: Progress | Non
 
 
 def write_index(directory: Path, document: dict[str, Any], store: SpillStore) -> None:
-    """Finish a directory trace: its records, and which shard holds each tensor."""
+    """Finish a directory trace: its records, and which shard holds each tensor.
+
+    Written last, and whole or not at all: a directory without it is a recording that did not finish.
+    """
     index = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "trace": document | {"complex_tensors": store.complex_keys},
         "tensor_files": store.file_of_key,
     }
-    try:
-        (directory / INDEX_NAME).write_text(json.dumps(index))
-    except OSError as error:
-        raise TraceFileError(f"{directory / INDEX_NAME}: cannot write the trace index ({error.strerror}).") from error
+    write_text_atomically(directory / INDEX_NAME, json.dumps(index))
 
 
 def rewrite_index_document(directory: Path, trace: Trace) -> None:
@@ -150,7 +151,7 @@ def rewrite_index_document(directory: Path, trace: Trace) -> None:
     index = json.loads(index_path.read_text())
     index["trace"]["rerun_output_diff"] = trace.rerun_output_diff
     index["trace"]["rerun_input_diff"] = trace.rerun_input_diff
-    index_path.write_text(json.dumps(index))
+    write_text_atomically(index_path, json.dumps(index))
 
 
 def load_trace(path: str | Path, progress: Progress | None = None) -> Trace:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from rich.console import Console
 
@@ -13,6 +12,7 @@ from tracetui import api
 from tracetui.cli.common import add_run_options
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
+from tracetui.output_files import absolute_path, check_output_file, write_text_atomically
 from tracetui.pairing.alignment import Alignment, align
 from tracetui.pairing.map_writer import rename_rules, render_rename_map
 from tracetui.safe_text import for_markup
@@ -51,6 +51,10 @@ def add_align_command(commands: argparse._SubParsersAction) -> None:
 def run_align(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     if arguments.atol < 0:
         raise UsageError(f"--atol must be zero or positive (got {arguments.atol:g}).")
+    output = None
+    if arguments.output is not None:
+        inputs = [absolute_path(path) for path in (arguments.original, arguments.ported, arguments.map) if path]
+        output = check_output_file(arguments.output, "-o", inputs, example="map.toml")  # before the models run
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     options = replace(RunOptions.from_arguments(arguments), rerun=False)  # pairing needs one run of each model
     with errors.status("recording the original …") as status:
@@ -63,12 +67,12 @@ def run_align(arguments: argparse.Namespace, console: Console, errors: Console) 
         f" with --map {arguments.map}" if arguments.map else ""
     )
     text = render_rename_map(alignment, header)
-    summary = Console(stderr=True) if arguments.output is None else console
+    summary = Console(stderr=True) if output is None else console
     print_alignment_summary(alignment, summary)
-    if arguments.output is None:
+    if output is None:
         sys.stdout.write(text)
     else:
-        Path(arguments.output).write_text(text)
+        write_text_atomically(output, text, shown=arguments.output)
         summary.print(f"wrote {len(rename_rules(alignment))} rules → {for_markup(arguments.output)}")
     return 0
 

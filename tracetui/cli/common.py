@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 
 from rich.console import Console
 
-from tracetui.errors import UsageError
+from tracetui.errors import OutputError, UsageError
 from tracetui.script import DEFAULT_SEED
 
 
@@ -82,3 +83,12 @@ def wants_interface(arguments: argparse.Namespace, console: Console) -> bool:
         console.print(NO_TERMINAL_TO_DRAW_ON, highlight=False, markup=False, soft_wrap=True)
         return False
     return True
+
+
+def write_json_after_report(write: Callable[[], None], printed: bool = True) -> None:
+    """Write --json after the report is printed; a failure (a full disk) says the printed report is whole."""
+    try:
+        write()
+    except OutputError as error:
+        before = "the report above is complete, but " if printed else ""
+        raise OutputError(f"{before}the JSON report was not written: {error.message}") from error

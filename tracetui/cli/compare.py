@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 
 from tracetui import api
 from tracetui.classify import Tolerance
-from tracetui.cli.common import add_memory_options, add_run_options, check_tolerance, wants_interface
+from tracetui.cli.common import add_memory_options, add_run_options, check_tolerance, wants_interface, write_json_after_report
 from tracetui.compare import Comparison
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
+from tracetui.output_files import absolute_path, check_output_directory, check_output_file, is_within
 from tracetui.report import print_report
 from tracetui.safe_text import for_markup, printable
-from tracetui.sides import pick
+from tracetui.sides import SIDES, pick
+from tracetui.spill import trace_directory_entries
+from tracetui.tracefile import INDEX_NAME
 
 COMPARE_EPILOG = """\
 exit status (headless): 0 all paired outputs agree, 1 a divergence was found, 2 usage,
@@ -92,6 +96,7 @@ def add_debugger_options(compare: argparse.ArgumentParser) -> None:
 def run_compare(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     check_tolerance(arguments)
     check_break_options(arguments)
+    json_path = check_outputs(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     with errors.status("starting") as status:
         options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(for_markup(message) + " …"))
@@ -105,21 +110,48 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             stream=arguments.stream,
             isolate=not arguments.no_isolate,
         )
-    if arguments.json:
-        from tracetui.json_report import write_report
-
-        write_report(comparison, arguments.json)
     exit_status = 0 if comparison.verdict == "match" else 1
-    if arguments.break_on_mismatch or arguments.break_at is not None:
-        print_report(comparison, console, full=arguments.full)
-        return run_debugger(arguments, comparison, exit_status, console, errors)
-    if wants_interface(arguments, console):
+    if wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None):
         from tracetui.tui import open_comparison
 
+        write_json_report(comparison, arguments.json, json_path, printed=False)
         open_comparison(comparison)
         return exit_status
-    print_report(comparison, console, full=arguments.full)
+    print_report(comparison, console, full=arguments.full)  # first: a JSON that cannot be written must not lose it
+    write_json_report(comparison, arguments.json, json_path, printed=True)
+    if arguments.break_on_mismatch or arguments.break_at is not None:
+        return run_debugger(arguments, comparison, exit_status, console, errors)
     return exit_status
+
+
+def check_outputs(arguments: argparse.Namespace) -> Path | None:
+    """Before any model runs: --json and --spill can be written, and overwrite none of the inputs.
+
+    Returns the JSON report's absolute path: a script may change the working directory.
+    """
+    inputs = [absolute_path(path) for path in (arguments.original, arguments.ported, arguments.map) if path]
+    json_path = None
+    if arguments.json:
+        json_path = check_output_file(arguments.json, "--json", inputs, example="report.json")
+    if arguments.spill:
+        spill = check_output_directory(arguments.spill, "--spill")
+        # Each side spills into a folder of its own, cleared first: a side given as a trace is not recorded.
+        for side, source in (("original", arguments.original), ("ported", arguments.ported)):
+            if api.is_script_path(source):
+                side_shown = str(Path(arguments.spill) / side)
+                side_folder = check_output_directory(side_shown, "--spill", inputs)
+                trace_directory_entries(side_folder, INDEX_NAME, shown=f"--spill {side_shown}")
+        if json_path is not None and (json_path == spill or any(is_within(json_path, spill / side) for side in SIDES)):
+            raise UsageError(f"--json {arguments.json}: that is where --spill puts the recorded tensors; write the report elsewhere.")
+    return json_path
+
+
+def write_json_report(comparison: Comparison, shown: str | None, path: Path | None, printed: bool) -> None:
+    if path is None:
+        return
+    from tracetui.json_report import write_report
+
+    write_json_after_report(lambda: write_report(comparison, path, shown), printed)
 
 
 def check_break_options(arguments: argparse.Namespace) -> None:

@@ -11,9 +11,10 @@ from rich.console import Console
 from tracetui import api
 from tracetui.classify import Tolerance
 from tracetui.cli.common import add_run_options, check_tolerance
-from tracetui.components import export_component_tests
+from tracetui.components import check_export_paths, export_component_tests
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
+from tracetui.output_files import absolute_path
 from tracetui.safe_text import for_markup
 
 EXPORT_EPILOG = """\
@@ -53,9 +54,8 @@ def run_export_tests(arguments: argparse.Namespace, console: Console, errors: Co
     ported = Path(arguments.ported)
     if not api.is_script_path(ported):
         raise UsageError(f"{ported}: the tests build the port, so PORTED must be its model script (.py), not a trace.")
-    output = Path(arguments.output)
-    if output.resolve() in (Path(arguments.original).resolve(), ported.resolve()):
-        raise UsageError(f"{output}: that is one of the scripts; write the tests to a file of their own (-o tests/test_components.py).")
+    inputs = [absolute_path(path) for path in (arguments.original, arguments.ported, arguments.map) if path]
+    output = check_export_paths(arguments.output, inputs)  # absolute: a script may change the working directory
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     options = replace(RunOptions.from_arguments(arguments), rerun=False)  # the tests need one run of each
     with errors.status("comparing …") as status:
@@ -70,11 +70,11 @@ def run_export_tests(arguments: argparse.Namespace, console: Console, errors: Co
             stream=False,
         )
         status.update("writing the tests …")
-        cases = export_component_tests(comparison, ported, output)
-    fixture = output.with_suffix(".safetensors")
+        cases = export_component_tests(comparison, absolute_path(ported), output)
+    shown = Path(arguments.output)
     console.print(
-        f"wrote {len(cases)} tests to {for_markup(output)} and the original's values to {for_markup(fixture)} "
-        f"({fixture.stat().st_size / 1e6:.1f} MB); run them with: python -m pytest {for_markup(output)}",
+        f"wrote {len(cases)} tests to {for_markup(shown)} and the original's values to {for_markup(shown.with_suffix('.safetensors'))} "
+        f"({output.with_suffix('.safetensors').stat().st_size / 1e6:.1f} MB); run them with: python -m pytest {for_markup(shown)}",
         highlight=False,
     )
     if comparison.culprits:

@@ -11,8 +11,10 @@ from tracetui import api
 from tracetui.cli.common import add_memory_options, add_run_options
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
+from tracetui.output_files import absolute_path, check_output_directory, check_output_file
 from tracetui.safe_text import for_markup
-from tracetui.tracefile import is_directory_trace, save_trace
+from tracetui.spill import trace_directory_entries
+from tracetui.tracefile import INDEX_NAME, is_directory_trace, save_trace
 
 
 def add_record_command(commands: argparse._SubParsersAction) -> None:
@@ -35,18 +37,32 @@ def add_record_command(commands: argparse._SubParsersAction) -> None:
 def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     if not api.is_script_path(arguments.script):
         raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
-    output = Path(arguments.output)
-    if arguments.spill and not is_directory_trace(output):
-        raise UsageError(f"{output}: --spill writes the trace as a directory of shards; pass a directory (a name with no suffix) to -o.")
+    output = check_trace_output(arguments)
     with errors.status("recording …") as status:
         options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {for_markup(message)} …"))
         trace = api.record_source(arguments.script, options)
     if not arguments.spill:  # a spilled trace is already on disk, index and all
         with errors.status(f"saving {len(trace)} calls …") as status:
             saving = f"saving {len(trace)} calls"
-            output = save_trace(trace, output, progress=lambda message: status.update(f"{saving}, {for_markup(message)} …"))
+            save_trace(trace, output, progress=lambda message: status.update(f"{saving}, {for_markup(message)} …"))
     console.print(
         f"recorded {len(trace)} calls of {for_markup(arguments.script)}, {len(trace.unique_tensors())} tensors "
-        f"({trace.nbytes() / 1e6:.1f} MB) → {for_markup(output)}"
+        f"({trace.nbytes() / 1e6:.1f} MB) → {for_markup(arguments.output)}"
     )
     return 0
+
+
+def check_trace_output(arguments: argparse.Namespace) -> Path:
+    """Before the model runs: where the trace goes (absolute: a script may change the working
+    directory) can be written, and is not the script."""
+    inputs = [absolute_path(arguments.script)]
+    output = absolute_path(arguments.output)
+    if not is_directory_trace(output):
+        if arguments.spill:
+            raise UsageError(
+                f"-o {arguments.output}: --spill writes the trace as a directory of shards; pass a directory (a name with no suffix) to -o."
+            )
+        return check_output_file(arguments.output, "-o", inputs, example="original.trace")
+    output = check_output_directory(arguments.output, "-o", inputs)
+    trace_directory_entries(output, INDEX_NAME, shown=f"-o {arguments.output}")
+    return output

@@ -11,8 +11,10 @@ import torch
 from rich.console import Console
 
 from tracetui import api
+from tracetui.cli.common import write_json_after_report
 from tracetui.errors import ScriptError, UsageError
 from tracetui.options import RunOptions
+from tracetui.output_files import absolute_path, check_output_file, write_text_atomically
 from tracetui.weights import check_weights, print_weight_report, report_document, state_with_buffers
 
 WEIGHTS_EPILOG = """\
@@ -60,6 +62,10 @@ def add_weights_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_weights(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
+    json_path = None
+    if arguments.json:  # checked before the models are built
+        inputs = [absolute_path(path) for path in (arguments.original, arguments.ported, arguments.map) if path]
+        json_path = check_output_file(arguments.json, "--json", inputs, example="weights.json")
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     with errors.status("building the original …") as status:
         original = load_state(arguments.original, arguments.seed)
@@ -67,9 +73,10 @@ def run_weights(arguments: argparse.Namespace, console: Console, errors: Console
         ported = load_state(arguments.ported, arguments.seed)
         status.update(f"matching {len(ported)} ported tensors …")
         report = check_weights(original, ported, rename_map)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(report_document(report), indent=2) + "\n")
-    print_weight_report(report, console, full=arguments.full)
+    print_weight_report(report, console, full=arguments.full)  # first: a JSON that cannot be written must not lose it
+    if json_path is not None:
+        document = json.dumps(report_document(report), indent=2) + "\n"
+        write_json_after_report(lambda: write_text_atomically(json_path, document, shown=arguments.json))
     return 0 if report.complete else 1
 
 

@@ -150,10 +150,10 @@ def debug_script_call(
     module = dict(script.model.named_modules()).get(record.name)
     if module is None:
         raise ScriptError(
-            f"{script.path}: the model built now has no module {record.display_name}, which the recording had. "
+            f"{script.label}: the model built now has no module {record.display_name}, which the recording had. "
             "Did the script change since the comparison? Compare again."
         )
-    debug_context = DebugContext(comparison, row, side, script.path)
+    debug_context = DebugContext(comparison, row, side, Path(script.label))
     names: contextlib.ExitStack = contextlib.ExitStack()
 
     def on_stop(frame: FrameType) -> None:

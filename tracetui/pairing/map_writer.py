@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracetui.output_files import write_text_atomically
 from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.pairing.names import template_of
 from tracetui.pairing.rename_map import RenameMap, parse_rename_rules
@@ -201,7 +202,8 @@ def render_rename_map(alignment: Alignment, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_rename_map(alignment: Alignment, path: str | Path, header: str = "") -> Path:
+def write_rename_map(alignment: Alignment, path: str | Path, header: str = "", shown: str | None = None) -> Path:
+    """Write the map whole or not at all; a failure is an OutputError naming ``shown`` (default: the path)."""
     path = Path(path)
-    path.write_text(render_rename_map(alignment, header))
+    write_text_atomically(path, render_rename_map(alignment, header), shown)
     return path
