@@ -3,6 +3,7 @@ naming the module and its worst element, on every planted bug of the demos."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -81,3 +82,39 @@ def test_export_tests_refuses_a_trace_as_the_port_and_an_output_over_a_script(tm
     assert "one of this command's inputs" in capsys.readouterr().err
     assert main(["export-tests", str(demo_dir / "original.py"), str(ported), "-o", str(tmp_path / "components.py")]) == 2
     assert "test_<something>.py" in capsys.readouterr().err
+
+
+INJECTING_SCRIPT = '''
+import torch
+
+# A name that closes the generated docstring and puts code in the test file, if written as it is.
+NAME = 'x"""\\nraise SystemExit(7)\\n"""'
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.add_module(NAME, torch.nn.Linear(4, 4))
+
+    def forward(self, x):
+        return getattr(self, NAME)(x)
+
+
+def build():
+    torch.manual_seed(0)
+    return Net(), torch.randn(2, 4)
+'''
+
+
+def test_names_cannot_put_code_in_the_generated_file(tmp_path: Path) -> None:
+    """ORIG may be a trace someone sent: its module names are data, never code in the test file."""
+    script = tmp_path / "model.py"
+    script.write_text(INJECTING_SCRIPT)
+    test_file = tmp_path / "test_model_components.py"
+    assert main(["export-tests", str(script), str(script), "-o", str(test_file)]) == 0
+    source = test_file.read_text()
+    statements = ast.parse(source).body
+    assert not any(isinstance(statement, ast.Raise) for statement in statements)
+    assert r'x\"\"\"\\nraise SystemExit(7)' in source  # the name, escaped, inside its docstring
+    result = run_generated(test_file, bug=None)
+    assert result.returncode == 0, result.stdout + result.stderr

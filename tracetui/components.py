@@ -32,6 +32,7 @@ from tracetui.isolate import fitted
 from tracetui.numeric import TensorDifference, format_difference, measure
 from tracetui.output_files import check_output_file, write_text_atomically
 from tracetui.rows import LeafPair
+from tracetui.safe_text import printable
 from tracetui.script import ModelScript, load_script
 from tracetui.spill import read_safetensors, storable, write_safetensors
 from tracetui.text import shape_text
@@ -167,8 +168,8 @@ def generated_source(comparison: Comparison, cases: list[ComponentCase], fixture
 Each test builds the port with its script, runs the named module on the original's recorded
 inputs and checks its outputs against the original's at {comparison.tolerance}.
 Recorded values: {fixture_name}, next to this file.
-Original: {comparison.original.source}
-Port: {comparison.ported.source}
+Original: {docstring_safe(comparison.original.source)}
+Port: {docstring_safe(comparison.ported.source)}
 """
 
 from tracetui.components import ComponentSuite
@@ -179,12 +180,19 @@ SUITE = ComponentSuite(__file__)
         f'''
 
 def {function_name(case, taken)}() -> None:
-    """{case.label}, against the original's {case.original_name or "(root)"}."""
+    """{docstring_safe(case.label)}, against the original's {docstring_safe(case.original_name or "(root)")}."""
     SUITE.check({case.name!r}, call={case.call})
 '''
         for case in cases
     ]
     return header + "".join(tests)
+
+
+def docstring_safe(text: str) -> str:
+    """Text for a generated docstring that stays inside it: names come from the models and from
+    trace files others send, and a quote or a newline in one would end the docstring and put
+    the rest of the name in the test file as code."""
+    return printable(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 # -- running (from the generated file) --------------------------------------------------------------
