@@ -457,6 +457,20 @@ async def test_m_pairs_two_unmatched_rows_by_hand_unpairs_and_w_writes_the_map(
 
 
 
+async def test_w_that_cannot_write_the_map_says_so_and_keeps_the_session(
+    comparison: Comparison, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tracetui.map.toml").mkdir()  # where the map goes is a folder: the write fails
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        await pilot.pause()
+        assert app.is_running
+        messages = [notification.message for notification in app._notifications]
+        assert any("tracetui.map.toml: could not be written" in message for message in messages), messages
+
+
 async def test_tab_moves_focus_to_the_detail_pane_where_j_scrolls(comparison: Comparison, settle) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:

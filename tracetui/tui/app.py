@@ -281,7 +281,11 @@ class TracetuiApp(App[None]):
         comparison = self.comparison
         if comparison is None:
             return
-        path = write_rename_map(comparison.alignment, MAP_FILE_NAME, header="written by tracetui's interface (m pairs by hand)")
+        try:
+            path = write_rename_map(comparison.alignment, MAP_FILE_NAME, header="written by tracetui's interface (m pairs by hand)")
+        except TracetuiError as error:  # a full disk, a read-only folder: say so and keep the session
+            self.notify(printable(error.message, multiline=True), severity="error", timeout=10, markup=False)
+            return
         self.notify(f"wrote {printable(path)}: pass --map {printable(path)} next time", timeout=6, markup=False)
 
     # -- the debugger -----------------------------------------------------------------------
