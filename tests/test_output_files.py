@@ -273,6 +273,35 @@ def test_a_directory_trace_whose_index_cannot_be_written_is_not_taken_for_a_fini
     assert not (directory / INDEX_NAME).exists() and not partial_files(tmp_path)
 
 
+@pytest.mark.parametrize("spill", [False, True], ids=["saved", "spilled"])
+def test_record_over_a_good_directory_trace_on_a_full_disk_keeps_the_good_trace(
+    spill: bool, models: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A directory trace is recorded into a new folder that replaces the old one only when
+    complete: a full disk halfway through the shards leaves the old trace whole."""
+    original, _, _ = models
+    directory = tmp_path / "trace_directory"
+    extra = ["--spill"] if spill else []
+    assert main(["record", str(original), "-o", str(directory), "--no-rerun", *extra]) == 0
+    good = {path.name: path.read_bytes() for path in directory.iterdir()}
+
+    def full_disk(path: Path, header: bytes, tensors: object) -> None:
+        half_then_full_disk(path, b"\0" * 4096)
+
+    monkeypatch.setattr("tracetui.spill.write_header_and_data", full_disk)
+    capsys.readouterr()
+    assert main(["record", str(original), "-o", str(directory), "--no-rerun", *extra]) == 2
+
+    assert "the disk is full" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in directory.iterdir()} == good
+    assert len(load_trace(directory)) > 0
+    assert not partial_files(tmp_path)  # no partial folder left
+    monkeypatch.undo()
+    assert main(["record", str(original), "-o", str(directory), "--no-rerun", *extra]) == 0  # and a good run replaces it
+    assert len(load_trace(directory)) > 0 and not partial_files(tmp_path)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".trace_directory")]  # nor the old one
+
+
 def test_a_folder_for_a_trace_that_holds_other_files_is_refused_before_recording(models: tuple[Path, Path, Path], tmp_path: Path) -> None:
     original, ported, _ = models
     (tmp_path / "notes").mkdir()

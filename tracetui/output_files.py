@@ -18,8 +18,9 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tracetui.errors import OutputError, UsageError
@@ -155,6 +156,35 @@ def write_atomically(path: Path, write: Callable[[Path], None], shown: str | Non
         if isinstance(error, OSError):
             raise write_failed(shown, error, "the file already there is unchanged" if existed else "") from error
         raise
+
+
+@contextlib.contextmanager
+def directory_written_whole(directory: Path, shown: str | None = None) -> Iterator[Path]:
+    """A new folder beside ``directory`` to write into, which takes ``directory``'s place only once
+    the block completes: a recording that fails (a full disk, Ctrl-C) leaves the trace that was
+    there as it was, and no partial folder behind. Files memory-mapped from the new folder stay
+    readable after the move (a rename keeps them)."""
+    shown = str(directory) if shown is None else shown
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    working = directory.with_name(f".{directory.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+    try:
+        working.mkdir(mode=0o777)  # the umask narrows it, as for any new folder
+    except OSError as error:
+        raise write_failed(shown, error, "the folder already there is unchanged" if directory.exists() else "") from error
+    try:
+        yield working
+        previous = None
+        if directory.exists():
+            previous = working.with_name(working.name + ".previous")
+            directory.rename(previous)
+        working.rename(directory)
+    except BaseException as error:
+        shutil.rmtree(working, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise write_failed(shown, error, "the folder already there is unchanged" if directory.exists() else "") from error
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_text_atomically(path: Path, text: str, shown: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -11,9 +12,10 @@ from tracetui import api
 from tracetui.cli.common import add_memory_options, add_run_options
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
-from tracetui.output_files import absolute_path, check_output_directory, check_output_file
+from tracetui.output_files import absolute_path, check_output_directory, check_output_file, directory_written_whole
 from tracetui.safe_text import for_markup
 from tracetui.spill import trace_directory_entries
+from tracetui.trace import Trace
 from tracetui.tracefile import INDEX_NAME, is_directory_trace, save_trace
 
 
@@ -38,18 +40,30 @@ def run_record(arguments: argparse.Namespace, console: Console, errors: Console)
     if not api.is_script_path(arguments.script):
         raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
     output = check_trace_output(arguments)
-    with errors.status("recording …") as status:
-        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {for_markup(message)} …"))
-        trace = api.record_source(arguments.script, options)
-    if not arguments.spill:  # a spilled trace is already on disk, index and all
-        with errors.status(f"saving {len(trace)} calls …") as status:
-            saving = f"saving {len(trace)} calls"
-            save_trace(trace, output, progress=lambda message: status.update(f"{saving}, {for_markup(message)} …"))
+    if is_directory_trace(output):
+        # Recorded into a new folder that replaces the old trace only when complete.
+        with directory_written_whole(output, shown=f"-o {arguments.output}") as working:
+            trace = record_and_save(arguments, working, errors)
+    else:
+        trace = record_and_save(arguments, output, errors)
     console.print(
         f"recorded {len(trace)} calls of {for_markup(arguments.script)}, {len(trace.unique_tensors())} tensors "
         f"({trace.nbytes() / 1e6:.1f} MB) → {for_markup(arguments.output)}"
     )
     return 0
+
+
+def record_and_save(arguments: argparse.Namespace, output: Path, errors: Console) -> Trace:
+    with errors.status("recording …") as status:
+        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {for_markup(message)} …"))
+        if arguments.spill:  # the tensors go straight to the trace's folder as they are recorded
+            options = replace(options, spill=output)
+        trace = api.record_source(arguments.script, options)
+    if not arguments.spill:  # a spilled trace is already on disk, index and all
+        with errors.status(f"saving {len(trace)} calls …") as status:
+            saving = f"saving {len(trace)} calls"
+            save_trace(trace, output, progress=lambda message: status.update(f"{saving}, {for_markup(message)} …"))
+    return trace
 
 
 def check_trace_output(arguments: argparse.Namespace) -> Path:
