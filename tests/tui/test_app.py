@@ -535,3 +535,20 @@ async def test_a_single_trace_uses_the_same_list_one_side(tiny_traces: tuple[Tra
         await settle(pilot)
         text = detail_text(app)
         assert "h.0.attn.c_q" in text and "value" in text and "Δ" not in text
+
+
+def test_an_interface_that_crashes_is_an_error_never_the_verdicts_status(comparison: Comparison, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Textual catches an exception in the interface, prints it and returns; the command must
+    not then exit with the comparison's 0 ("the port matches")."""
+    from textual.app import App
+
+    from tracetui.errors import InternalError
+    from tracetui.tui import run_until_quit
+
+    def crash_on_mount(self: TracetuiApp) -> None:
+        raise RuntimeError("a widget failed")
+
+    monkeypatch.setattr(TracetuiApp, "on_ready", crash_on_mount)
+    monkeypatch.setattr(TracetuiApp, "run", lambda self: App.run(self, headless=True, size=SIZE))
+    with pytest.raises(InternalError, match="the interface stopped on an error"):
+        run_until_quit(TracetuiApp(comparison))

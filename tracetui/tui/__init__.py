@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from tracetui.compare import Comparison
+from tracetui.errors import InternalError
 from tracetui.interruption import INTERRUPTING_SIGNALS, interruption_for, restored_signal_handlers
 from tracetui.trace import Trace
 from tracetui.tui.app import TracetuiApp
@@ -36,3 +37,8 @@ def run_until_quit(app: TracetuiApp) -> None:
         app.run()
     if app.ending_signal is not None:
         raise interruption_for(app.ending_signal)
+    if app.return_code:  # Textual caught an exception and printed its traceback: never the verdict's 0 or 1
+        raise InternalError(
+            "the interface stopped on an error (its traceback is above). This is tracetui's failure, not your model's: "
+            "please report it; `--no-tui` prints the report without the interface."
+        )
