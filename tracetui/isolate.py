@@ -130,11 +130,13 @@ class FedRun:
     @contextmanager
     def attached(self) -> Iterator[FedRun]:
         handles = []
+        before_call = own_hook(self._before_call, self.source, self._names)
+        after_call = own_hook(self._after_call, self.source, self._names)
         try:
             for name, module in self.model.named_modules():
                 self._names[id(module)] = name
-                handles.append(module.register_forward_pre_hook(own_hook(self._before_call, self.source, self._names), with_kwargs=True))
-                handles.append(module.register_forward_hook(own_hook(self._after_call, self.source, self._names), with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(before_call, with_kwargs=True))
+                handles.append(module.register_forward_hook(after_call, with_kwargs=True))
             yield self
         finally:
             for handle in handles:

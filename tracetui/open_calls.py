@@ -29,12 +29,13 @@ class OpenCalls(Generic[Entry]):
         self._main_thread = threading.get_ident()
         self._stacks: dict[int, list[Entry]] = {}
         self.lock = threading.RLock()
-        self.threads_seen: set[int] = set()
 
     def _stack(self) -> list[Entry]:
         thread = threading.get_ident()
-        self.threads_seen.add(thread)
-        return self._stacks.setdefault(thread, [])
+        stack = self._stacks.get(thread)
+        if stack is None:
+            stack = self._stacks[thread] = []
+        return stack
 
     def push(self, entry: Entry) -> None:
         self._stack().append(entry)
@@ -64,7 +65,3 @@ class OpenCalls(Generic[Entry]):
     def depth(self) -> int:
         """How many open calls enclose a new call on this thread."""
         return sum(1 for _ in self.enclosing())
-
-    @property
-    def worker_threads(self) -> int:
-        return len(self.threads_seen - {self._main_thread})

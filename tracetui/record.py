@@ -145,13 +145,17 @@ class Recorder:
     def attached(self) -> Iterator[Recorder]:
         handles = []
         _active_recorders.append(self)
+        # One guarded function per hook, shared by every module (wrapping per module costs more than the hooks).
+        before_call, after_call, end_call = (
+            own_hook(hook, self.trace.source, self._module_names) for hook in (self._before_call, self._after_call, self._end_call)
+        )
         try:
             for name, module in self.model.named_modules():
                 self._module_names[id(module)] = name
                 try:
-                    handles.append(module.register_forward_pre_hook(self._guarded(self._before_call), with_kwargs=True))
-                    handles.append(module.register_forward_hook(self._guarded(self._after_call), with_kwargs=True))
-                    handles.append(module.register_forward_hook(self._guarded(self._end_call), always_call=True))
+                    handles.append(module.register_forward_pre_hook(before_call, with_kwargs=True))
+                    handles.append(module.register_forward_hook(after_call, with_kwargs=True))
+                    handles.append(module.register_forward_hook(end_call, always_call=True))
                 except RuntimeError as error:  # TorchScript modules refuse Python hooks
                     raise RecordingError(
                         f"{self.trace.source}: cannot put a hook on module {name or '(root)'} "
@@ -163,9 +167,6 @@ class Recorder:
             for handle in handles:
                 handle.remove()
             _active_recorders.remove(self)
-
-    def _guarded(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        return own_hook(hook, self.trace.source, self._module_names)
 
     # -- hooks -------------------------------------------------------------------------------
 
