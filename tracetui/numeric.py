@@ -372,6 +372,8 @@ def cosine_from_sums(dot: float, original_square_sum: float, ported_square_sum: 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
     """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
     original, ported = on_device_of(dense(original.detach()), ported), dense(ported.detach())
+    if original.shape == ported.shape and original.dtype == ported.dtype and torch.equal(original, ported):
+        return 0.0  # bitwise equal, the common case for two runs of a model: at memory speed, no float64
     if original.shape == ported.shape:
         largest = 0.0
         for original_values, ported_values in comparable_chunks(original, ported, None):
