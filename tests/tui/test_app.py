@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.events import MouseScrollDown
+from textual.pilot import Pilot
 from textual.widgets import Label
 
 import tracetui
@@ -201,6 +203,68 @@ async def test_detail_pane_follows_the_cursor(comparison: Comparison, settle) ->
         app.selected_row = 14
         await settle(pilot)
         assert "only the ported model makes this call" in detail_text(app)
+
+
+# -- keys typed together ----------------------------------------------------------------
+
+
+async def send_at_once(pilot: Pilot, *keys: str) -> None:
+    """Post the key events in one go, as a paste, key repeat or a slow link delivers them:
+    every one is queued before the first is handled."""
+    for key in keys:
+        pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+    await pilot.pause()
+
+
+async def test_keys_pressed_together_each_move_a_row(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await pilot.press("j", "j", "j", "j")
+        assert app.selected_row == 4
+        await send_at_once(pilot, "j", "j", "j", "j")
+        assert app.selected_row == 8
+        await send_at_once(pilot, "k", "k", "k")
+        assert app.selected_row == 5
+        await send_at_once(pilot, "down", "down", "up")
+        assert app.selected_row == 6
+
+
+async def test_culprit_keys_pressed_together_each_count(fed_comparison: Comparison) -> None:
+    culprits = [row.index for row in fed_comparison.culprits]
+    app = TracetuiApp(fed_comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await send_at_once(pilot, "n", "n")
+        assert app.selected_row == culprits[1]
+        await send_at_once(pilot, "n", "N", "N")
+        assert app.selected_row == culprits[0]
+        await send_at_once(pilot, "G", "N", "N", "N")
+        assert app.selected_row == culprits[0]
+
+
+async def test_pages_pressed_together_each_move_a_page(fed_comparison: Comparison) -> None:
+    app = TracetuiApp(fed_comparison)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        call_list = app.query_one(CallList)
+        page = call_list.page_height
+        assert 3 * page < len(fed_comparison.rows)
+        await send_at_once(pilot, "pagedown", "pagedown")
+        assert app.selected_row == 2 * page
+        assert call_list.scroll_offset.y == 2 * page  # the view moved with the cursor, a page a key
+        await send_at_once(pilot, "pagedown", "pageup", "pageup")
+        assert app.selected_row == page
+
+
+async def test_a_fold_and_moves_pressed_together_apply_in_order(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await send_at_once(pilot, "j", "j", "enter", "j")
+        assert H0 in app.view.collapsed
+        assert app.selected_row == 15  # h.1: the row after the folded h.0
 
 
 # -- folding -----------------------------------------------------------------------------
