@@ -18,9 +18,10 @@ from textual.widgets import Label
 import tracetui
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
+from tracetui.sides import pick
 from tracetui.trace import Trace
 from tracetui.tui import TracetuiApp
-from tracetui.tui.call_list import CallList
+from tracetui.tui.call_list import CallList, Columns
 from tracetui.tui.detail import DetailPane
 from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
 from tracetui.tui.status_line import StatusLine
@@ -265,6 +266,59 @@ async def test_a_fold_and_moves_pressed_together_apply_in_order(comparison: Comp
         await send_at_once(pilot, "j", "j", "enter", "j")
         assert H0 in app.view.collapsed
         assert app.selected_row == 15  # h.1: the row after the folded h.0
+
+
+# -- the tree, side by side ----------------------------------------------------------------
+
+
+def name_columns(app: TracetuiApp, row: int) -> tuple[str, str]:
+    """The text of the original's and the port's name columns on ``row``'s line."""
+    columns = Columns.for_width(app.query_one(CallList).line_width, "comparison")
+    text = line(app, row)
+    return text[: columns.original], text[columns.original + 1 : columns.original + 1 + columns.ported]
+
+
+async def test_each_side_indents_by_its_own_depth_one_sided_rows_too(nesting_comparison: Comparison) -> None:
+    """The port nests one level deeper, splits c_attn into q/k/v_proj and adds an mlp wrapper:
+    every name, one-sided or paired, sits two cells a level under its own model's parent, by its
+    short name, with the fold marker on a side that has a name."""
+    comparison = nesting_comparison
+    traces = {"original": comparison.original, "ported": comparison.ported}
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        depths_seen = set()
+        for row in comparison.rows:
+            cells = dict(zip(("original", "ported"), name_columns(app, row.index), strict=True))
+            for side, cell in cells.items():
+                record = pick(row, side)  # type: ignore[arg-type]
+                if record is None:
+                    assert cell.strip() == "—", (row.label, side, cell)
+                    continue
+                parent = None if record.parent is None else traces[side].records[record.parent]
+                short_name = record.name.removeprefix(parent.name + ".") if parent is not None and parent.name else record.display_name
+                indent = 2 * record.depth
+                assert cell[:indent] == " " * indent, (row.label, side, cell)
+                marker, rest = cell[indent : indent + 2], cell[indent + 2 :]
+                assert rest.startswith(f"{short_name} ({record.class_name})"), (row.label, side, cell)
+                has_fold = app.listing.child_counts[row.index] > 0
+                marker_side = "original" if row.original is not None else "ported"
+                assert marker == ("▾ " if has_fold and side == marker_side else "  "), (row.label, side, cell)
+                if not row.is_paired:
+                    depths_seen.add((side, record.depth))
+        assert {("original", 3), ("ported", 1), ("ported", 3), ("ported", 4)} <= depths_seen
+        # The split projections line up with their paired sibling o_proj, not under attn_dropout.
+        by_ported = {row.ported_name: row.index for row in comparison.rows if row.ported is not None}
+        o_proj = name_columns(app, by_ported["model.layers.0.self_attn.o_proj"])[1]
+        for name in ("q_proj", "k_proj", "v_proj"):
+            split = name_columns(app, by_ported[f"model.layers.0.self_attn.{name}"])[1]
+            assert split.index(name) == o_proj.index("o_proj")
+        # The port's mlp, which the original lacks, folds from its own (ported) column.
+        mlp = by_ported["model.layers.0.mlp"]
+        assert "▾ mlp (MLP)" in name_columns(app, mlp)[1]
+        ported_column = Columns.for_width(app.query_one(CallList).line_width, "comparison").original + 1
+        await pilot.click(CallList, offset=(ported_column + 2 * 3, 1 + mlp))  # mlp is 3 deep in the port
+        assert mlp in app.view.collapsed and "▸ mlp (MLP)" in name_columns(app, mlp)[1]
 
 
 # -- folding -----------------------------------------------------------------------------

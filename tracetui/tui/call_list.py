@@ -88,6 +88,11 @@ def fit(parts: list[tuple[str, Style]], width: int) -> list[Segment]:
     return segments
 
 
+def indent_width(depth: int, column_width: int) -> int:
+    """Cells before a name ``depth`` deep: two a level, at most 40% of the name's column."""
+    return min(depth * INDENT, int(column_width * MAX_INDENT_FRACTION))
+
+
 def same_lines(previous: Outline, outline: Outline) -> bool:
     """Whether a row's line reads the same in both outlines: the same listing (statuses), the
     same folds (the ▸/▾ markers) and the same names (full names while filtered)."""
@@ -318,9 +323,16 @@ class CallList(ScrollView, can_focus=True):
         if row is None:
             return
         self.owner.select_row(row)
-        indent = self._indent(row, Columns.for_width(self.line_width, self.outline.listing.mode).original)
-        if self.listing is not None and self.listing.child_counts[row] and indent <= event.x < indent + MARKER_WIDTH:
-            self.owner.toggle_row(row)
+        listing = self.outline.listing
+        if listing.child_counts[row]:
+            columns = Columns.for_width(self.line_width, listing.mode)
+            cells = listing.cells(row, full_names=self.outline.options.is_filtered)
+            if cells.fold_on_ported:
+                marker_x = columns.original + 1 + indent_width(cells.ported_depth, columns.ported)
+            else:
+                marker_x = indent_width(cells.original_depth, columns.original)
+            if marker_x <= event.x < marker_x + MARKER_WIDTH:
+                self.owner.toggle_row(row)
 
     # -- drawing ----------------------------------------------------------------------------
 
@@ -338,10 +350,6 @@ class CallList(ScrollView, can_focus=True):
         if style is None:
             style = self._styles[name] = component_style(self, f"call-list--{name}")
         return style
-
-    def _indent(self, row: int, column_width: int) -> int:
-        assert self.listing is not None
-        return min(self.listing.depths[row] * INDENT, int(column_width * MAX_INDENT_FRACTION))
 
     @property
     def line_width(self) -> int:
@@ -407,26 +415,27 @@ class CallList(ScrollView, can_focus=True):
         marker = LEAF
         if listing.child_counts[row]:
             marker = COLLAPSED if row in outline.options.collapsed else EXPANDED
-        indent = " " * self._indent(row, columns.original)
         # Inherited and unmatched rows keep their own muted colour for the class too.
         muted_row = cells.status in ("inherited", "unmatched") and not cells.is_culprit
         class_style = line_style if muted_row else line_style + self.style("class")
         marker_style = line_style + self.style("marker")
 
-        def name_cell(side: SideCells | None, lead: str, column_width: int) -> list[Segment]:
+        def name_cell(side: SideCells | None, depth: int, lead: str, column_width: int) -> list[Segment]:
+            indent = " " * indent_width(depth, column_width)
             if side is None:
-                return fit([(indent + lead, line_style), ("—", line_style + self.style("missing"))], column_width)
+                return fit([(indent + LEAF, line_style), ("—", line_style + self.style("missing"))], column_width)
             parts = [(indent, line_style), (lead, marker_style), (side.name, line_style), (f" ({side.class_name})", class_style)]
             return fit(parts, column_width)
 
-        segments = name_cell(cells.original, marker, columns.original)
+        original_lead, ported_lead = (LEAF, marker) if cells.fold_on_ported else (marker, LEAF)
+        segments = name_cell(cells.original, cells.original_depth, original_lead, columns.original)
         gap = Segment(" ", line_style)
         if listing.mode == "trace":
             if columns.shape:
                 segments += [gap, *fit([(cells.shape, line_style + self.style("shape"))], columns.shape)]
             segments += [gap, *fit([(cells.dtype, line_style + self.style("shape"))], columns.difference)]
         else:
-            segments += [gap, *name_cell(cells.ported, LEAF, columns.ported)]
+            segments += [gap, *name_cell(cells.ported, cells.ported_depth, ported_lead, columns.ported)]
             if columns.shape:
                 shape_style = line_style + self.style("status-shape_mismatch" if cells.status == "shape_mismatch" else "shape")
                 segments += [gap, *fit([(cells.shape, shape_style)], columns.shape)]
