@@ -58,7 +58,7 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.visible_rows == list(range(len(comparison.rows)))
-        assert app.selected_row == 0
+        assert app.selected_row == CULPRIT  # it opens on the answer
         header = header_text(app)
         assert "models/original.py" in header and "models/ported.py" in header
         assert "atol 0.001" in header and "DIVERGED" in header
@@ -71,7 +71,44 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
         assert "inherited" in line(app, 8)
         assert "unmatched" in line(app, 14) and "dropout (Dropout)" in line(app, 14)
         assert line(app, 3).startswith("    ") and "ln_1" in line(app, 3)  # indented by depth
-        assert "row 1 of 42" in str(app.query_one(StatusLine).render())
+        assert "row 5 of 42" in str(app.query_one(StatusLine).render())
+
+
+async def test_it_opens_on_the_culprit_on_screen_with_its_detail(fed_comparison: Comparison, settle) -> None:
+    first = fed_comparison.culprits[0]
+    for size in ((120, 40), (80, 24), (80, 16)):
+        app = TracetuiApp(fed_comparison)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            assert app.selected_row == first.index
+            call_list = app.query_one(CallList)
+            top = round(call_list.scroll_offset.y)
+            assert top <= first.index < top + call_list.page_height, size  # on the first screen
+            text = " ".join(detail_text(app).split())
+            assert first.label in text and "CULPRIT" in text
+
+
+async def test_a_matching_comparison_opens_at_the_top(make_comparison) -> None:
+    matching = make_comparison(atol=1.0)
+    assert matching.culprit is None
+    app = TracetuiApp(matching)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.selected_row == 0 and app.query_one(CallList).scroll_offset.y == 0
+
+
+async def test_a_class_mismatch_stands_out(comparison: Comparison, settle) -> None:
+    """The culprit's classes differ (OriginalAttention ↔ PortedAttention): the header and the
+    detail draw them in the emphasis style, not in the dim grey of a class that agrees."""
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        label = app.query_one("#culprit-class", Label)
+        assert str(label.content) == "OriginalAttention ↔ PortedAttention" and label.has_class("-mismatch")
+        assert label.rich_style.bold
+        detail = app.query_one(DetailPane)
+        mismatch = detail.palette().class_mismatch
+        assert mismatch.bold and mismatch != detail.palette().dim
 
 
 # -- moving ------------------------------------------------------------------------------
@@ -80,7 +117,7 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
 async def test_up_down_and_j_k_move_the_cursor(comparison: Comparison) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("down")
+        await pilot.press("g", "down")
         assert app.selected_row == 1
         await pilot.press("j", "j")
         assert app.selected_row == 3
@@ -96,7 +133,7 @@ async def test_page_down_and_up_move_a_screenful(comparison: Comparison) -> None
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         page = app.query_one(CallList).page_height
-        await pilot.press("pagedown")
+        await pilot.press("g", "pagedown")
         assert app.selected_row == page
         assert app.query_one(CallList).scroll_offset.y > 0
         await pilot.press("pageup")
@@ -195,6 +232,7 @@ async def test_f_jumps_to_the_culprit_and_the_detail_pane_describes_it(compariso
 async def test_detail_pane_follows_the_cursor(comparison: Comparison, settle) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
         await settle(pilot)
         assert "idx ↔ input_ids" in detail_text(app)  # the root's input
         await pilot.press("j")
@@ -327,7 +365,7 @@ async def test_each_side_indents_by_its_own_depth_one_sided_rows_too(nesting_com
 async def test_enter_and_space_fold_and_unfold_a_subtree(comparison: Comparison) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("j", "j")
+        await pilot.press("g", "j", "j")
         assert app.selected_row == H0
         assert "▾ h.0" in line(app, H0)
         await pilot.press("enter")
@@ -353,7 +391,7 @@ async def test_enter_on_a_leaf_does_nothing(comparison: Comparison) -> None:
 async def test_f_unfolds_to_show_a_hidden_culprit(comparison: Comparison) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("enter")  # fold the root: one row left
+        await pilot.press("g", "enter")  # fold the root: one row left
         assert app.visible_rows == [0]
         await pilot.press("f")
         assert app.selected_row == CULPRIT
@@ -381,12 +419,12 @@ async def test_the_mouse_wheel_scrolls_the_list(comparison: Comparison) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         call_list = app.query_one(CallList)
-        assert call_list.scroll_offset.y == 0
+        top = call_list.scroll_offset.y
         # The pilot has no wheel helper; its mouse-event helper sends any mouse event.
         await pilot._post_mouse_events([MouseScrollDown, MouseScrollDown], CallList, offset=(10, 3))
         await pilot.pause()
-        assert call_list.scroll_offset.y > 0
-        assert app.selected_row == 0  # scrolling does not move the cursor
+        assert call_list.scroll_offset.y > top
+        assert app.selected_row == CULPRIT  # scrolling does not move the cursor
 
 
 # -- filtering ---------------------------------------------------------------------------
@@ -469,7 +507,7 @@ async def test_t_changes_the_tolerance_and_rows_reclassify(comparison: Compariso
         assert {current.status(row) for row in current.rows} <= {"match", "unmatched"}
         assert "MATCH" in header_text(app) and "atol 1" in header_text(app)
         assert "match" in line(app, CULPRIT) and "CULPRIT" not in line(app, CULPRIT)
-        await pilot.press("f")  # no culprit now
+        await pilot.press("g", "f")  # no culprit now
         assert app.selected_row == 0
         # Back to a tight tolerance: the culprit returns.
         await pilot.press("t", *"1e-3", "enter")
@@ -515,7 +553,7 @@ async def test_d_toggles_the_detail_pane(comparison: Comparison, settle) -> None
         assert app.query_one(CallList).size.height > list_height
         await pilot.press("d")
         await settle(pilot)
-        assert detail.display and "idx ↔ input_ids" in detail_text(app)
+        assert detail.display and "h.0.attn ↔ layers.0.self_attn" in detail_text(app)
 
 
 async def test_question_mark_opens_the_help_and_escape_closes_it(comparison: Comparison) -> None:
@@ -528,7 +566,7 @@ async def test_question_mark_opens_the_help_and_escape_closes_it(comparison: Com
         await pilot.press("j")  # keys do not reach the list behind
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
-        assert app.selected_row == 0
+        assert app.selected_row == CULPRIT
 
 
 async def test_q_quits(comparison: Comparison) -> None:

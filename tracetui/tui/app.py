@@ -7,7 +7,8 @@ State (reactive attributes of :class:`TracetuiApp`):
 - ``listing``: the lines derived from it (:mod:`tracetui.tui.listing`);
 - ``view``: the view options (filter text, only-problems, folded rows);
 - ``outline``: the visible rows, derived from ``listing`` and ``view``;
-- ``selected_row``: the row under the cursor (an index into ``comparison.rows``);
+- ``selected_row``: the row under the cursor (an index into ``comparison.rows``): the first
+  culprit when the app opens on a comparison that has one, else the first row;
 - ``show_detail``: whether the detail pane is shown.
 
 Widgets are bound to these (``data_bind``) and redraw when they change; they ask for changes
@@ -110,6 +111,9 @@ class TracetuiApp(App[None]):
         self.set_reactive(TracetuiApp.source, source)
         self.set_reactive(TracetuiApp.listing, listing)
         self.set_reactive(TracetuiApp.outline, Outline(listing, ViewOptions()))
+        if listing.culprit is not None:
+            # Open on the answer: the culprit selected (the list centres it) and described.
+            self.set_reactive(TracetuiApp.selected_row, listing.culprit)
 
     # -- convenience for callers and tests --------------------------------------------------
 

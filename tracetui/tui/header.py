@@ -15,6 +15,7 @@ from tracetui.numeric import format_difference
 from tracetui.precision import Precision, describe_precision, half_precision_note, notes_with_precision
 from tracetui.safe_text import printable
 from tracetui.trace import Trace
+from tracetui.tui.listing import classes_differ
 
 
 class ComparisonHeader(Vertical):
@@ -77,7 +78,7 @@ class ComparisonHeader(Vertical):
                 ("culprit", "culprit"),
                 ("culprit-input", "delta -good"),
                 ("culprit-output", "delta -bad"),
-                ("culprit-class", "dim"),
+                ("culprit-class", "class-label"),
                 ("culprit-count", "culprit-count"),  # "1 of 3 culprits", when there are more
                 ("reason-key", "key"),  # "why", or "no culprit:" when the culprit line is left out
                 ("reason", "reason"),
@@ -137,6 +138,7 @@ class ComparisonHeader(Vertical):
         self.set_text("culprit-input", "" if culprit is None else format_difference(culprit.input_max_abs))
         self.set_text("culprit-output", "" if culprit is None else format_difference(culprit.output_max_abs))
         self.set_text("culprit-class", "" if culprit is None else culprit.class_label)
+        self._labels["culprit-class"].set_class(culprit is not None and classes_differ(culprit), "-mismatch")
         count = len(comparison.culprits)
         self.set_text("culprit-count", f"1 of {count} culprits · n next", shown=count > 1)
         self.set_text("reason-key", "no culprit:" if culprit is None else "why")

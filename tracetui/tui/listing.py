@@ -232,6 +232,11 @@ class ComparisonListing(Listing):
         return row.depth
 
 
+def classes_differ(row: Row) -> bool:
+    """Both sides called, but modules of different classes (``GELU ↔ SiLU``): often the bug itself."""
+    return row.original is not None and row.ported is not None and row.original.class_name != row.ported.class_name
+
+
 def culprit_label(status: str) -> str:
     """``▶ CULPRIT``; a culprit whose outputs differ in shape or NaN/Inf says so instead."""
     return CULPRIT_LABEL if status in ("diverged", "inherited") else "▶ " + STATUS_LABELS[status]
