@@ -7,6 +7,7 @@ The tiny comparison (models/): 42 rows; row 2 is ``h.0 ↔ layers.0``, row 4 the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tracetui.tui import TracetuiApp
 from tracetui.tui.call_list import CallList, Columns
 from tracetui.tui.detail import DetailPane
 from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
+from tracetui.tui.header import ComparisonHeader
 from tracetui.tui.status_line import StatusLine
 
 CULPRIT = 4
@@ -60,7 +62,8 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
         assert app.visible_rows == list(range(len(comparison.rows)))
         assert app.selected_row == CULPRIT  # it opens on the answer
         header = header_text(app)
-        assert "models/original.py" in header and "models/ported.py" in header
+        assert "original.py ↔ ported.py" in header  # the folder they share is left out
+        assert app.query_one("#original-source", Label).tooltip == "models/original.py"
         assert "atol 0.001" in header and "DIVERGED" in header
         assert "h.0.attn ↔ layers.0.self_attn" in header
         assert "2.26e-01" in header  # the culprit's output Δ
@@ -109,6 +112,44 @@ async def test_a_class_mismatch_stands_out(comparison: Comparison, settle) -> No
         detail = app.query_one(DetailPane)
         mismatch = detail.palette().class_mismatch
         assert mismatch.bold and mismatch != detail.palette().dim
+
+
+# -- the header at every width -----------------------------------------------------------
+
+NUMBER = re.compile(r"[-+]?\d[\d.e+-]*")
+
+
+def header_lines(app: TracetuiApp) -> list[str]:
+    """The header as drawn on the screen, line by line."""
+    header = app.query_one(ComparisonHeader)
+    strips = app.screen._compositor.render_strips()  # what the terminal shows
+    return [strip.text[header.region.x : header.region.right] for strip in strips[header.region.y : header.region.bottom]]
+
+
+def numeric_tokens(lines: list[str]) -> list[str]:
+    tokens = [token.strip("();,:") for line in lines for token in line.split()]
+    return [token for token in tokens if NUMBER.fullmatch(token) or re.search(r"\d…", token)]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 160])
+async def test_the_header_shows_each_figure_whole_or_not_at_all(fed_comparison: Comparison, width: int) -> None:
+    async def shown_at(size: tuple[int, int]) -> list[str]:
+        app = TracetuiApp(fed_comparison)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await pilot.pause()
+            return header_lines(app)
+
+    whole = set(numeric_tokens(await shown_at((400, 40))))  # wide enough for every part
+    assert {"0.001", format_difference(fed_comparison.culprits[0].output_max_abs), "3"} <= whole
+    lines = await shown_at((width, 30))
+    assert "DIVERGED" in lines[0] and lines[0].index("DIVERGED") < lines[0].index("original.py")
+    for token in numeric_tokens(lines):
+        assert token in whole, (token, lines)  # never `atol 0.0` for 0.001, nor `|Δ| 1` for 1.93e-01
+    text = " ".join(" ".join(lines).split())
+    assert "look at its own forward code" in text or "its own forward" in text  # the why-line wraps, whole
+    if width < 120:
+        assert "…" in lines[0]  # what was left out is marked
 
 
 # -- moving ------------------------------------------------------------------------------
