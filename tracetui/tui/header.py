@@ -128,8 +128,8 @@ class ComparisonHeader(Vertical):
             [Label("culprit", classes="key"), labels["culprit"]],
             [Label("in |Δ|", classes="key"), labels["culprit-input"]],
             [Label("out |Δ|", classes="key"), labels["culprit-output"]],
+            [labels["culprit-count"]],  # "1 of 3 culprits": before the classes, which a narrow line drops first
             [labels["culprit-class"]],
-            [labels["culprit-count"]],
         ]
         counts_line = [[labels["row-count"]], *([labels[f"count-{status}"]] for status in STATUSES)]
         self._fitted_lines = []
