@@ -66,6 +66,16 @@ def zoo_traces() -> tuple[Trace, Trace]:
     return tracetui.record(original, rerun=False), tracetui.record(ported, rerun=False)
 
 
+@pytest.fixture(scope="session")
+def nesting_comparison() -> Comparison:
+    """A port nested one level deeper than its original, with one-sided calls on both sides."""
+    from nesting import RENAME_MAP, build_pair
+
+    original, ported = build_pair()
+    traces = tracetui.record(original, rerun=False), tracetui.record(ported, rerun=False)
+    return tracetui.compare(*traces, rename_map=RENAME_MAP, infer=False, rerun=False)
+
+
 @pytest.fixture
 def zoo_comparison(zoo_traces: tuple[Trace, Trace]) -> Comparison:
     return tracetui.compare(*zoo_traces, rerun=False)

@@ -7,20 +7,25 @@ The tiny comparison (models/): 42 rows; row 2 is ``h.0 ↔ layers.0``, row 4 the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.events import MouseScrollDown
+from textual.pilot import Pilot
 from textual.widgets import Label
 
 import tracetui
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
+from tracetui.sides import pick
 from tracetui.trace import Trace
 from tracetui.tui import TracetuiApp
-from tracetui.tui.call_list import CallList
+from tracetui.tui.call_list import CallList, Columns
 from tracetui.tui.detail import DetailPane
 from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
+from tracetui.tui.header import ComparisonHeader
 from tracetui.tui.status_line import StatusLine
 
 CULPRIT = 4
@@ -55,9 +60,10 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.visible_rows == list(range(len(comparison.rows)))
-        assert app.selected_row == 0
+        assert app.selected_row == CULPRIT  # it opens on the answer
         header = header_text(app)
-        assert "models/original.py" in header and "models/ported.py" in header
+        assert "original.py ↔ ported.py" in header  # the folder they share is left out
+        assert app.query_one("#original-source", Label).tooltip == "models/original.py"
         assert "atol 0.001" in header and "DIVERGED" in header
         assert "h.0.attn ↔ layers.0.self_attn" in header
         assert "2.26e-01" in header  # the culprit's output Δ
@@ -68,7 +74,82 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
         assert "inherited" in line(app, 8)
         assert "unmatched" in line(app, 14) and "dropout (Dropout)" in line(app, 14)
         assert line(app, 3).startswith("    ") and "ln_1" in line(app, 3)  # indented by depth
-        assert "row 1 of 42" in str(app.query_one(StatusLine).render())
+        assert "row 5 of 42" in str(app.query_one(StatusLine).render())
+
+
+async def test_it_opens_on_the_culprit_on_screen_with_its_detail(fed_comparison: Comparison, settle) -> None:
+    first = fed_comparison.culprits[0]
+    for size in ((120, 40), (80, 24), (80, 16)):
+        app = TracetuiApp(fed_comparison)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            assert app.selected_row == first.index
+            call_list = app.query_one(CallList)
+            top = round(call_list.scroll_offset.y)
+            assert top <= first.index < top + call_list.page_height, size  # on the first screen
+            text = " ".join(detail_text(app).split())
+            assert first.label in text and "CULPRIT" in text
+
+
+async def test_a_matching_comparison_opens_at_the_top(make_comparison) -> None:
+    matching = make_comparison(atol=1.0)
+    assert matching.culprit is None
+    app = TracetuiApp(matching)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.selected_row == 0 and app.query_one(CallList).scroll_offset.y == 0
+
+
+async def test_a_class_mismatch_stands_out(comparison: Comparison, settle) -> None:
+    """The culprit's classes differ (OriginalAttention ↔ PortedAttention): the header and the
+    detail draw them in the emphasis style, not in the dim grey of a class that agrees."""
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        label = app.query_one("#culprit-class", Label)
+        assert str(label.content) == "OriginalAttention ↔ PortedAttention" and label.has_class("-mismatch")
+        assert label.rich_style.bold
+        detail = app.query_one(DetailPane)
+        mismatch = detail.palette().class_mismatch
+        assert mismatch.bold and mismatch != detail.palette().dim
+
+
+# -- the header at every width -----------------------------------------------------------
+
+NUMBER = re.compile(r"[-+]?\d[\d.e+-]*")
+
+
+def header_lines(app: TracetuiApp) -> list[str]:
+    """The header as drawn on the screen, line by line."""
+    header = app.query_one(ComparisonHeader)
+    strips = app.screen._compositor.render_strips()  # what the terminal shows
+    return [strip.text[header.region.x : header.region.right] for strip in strips[header.region.y : header.region.bottom]]
+
+
+def numeric_tokens(lines: list[str]) -> list[str]:
+    tokens = [token.strip("();,:") for line in lines for token in line.split()]
+    return [token for token in tokens if NUMBER.fullmatch(token) or re.search(r"\d…", token)]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 160])
+async def test_the_header_shows_each_figure_whole_or_not_at_all(fed_comparison: Comparison, width: int) -> None:
+    async def shown_at(size: tuple[int, int]) -> list[str]:
+        app = TracetuiApp(fed_comparison)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await pilot.pause()
+            return header_lines(app)
+
+    whole = set(numeric_tokens(await shown_at((400, 40))))  # wide enough for every part
+    assert {"0.001", format_difference(fed_comparison.culprits[0].output_max_abs), "3"} <= whole
+    lines = await shown_at((width, 30))
+    assert "DIVERGED" in lines[0] and lines[0].index("DIVERGED") < lines[0].index("original.py")
+    for token in numeric_tokens(lines):
+        assert token in whole, (token, lines)  # never `atol 0.0` for 0.001, nor `|Δ| 1` for 1.93e-01
+    text = " ".join(" ".join(lines).split())
+    assert "look at its own forward code" in text or "its own forward" in text  # the why-line wraps, whole
+    if width < 120:
+        assert "…" in lines[0]  # what was left out is marked
 
 
 # -- moving ------------------------------------------------------------------------------
@@ -77,7 +158,7 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
 async def test_up_down_and_j_k_move_the_cursor(comparison: Comparison) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("down")
+        await pilot.press("g", "down")
         assert app.selected_row == 1
         await pilot.press("j", "j")
         assert app.selected_row == 3
@@ -93,7 +174,7 @@ async def test_page_down_and_up_move_a_screenful(comparison: Comparison) -> None
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         page = app.query_one(CallList).page_height
-        await pilot.press("pagedown")
+        await pilot.press("g", "pagedown")
         assert app.selected_row == page
         assert app.query_one(CallList).scroll_offset.y > 0
         await pilot.press("pageup")
@@ -192,6 +273,7 @@ async def test_f_jumps_to_the_culprit_and_the_detail_pane_describes_it(compariso
 async def test_detail_pane_follows_the_cursor(comparison: Comparison, settle) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
         await settle(pilot)
         assert "idx ↔ input_ids" in detail_text(app)  # the root's input
         await pilot.press("j")
@@ -203,13 +285,128 @@ async def test_detail_pane_follows_the_cursor(comparison: Comparison, settle) ->
         assert "only the ported model makes this call" in detail_text(app)
 
 
+# -- keys typed together ----------------------------------------------------------------
+
+
+async def send_at_once(pilot: Pilot, *keys: str) -> None:
+    """Post the key events in one go, as a paste, key repeat or a slow link delivers them:
+    every one is queued before the first is handled."""
+    for key in keys:
+        pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+    await pilot.pause()
+
+
+async def test_keys_pressed_together_each_move_a_row(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await pilot.press("j", "j", "j", "j")
+        assert app.selected_row == 4
+        await send_at_once(pilot, "j", "j", "j", "j")
+        assert app.selected_row == 8
+        await send_at_once(pilot, "k", "k", "k")
+        assert app.selected_row == 5
+        await send_at_once(pilot, "down", "down", "up")
+        assert app.selected_row == 6
+
+
+async def test_culprit_keys_pressed_together_each_count(fed_comparison: Comparison) -> None:
+    culprits = [row.index for row in fed_comparison.culprits]
+    app = TracetuiApp(fed_comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await send_at_once(pilot, "n", "n")
+        assert app.selected_row == culprits[1]
+        await send_at_once(pilot, "n", "N", "N")
+        assert app.selected_row == culprits[0]
+        await send_at_once(pilot, "G", "N", "N", "N")
+        assert app.selected_row == culprits[0]
+
+
+async def test_pages_pressed_together_each_move_a_page(fed_comparison: Comparison) -> None:
+    app = TracetuiApp(fed_comparison)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        call_list = app.query_one(CallList)
+        page = call_list.page_height
+        assert 3 * page < len(fed_comparison.rows)
+        await send_at_once(pilot, "pagedown", "pagedown")
+        assert app.selected_row == 2 * page
+        assert call_list.scroll_offset.y == 2 * page  # the view moved with the cursor, a page a key
+        await send_at_once(pilot, "pagedown", "pageup", "pageup")
+        assert app.selected_row == page
+
+
+async def test_a_fold_and_moves_pressed_together_apply_in_order(comparison: Comparison) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await send_at_once(pilot, "j", "j", "enter", "j")
+        assert H0 in app.view.collapsed
+        assert app.selected_row == 15  # h.1: the row after the folded h.0
+
+
+# -- the tree, side by side ----------------------------------------------------------------
+
+
+def name_columns(app: TracetuiApp, row: int) -> tuple[str, str]:
+    """The text of the original's and the port's name columns on ``row``'s line."""
+    columns = Columns.for_width(app.query_one(CallList).line_width, "comparison")
+    text = line(app, row)
+    return text[: columns.original], text[columns.original + 1 : columns.original + 1 + columns.ported]
+
+
+async def test_each_side_indents_by_its_own_depth_one_sided_rows_too(nesting_comparison: Comparison) -> None:
+    """The port nests one level deeper, splits c_attn into q/k/v_proj and adds an mlp wrapper:
+    every name, one-sided or paired, sits two cells a level under its own model's parent, by its
+    short name, with the fold marker on a side that has a name."""
+    comparison = nesting_comparison
+    traces = {"original": comparison.original, "ported": comparison.ported}
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        depths_seen = set()
+        for row in comparison.rows:
+            cells = dict(zip(("original", "ported"), name_columns(app, row.index), strict=True))
+            for side, cell in cells.items():
+                record = pick(row, side)  # type: ignore[arg-type]
+                if record is None:
+                    assert cell.strip() == "—", (row.label, side, cell)
+                    continue
+                parent = None if record.parent is None else traces[side].records[record.parent]
+                short_name = record.name.removeprefix(parent.name + ".") if parent is not None and parent.name else record.display_name
+                indent = 2 * record.depth
+                assert cell[:indent] == " " * indent, (row.label, side, cell)
+                marker, rest = cell[indent : indent + 2], cell[indent + 2 :]
+                assert rest.startswith(f"{short_name} ({record.class_name})"), (row.label, side, cell)
+                has_fold = app.listing.child_counts[row.index] > 0
+                marker_side = "original" if row.original is not None else "ported"
+                assert marker == ("▾ " if has_fold and side == marker_side else "  "), (row.label, side, cell)
+                if not row.is_paired:
+                    depths_seen.add((side, record.depth))
+        assert {("original", 3), ("ported", 1), ("ported", 3), ("ported", 4)} <= depths_seen
+        # The split projections line up with their paired sibling o_proj, not under attn_dropout.
+        by_ported = {row.ported_name: row.index for row in comparison.rows if row.ported is not None}
+        o_proj = name_columns(app, by_ported["model.layers.0.self_attn.o_proj"])[1]
+        for name in ("q_proj", "k_proj", "v_proj"):
+            split = name_columns(app, by_ported[f"model.layers.0.self_attn.{name}"])[1]
+            assert split.index(name) == o_proj.index("o_proj")
+        # The port's mlp, which the original lacks, folds from its own (ported) column.
+        mlp = by_ported["model.layers.0.mlp"]
+        assert "▾ mlp (MLP)" in name_columns(app, mlp)[1]
+        ported_column = Columns.for_width(app.query_one(CallList).line_width, "comparison").original + 1
+        await pilot.click(CallList, offset=(ported_column + 2 * 3, 1 + mlp))  # mlp is 3 deep in the port
+        assert mlp in app.view.collapsed and "▸ mlp (MLP)" in name_columns(app, mlp)[1]
+
+
 # -- folding -----------------------------------------------------------------------------
 
 
 async def test_enter_and_space_fold_and_unfold_a_subtree(comparison: Comparison) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("j", "j")
+        await pilot.press("g", "j", "j")
         assert app.selected_row == H0
         assert "▾ h.0" in line(app, H0)
         await pilot.press("enter")
@@ -235,7 +432,7 @@ async def test_enter_on_a_leaf_does_nothing(comparison: Comparison) -> None:
 async def test_f_unfolds_to_show_a_hidden_culprit(comparison: Comparison) -> None:
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("enter")  # fold the root: one row left
+        await pilot.press("g", "enter")  # fold the root: one row left
         assert app.visible_rows == [0]
         await pilot.press("f")
         assert app.selected_row == CULPRIT
@@ -263,12 +460,12 @@ async def test_the_mouse_wheel_scrolls_the_list(comparison: Comparison) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         call_list = app.query_one(CallList)
-        assert call_list.scroll_offset.y == 0
+        top = call_list.scroll_offset.y
         # The pilot has no wheel helper; its mouse-event helper sends any mouse event.
         await pilot._post_mouse_events([MouseScrollDown, MouseScrollDown], CallList, offset=(10, 3))
         await pilot.pause()
-        assert call_list.scroll_offset.y > 0
-        assert app.selected_row == 0  # scrolling does not move the cursor
+        assert call_list.scroll_offset.y > top
+        assert app.selected_row == CULPRIT  # scrolling does not move the cursor
 
 
 # -- filtering ---------------------------------------------------------------------------
@@ -351,7 +548,7 @@ async def test_t_changes_the_tolerance_and_rows_reclassify(comparison: Compariso
         assert {current.status(row) for row in current.rows} <= {"match", "unmatched"}
         assert "MATCH" in header_text(app) and "atol 1" in header_text(app)
         assert "match" in line(app, CULPRIT) and "CULPRIT" not in line(app, CULPRIT)
-        await pilot.press("f")  # no culprit now
+        await pilot.press("g", "f")  # no culprit now
         assert app.selected_row == 0
         # Back to a tight tolerance: the culprit returns.
         await pilot.press("t", *"1e-3", "enter")
@@ -397,7 +594,7 @@ async def test_d_toggles_the_detail_pane(comparison: Comparison, settle) -> None
         assert app.query_one(CallList).size.height > list_height
         await pilot.press("d")
         await settle(pilot)
-        assert detail.display and "idx ↔ input_ids" in detail_text(app)
+        assert detail.display and "h.0.attn ↔ layers.0.self_attn" in detail_text(app)
 
 
 async def test_question_mark_opens_the_help_and_escape_closes_it(comparison: Comparison) -> None:
@@ -410,7 +607,7 @@ async def test_question_mark_opens_the_help_and_escape_closes_it(comparison: Com
         await pilot.press("j")  # keys do not reach the list behind
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
-        assert app.selected_row == 0
+        assert app.selected_row == CULPRIT
 
 
 async def test_q_quits(comparison: Comparison) -> None:

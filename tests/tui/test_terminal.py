@@ -21,16 +21,17 @@ MOUSE_TRACKING_OFF = "\x1b[?1000l"
 ENTER_ALTERNATE_SCREEN = "\x1b[?1049h"
 
 
-def spawn(*arguments: str, program: str = sys.executable) -> pexpect.spawn:
+def spawn(*arguments: str, program: str = sys.executable, size: tuple[int, int] = (120, 40)) -> pexpect.spawn:
+    columns, lines = size
     # PROMPT_TOOLKIT_NO_CPR: ipdb's prompt would wait for a cursor-position answer pexpect never gives.
-    environment = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    environment = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(lines), "PROMPT_TOOLKIT_NO_CPR": "1"}
     environment.pop("NO_COLOR", None)
     return pexpect.spawn(
         program,
         list(arguments) if program != sys.executable else ["-m", "tracetui", *arguments],
         cwd=str(MODELS),
         env=environment,
-        dimensions=(40, 120),
+        dimensions=(lines, columns),
         encoding="utf-8",
         codec_errors="replace",
         timeout=90,
@@ -56,6 +57,27 @@ def test_compare_opens_the_interface_and_q_restores_the_terminal() -> None:
     tail = (child.before or "")[-400:]
     assert LEAVE_ALTERNATE_SCREEN in tail, repr(tail)
     assert SHOW_CURSOR in tail, repr(tail)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -> None:
+    """The culprit (row 5 of 42) is selected and on the first screen without a key; the header
+    leads with the verdict and shows its figures whole; ``jjjj`` written at once moves four rows."""
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun", size=(80, 24))
+    try:
+        child.expect("DIVERGED")
+        child.expect("atol 0.001")  # whole: never `atol 0.0`
+        child.expect(r"out \|Δ\|")
+        child.expect("2.26e-01")  # the culprit's output Δ, whole
+        child.expect("CULPRIT")
+        child.expect("row 5 of 42")  # the cursor is on it, no key pressed
+        child.send("jjjj")  # one write: the keys arrive together
+        child.expect("row 9 of 42")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")

@@ -7,11 +7,14 @@ State (reactive attributes of :class:`TracetuiApp`):
 - ``listing``: the lines derived from it (:mod:`tracetui.tui.listing`);
 - ``view``: the view options (filter text, only-problems, folded rows);
 - ``outline``: the visible rows, derived from ``listing`` and ``view``;
-- ``selected_row``: the row under the cursor (an index into ``comparison.rows``);
+- ``selected_row``: the row under the cursor (an index into ``comparison.rows``): the first
+  culprit when the app opens on a comparison that has one, else the first row;
 - ``show_detail``: whether the detail pane is shown.
 
 Widgets are bound to these (``data_bind``) and redraw when they change; they ask for changes
-with the messages of :mod:`tracetui.tui.messages`, handled here.
+with the messages of :mod:`tracetui.tui.messages`, handled here, except the call list's cursor
+and folds, which it changes through :meth:`TracetuiApp.select_row` and
+:meth:`TracetuiApp.toggle_row`: at once, so that each key of a batch starts from the last one's row.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
 from tracetui.tui.header import ComparisonHeader
 from tracetui.tui.key_footer import KeyFooter
 from tracetui.tui.listing import Listing, make_listing
-from tracetui.tui.messages import FilterChanged, FilterDone, Reclassified, SelectRow, ToggleRow
+from tracetui.tui.messages import FilterChanged, FilterDone, Reclassified
 from tracetui.tui.outline import Outline, ViewOptions, compile_filter
 from tracetui.tui.status_line import StatusLine
 
@@ -108,6 +111,9 @@ class TracetuiApp(App[None]):
         self.set_reactive(TracetuiApp.source, source)
         self.set_reactive(TracetuiApp.listing, listing)
         self.set_reactive(TracetuiApp.outline, Outline(listing, ViewOptions()))
+        if listing.culprit is not None:
+            # Open on the answer: the culprit selected (the list centres it) and described.
+            self.set_reactive(TracetuiApp.selected_row, listing.culprit)
 
     # -- convenience for callers and tests --------------------------------------------------
 
@@ -128,7 +134,7 @@ class TracetuiApp(App[None]):
     def compose(self) -> ComposeResult:
         yield ComparisonHeader(id="header").data_bind(TracetuiApp.source)
         with Vertical(id="rows-pane"):
-            yield CallList(id="calls").data_bind(TracetuiApp.outline, cursor_row=TracetuiApp.selected_row)
+            yield CallList(self, id="calls").data_bind(TracetuiApp.outline, cursor_row=TracetuiApp.selected_row)
             yield StatusLine(id="status").data_bind(TracetuiApp.outline, row=TracetuiApp.selected_row)
         yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
         yield KeyFooter(id="footer")
@@ -190,12 +196,14 @@ class TracetuiApp(App[None]):
 
     # -- requests from the widgets ----------------------------------------------------------
 
-    def on_select_row(self, message: SelectRow) -> None:
-        self.reveal(message.row)
-        self.selected_row = message.row
+    def select_row(self, row: int) -> None:
+        """Put the cursor on ``row``, unfolding or unfiltering what hides it."""
+        self.reveal(row)
+        self.selected_row = row
 
-    def on_toggle_row(self, message: ToggleRow) -> None:
-        self.view = self.view.toggled(message.row)
+    def toggle_row(self, row: int) -> None:
+        """Fold ``row``'s subtree, or unfold it."""
+        self.view = self.view.toggled(row)
 
     def on_filter_changed(self, message: FilterChanged) -> None:
         status_line = self.query_one(StatusLine)

@@ -3,13 +3,17 @@
 Only the lines on screen are rendered (``render_line`` returns one :class:`Strip` each, kept
 in an LRU cache), so 20,000 rows cost what 40 do. The first line is a fixed column header.
 The list owns no state: the outline (which rows are visible) and the cursor row are bound to
-the app's reactives; keys and clicks post requests (:mod:`tracetui.tui.messages`) to the app.
+the app's reactives; keys and clicks ask the app (a :class:`CursorOwner`) to move the cursor or
+fold a row, and it does so at once. Not by a posted message: the keys of a batch (key repeat, a
+paste, ``jjjj`` over a slow link) are all handled before any message is, so each would start
+from the same stale row and four keys would move one.
 Colours come from the component classes, styled in ``tracetui.tcss``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -24,7 +28,6 @@ from textual.strip import Strip
 
 from tracetui.tui.lines import component_style, set_virtual_size
 from tracetui.tui.listing import Listing, SideCells
-from tracetui.tui.messages import SelectRow, ToggleRow
 from tracetui.tui.outline import Outline
 
 INDENT = 2
@@ -85,6 +88,11 @@ def fit(parts: list[tuple[str, Style]], width: int) -> list[Segment]:
     return segments
 
 
+def indent_width(depth: int, column_width: int) -> int:
+    """Cells before a name ``depth`` deep: two a level, at most 40% of the name's column."""
+    return min(depth * INDENT, int(column_width * MAX_INDENT_FRACTION))
+
+
 def same_lines(previous: Outline, outline: Outline) -> bool:
     """Whether a row's line reads the same in both outlines: the same listing (statuses), the
     same folds (the ▸/▾ markers) and the same names (full names while filtered)."""
@@ -98,6 +106,14 @@ def same_lines(previous: Outline, outline: Outline) -> bool:
 def row_on_line(outline: Outline, position: int) -> int | None:
     """The row at ``position`` in ``outline``, or None below its last row."""
     return outline.visible[position] if position < len(outline.visible) else None
+
+
+class CursorOwner(Protocol):
+    """What holds the cursor and the folds (the app): the list asks it for changes, applied at once."""
+
+    def select_row(self, row: int) -> None: ...
+
+    def toggle_row(self, row: int) -> None: ...
 
 
 class CallList(ScrollView, can_focus=True):
@@ -151,8 +167,9 @@ class CallList(ScrollView, can_focus=True):
     outline: reactive[Outline | None] = reactive(None, repaint=False, always_update=True)
     cursor_row: reactive[int] = reactive(0, repaint=False)
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, owner: CursorOwner, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.owner = owner
         self._strips: LRUCache[tuple[int, bool, int, bool], Strip] = LRUCache(maxsize=2000)
         self._styles: dict[str, Style] = {}
         self._base_style: Style | None = None
@@ -232,7 +249,7 @@ class CallList(ScrollView, can_focus=True):
             target = position - height // 2
         self.scroll_to(y=max(0, target), animate=False)
 
-    # -- actions: requests to the app -------------------------------------------------------
+    # -- actions: requests to the app, applied before the next key --------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A single trace has no statuses and no culprit: n, N and f are hidden there."""
@@ -244,7 +261,7 @@ class CallList(ScrollView, can_focus=True):
             return
         row = self.outline.row_at(position)
         if row is not None:
-            self.post_message(SelectRow(row))
+            self.owner.select_row(row)
 
     def _cursor_position(self) -> int:
         if self.outline is None:
@@ -282,7 +299,7 @@ class CallList(ScrollView, can_focus=True):
             self.app.bell()
             self.notify("no culprit " + ("below" if direction > 0 else "above"), timeout=2)
             return
-        self.post_message(SelectRow(row))
+        self.owner.select_row(row)
 
     def action_culprit(self) -> None:
         culprit = None if self.listing is None else self.listing.culprit
@@ -290,13 +307,13 @@ class CallList(ScrollView, can_focus=True):
             self.app.bell()
             self.notify("no culprit: every paired call agrees within the tolerance", timeout=3)
             return
-        self.post_message(SelectRow(culprit))
+        self.owner.select_row(culprit)
 
     def action_toggle_fold(self) -> None:
         if self._position(self.cursor_row) is None:
             return  # the cursor row is filtered out: nothing on screen to fold
         if self.listing is not None and self.listing.child_counts[self.cursor_row]:
-            self.post_message(ToggleRow(self.cursor_row))
+            self.owner.toggle_row(self.cursor_row)
 
     def on_click(self, event: events.Click) -> None:
         if self.outline is None or event.y < 1:
@@ -305,10 +322,17 @@ class CallList(ScrollView, can_focus=True):
         row = self.outline.row_at(position) if position < len(self.outline) else None
         if row is None:
             return
-        self.post_message(SelectRow(row))
-        indent = self._indent(row, Columns.for_width(self.line_width, self.outline.listing.mode).original)
-        if self.listing is not None and self.listing.child_counts[row] and indent <= event.x < indent + MARKER_WIDTH:
-            self.post_message(ToggleRow(row))
+        self.owner.select_row(row)
+        listing = self.outline.listing
+        if listing.child_counts[row]:
+            columns = Columns.for_width(self.line_width, listing.mode)
+            cells = listing.cells(row, full_names=self.outline.options.is_filtered)
+            if cells.fold_on_ported:
+                marker_x = columns.original + 1 + indent_width(cells.ported_depth, columns.ported)
+            else:
+                marker_x = indent_width(cells.original_depth, columns.original)
+            if marker_x <= event.x < marker_x + MARKER_WIDTH:
+                self.owner.toggle_row(row)
 
     # -- drawing ----------------------------------------------------------------------------
 
@@ -326,10 +350,6 @@ class CallList(ScrollView, can_focus=True):
         if style is None:
             style = self._styles[name] = component_style(self, f"call-list--{name}")
         return style
-
-    def _indent(self, row: int, column_width: int) -> int:
-        assert self.listing is not None
-        return min(self.listing.depths[row] * INDENT, int(column_width * MAX_INDENT_FRACTION))
 
     @property
     def line_width(self) -> int:
@@ -395,26 +415,27 @@ class CallList(ScrollView, can_focus=True):
         marker = LEAF
         if listing.child_counts[row]:
             marker = COLLAPSED if row in outline.options.collapsed else EXPANDED
-        indent = " " * self._indent(row, columns.original)
         # Inherited and unmatched rows keep their own muted colour for the class too.
         muted_row = cells.status in ("inherited", "unmatched") and not cells.is_culprit
         class_style = line_style if muted_row else line_style + self.style("class")
         marker_style = line_style + self.style("marker")
 
-        def name_cell(side: SideCells | None, lead: str, column_width: int) -> list[Segment]:
+        def name_cell(side: SideCells | None, depth: int, lead: str, column_width: int) -> list[Segment]:
+            indent = " " * indent_width(depth, column_width)
             if side is None:
-                return fit([(indent + lead, line_style), ("—", line_style + self.style("missing"))], column_width)
+                return fit([(indent + LEAF, line_style), ("—", line_style + self.style("missing"))], column_width)
             parts = [(indent, line_style), (lead, marker_style), (side.name, line_style), (f" ({side.class_name})", class_style)]
             return fit(parts, column_width)
 
-        segments = name_cell(cells.original, marker, columns.original)
+        original_lead, ported_lead = (LEAF, marker) if cells.fold_on_ported else (marker, LEAF)
+        segments = name_cell(cells.original, cells.original_depth, original_lead, columns.original)
         gap = Segment(" ", line_style)
         if listing.mode == "trace":
             if columns.shape:
                 segments += [gap, *fit([(cells.shape, line_style + self.style("shape"))], columns.shape)]
             segments += [gap, *fit([(cells.dtype, line_style + self.style("shape"))], columns.difference)]
         else:
-            segments += [gap, *name_cell(cells.ported, LEAF, columns.ported)]
+            segments += [gap, *name_cell(cells.ported, cells.ported_depth, ported_lead, columns.ported)]
             if columns.shape:
                 shape_style = line_style + self.style("status-shape_mismatch" if cells.status == "shape_mismatch" else "shape")
                 segments += [gap, *fit([(cells.shape, shape_style)], columns.shape)]

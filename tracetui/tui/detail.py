@@ -61,6 +61,7 @@ class DetailPane(ScrollView, can_focus=True):
         "detail--bad",
         "detail--culprit",
         "detail--warning",
+        "detail--class-mismatch",
     }
     # How long the cursor rests on a row before it is described.
     SETTLE_SECONDS = 0.06
@@ -126,6 +127,7 @@ class DetailPane(ScrollView, can_focus=True):
             bad=style("bad"),
             culprit=style("culprit"),
             warning=style("warning"),
+            class_mismatch=style("class-mismatch"),
         )
 
     def describe(self) -> None:

@@ -1,9 +1,12 @@
-"""The header: both scripts, the tolerance, the verdict, the precision, the culprit with its input and output Δ."""
+"""The header: the verdict, both scripts, the tolerance, the precision, the culprit with its input and output Δ."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import PurePath
 
+from rich.cells import cell_len
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
@@ -15,12 +18,32 @@ from tracetui.numeric import format_difference
 from tracetui.precision import Precision, describe_precision, half_precision_note, notes_with_precision
 from tracetui.safe_text import printable
 from tracetui.trace import Trace
+from tracetui.tui.listing import classes_differ
+
+
+def short_sources(original: str, ported: str) -> tuple[str, str]:
+    """Both scripts' paths without the folders they share (``models/a.py``, ``models/b.py`` read
+    ``a.py``, ``b.py``); the full paths are in the labels' tooltips."""
+    original_parts, ported_parts = PurePath(original).parts, PurePath(ported).parts
+    shared = 0
+    while shared < min(len(original_parts), len(ported_parts)) - 1 and original_parts[shared] == ported_parts[shared]:
+        shared += 1
+    return str(PurePath(*original_parts[shared:])), str(PurePath(*ported_parts[shared:]))
+
+
+def label_width(label: Label, text: str) -> int:
+    """Cells ``label`` takes in a line when it shows ``text`` whole: text, padding and margins."""
+    margin, padding = label.styles.margin, label.styles.padding
+    return cell_len(text) + padding.left + padding.right + margin.left + margin.right
 
 
 class ComparisonHeader(Vertical):
-    """Four lines: sources and verdict; the culprit; why; how many rows of each status.
+    """Lines: verdict and sources; the culprit; why; how many rows of each status; a note.
 
-    Without a culprit the second line is left out and the third says why there is none. The
+    Without a culprit the second line is left out and the third says why there is none. On a
+    narrow terminal a line keeps the parts that fit whole, in order, and ends with ``…`` for the
+    rest: a figure is shown in full or not at all (``atol 0.0`` for 0.001 misleads; a missing
+    one is only missing). The why-line and the note wrap. The
     labels of a comparison are made once, with every one that may be needed, and then updated
     in place when the comparison changes (``t``): making and laying out twenty new labels cost
     more than the rest of re-classifying 20,000 rows.
@@ -37,7 +60,12 @@ class ComparisonHeader(Vertical):
         self._shown: Comparison | Trace | None = None  # what the labels were made for
         self._labels: dict[str, Label] = {}  # the labels that change with the comparison, by id
         self._texts: dict[str, str] = {}  # what they show
+        self._hidden: set[str] = set()  # the labels this comparison leaves out (fit_lines keeps them out)
         self._culprit_line: Horizontal | None = None
+        self._note_line: Horizontal | None = None
+        # The parts of each line that fits to the width, in order; a group shows whole or not at
+        # all (a figure with its key), and the line's "…" label stands for the groups left out.
+        self._fitted_lines: list[tuple[list[list[Label]], Label]] = []
 
     def watch_source(self, source: Comparison | Trace | None) -> None:
         if isinstance(source, Comparison) and isinstance(self._shown, Comparison) and self.is_mounted:
@@ -77,7 +105,7 @@ class ComparisonHeader(Vertical):
                 ("culprit", "culprit"),
                 ("culprit-input", "delta -good"),
                 ("culprit-output", "delta -bad"),
-                ("culprit-class", "dim"),
+                ("culprit-class", "class-label"),
                 ("culprit-count", "culprit-count"),  # "1 of 3 culprits", when there are more
                 ("reason-key", "key"),  # "why", or "no culprit:" when the culprit line is left out
                 ("reason", "reason"),
@@ -87,32 +115,40 @@ class ComparisonHeader(Vertical):
             ]
         }
         self._culprit_line = Horizontal(id="culprit-line", classes="header-line")
+        self._note_line = Horizontal(id="note-line", classes="header-line wrapped")
         self.show_comparison(comparison)
-        with Horizontal(classes="header-line"):
-            yield Label("tracetui", classes="app-name")
-            yield labels["original-source"]
-            yield Label("↔", classes="dim")
-            yield labels["ported-source"]
-            yield labels["tolerance"]
-            yield labels["verdict"]
-            # After the verdict: on a narrow terminal it is what gets cut, not the verdict.
-            yield labels["precision"]
-        with self._culprit_line:
-            yield Label("culprit", classes="key")
-            yield labels["culprit"]
-            yield Label("in |Δ|", classes="key")
-            yield labels["culprit-input"]
-            yield Label("out |Δ|", classes="key")
-            yield labels["culprit-output"]
-            yield labels["culprit-class"]
-            yield labels["culprit-count"]
-        with Horizontal(classes="header-line"):
-            yield labels["reason-key"]
-            yield labels["reason"]
-        with Horizontal(classes="header-line", id="counts"):
-            yield labels["row-count"]
-            for status in STATUSES:
-                yield labels[f"count-{status}"]
+        # Most telling first: a narrow terminal leaves out the end of a line.
+        first_line = [
+            [Label("tracetui", classes="app-name"), labels["verdict"]],
+            [labels["original-source"], Label("↔", classes="dim"), labels["ported-source"]],
+            [labels["tolerance"]],
+            [labels["precision"]],
+        ]
+        culprit_line = [
+            [Label("culprit", classes="key"), labels["culprit"]],
+            [Label("in |Δ|", classes="key"), labels["culprit-input"]],
+            [Label("out |Δ|", classes="key"), labels["culprit-output"]],
+            [labels["culprit-count"]],  # "1 of 3 culprits": before the classes, which a narrow line drops first
+            [labels["culprit-class"]],
+        ]
+        counts_line = [[labels["row-count"]], *([labels[f"count-{status}"]] for status in STATUSES)]
+        self._fitted_lines = []
+        for container, groups in [
+            (Horizontal(classes="header-line"), first_line),
+            (self._culprit_line, culprit_line),
+            (Horizontal(classes="header-line", id="counts"), counts_line),
+        ]:
+            more = Label("…", classes="more")
+            self._fitted_lines.append((groups, more))
+            with container:
+                for group in groups:
+                    yield from group
+                yield more
+            if container is self._culprit_line:
+                with Horizontal(classes="header-line wrapped"):
+                    yield labels["reason-key"]
+                    yield labels["reason"]
+        with self._note_line:
             yield labels["note"]
 
     def show_comparison(self, comparison: Comparison) -> None:
@@ -122,8 +158,11 @@ class ComparisonHeader(Vertical):
         verdict = comparison.verdict
         counts = comparison.status_counts()
 
-        self.set_text("original-source", str(comparison.original.source))
-        self.set_text("ported-source", str(comparison.ported.source))
+        original_source, ported_source = short_sources(str(comparison.original.source), str(comparison.ported.source))
+        self.set_text("original-source", original_source)
+        self.set_text("ported-source", ported_source)
+        self._labels["original-source"].tooltip = printable(comparison.original.source)
+        self._labels["ported-source"].tooltip = printable(comparison.ported.source)
         self.set_text("tolerance", str(comparison.tolerance))
         self.set_text("verdict", verdict.upper())
         self._labels["verdict"].set_class(verdict == "diverged", "-diverged")
@@ -137,6 +176,7 @@ class ComparisonHeader(Vertical):
         self.set_text("culprit-input", "" if culprit is None else format_difference(culprit.input_max_abs))
         self.set_text("culprit-output", "" if culprit is None else format_difference(culprit.output_max_abs))
         self.set_text("culprit-class", "" if culprit is None else culprit.class_label)
+        self._labels["culprit-class"].set_class(culprit is not None and classes_differ(culprit), "-mismatch")
         count = len(comparison.culprits)
         self.set_text("culprit-count", f"1 of {count} culprits · n next", shown=count > 1)
         self.set_text("reason-key", "no culprit:" if culprit is None else "why")
@@ -148,6 +188,53 @@ class ComparisonHeader(Vertical):
             self.set_text(f"count-{status}", f"{count} {status.replace('_', ' ')}" if count else "", shown=bool(count))
         notes = notes_with_precision(comparison, precision)
         self.set_text("note", f"note: {notes[0]}" if notes else "", shown=bool(notes))
+        assert self._note_line is not None
+        self._note_line.display = bool(notes)
+        if self.is_mounted:
+            self.fit_lines()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.fit_lines()
+
+    def fit_lines(self) -> None:
+        """Show on each line the groups of parts that fit whole, in order, and ``…`` for the rest.
+
+        The first group of a line always shows (the verdict; the culprit's name, ellipsized by its
+        label when it alone is wider than the line: a name, never a figure)."""
+        width = self.content_region.width
+        if not width:
+            return
+        for groups, more in self._fitted_lines:
+            used = 0
+            dropping = False
+            for position, group in enumerate(groups):
+                wanted = [label for label in group if self._wanted_shown(label)]
+                group_width = sum(label_width(label, self._label_text(label)) for label in wanted)
+                # Room for the "…" that will follow if a later group is left out.
+                later_labels = [label for later in groups[position + 1 :] for label in later if self._wanted_shown(label)]
+                rest = sum(label_width(label, self._label_text(label)) for label in later_labels)
+                room = width - used - (0 if group_width + rest <= width - used else label_width(more, "…"))
+                fits = not dropping and (position == 0 or group_width <= room)
+                for label in group:
+                    label.display = fits and label in wanted
+                if position == 0 and wanted:
+                    # Alone too wide (a long culprit name): its last label ends in an ellipsis.
+                    last = wanted[-1]
+                    overflow = max(0, group_width - room)
+                    last.styles.max_width = max(1, cell_len(self._label_text(last)) - overflow) if overflow else None
+                if fits:
+                    used += group_width
+                else:
+                    dropping = dropping or bool(wanted)
+            more.display = dropping
+
+    def _wanted_shown(self, label: Label) -> bool:
+        """Whether the comparison wants ``label`` shown (the culprit count only with several…)."""
+        name = label.id
+        return name not in self._labels or name not in self._hidden
+
+    def _label_text(self, label: Label) -> str:
+        return self._texts.get(label.id or "", str(label.content))
 
     def set_text(self, name: str, text: str, shown: bool = True) -> None:
         """Show ``text`` in the label (``shown``), or leave the label out."""
@@ -157,6 +244,10 @@ class ComparisonHeader(Vertical):
             self._texts[name] = text
             label.update(text)
         label.display = shown
+        if shown:
+            self._hidden.discard(name)
+        else:
+            self._hidden.add(name)
 
     def compose_trace(self, trace: Trace) -> ComposeResult:
         with Horizontal(classes="header-line"):

@@ -23,6 +23,7 @@ from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.rows import Row
 from tracetui.safe_text import printable
+from tracetui.sides import Side, pick
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
 
@@ -61,6 +62,11 @@ class LineCells:
     is_culprit: bool = False
     difference_breaks_tolerance: bool = False
     dtype: str = ""  # the output's dtype (trace)
+    # How deep each name column indents: that side's own depth (a side's missing name, drawn
+    # as —, sits where a child of its nearest ancestor on that side would).
+    original_depth: int = 0
+    ported_depth: int = 0
+    fold_on_ported: bool = False  # the ▾/▸ marker goes on the side that has a name
 
 
 def output_shape_cell(leaf: Leaf | None) -> str:
@@ -191,9 +197,9 @@ class ComparisonListing(Listing):
 
     def cells(self, index: int, full_names: bool) -> LineCells:
         row = self.rows[index]
-        parent = None if row.parent is None else self.rows[row.parent]
-        original = side_cells(row.original, None if parent is None else parent.original, full_names)
-        ported = side_cells(row.ported, None if parent is None else parent.ported, full_names)
+        original_trace, ported_trace = self.comparison.original, self.comparison.ported
+        original = side_cells(row.original, record_parent(row.original, original_trace), full_names)
+        ported = side_cells(row.ported, record_parent(row.ported, ported_trace), full_names)
         is_culprit = index in self._culprit_set
         output_difference = row.output_max_abs
         return LineCells(
@@ -205,12 +211,41 @@ class ComparisonListing(Listing):
             status_label=culprit_label(self.statuses[index]) if is_culprit else STATUS_LABELS[self.statuses[index]],
             is_culprit=is_culprit,
             difference_breaks_tolerance=self.comparison.disagrees(row),
+            original_depth=self.side_depth(row, "original"),
+            ported_depth=self.side_depth(row, "ported"),
+            fold_on_ported=row.original is None,
         )
+
+    def side_depth(self, row: Row, side: Side) -> int:
+        """The depth of the row's call on ``side``; for a call that side lacks, one below the
+        nearest enclosing row that side has. A port often nests differently (``model.layers.0``
+        for ``layers.0``): each column follows its own model's tree, never the other's."""
+        record = pick(row, side)
+        if record is not None:
+            return record.depth
+        parent = row.parent
+        while parent is not None:
+            enclosing = pick(self.rows[parent], side)
+            if enclosing is not None:
+                return enclosing.depth + 1
+            parent = self.rows[parent].parent
+        return row.depth
+
+
+def classes_differ(row: Row) -> bool:
+    """Both sides called, but modules of different classes (``GELU ↔ SiLU``): often the bug itself."""
+    return row.original is not None and row.ported is not None and row.original.class_name != row.ported.class_name
 
 
 def culprit_label(status: str) -> str:
     """``▶ CULPRIT``; a culprit whose outputs differ in shape or NaN/Inf says so instead."""
     return CULPRIT_LABEL if status in ("diverged", "inherited") else "▶ " + STATUS_LABELS[status]
+
+
+def record_parent(record: CallRecord | None, trace: Trace) -> CallRecord | None:
+    """The call that made ``record``'s, in its own trace (not the row's parent: a row's parent
+    follows the original's tree, and a port-only wrapper has its own children)."""
+    return None if record is None or record.parent is None else trace.records[record.parent]
 
 
 def side_cells(record: CallRecord | None, parent: CallRecord | None, full_names: bool) -> SideCells | None:
@@ -244,7 +279,7 @@ class TraceListing(Listing):
 
     def cells(self, index: int, full_names: bool) -> LineCells:
         record = self.records[index]
-        parent = None if record.parent is None else self.records[record.parent]
+        parent = record_parent(record, self.trace)
         output = first_tensor(record.outputs)
         dtype = "" if output is None or output.tensor is None else str(output.tensor.dtype).removeprefix("torch.")
         return LineCells(
@@ -255,6 +290,7 @@ class TraceListing(Listing):
             dtype=dtype,
             status="",
             status_label="",
+            original_depth=record.depth,
         )
 
 

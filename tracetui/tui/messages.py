@@ -2,7 +2,9 @@
 
 Widgets never change each other. They post a request here; the app, which holds the state
 (the comparison, the selected row, the view options), changes it, and the widgets bound to
-that state redraw themselves.
+that state redraw themselves. The call list's cursor and folds are the exception: it asks the
+app through :class:`~tracetui.tui.call_list.CursorOwner`, which applies the change at once, so
+that keys typed together each start from the row the last one reached.
 """
 
 from __future__ import annotations
@@ -17,20 +19,6 @@ if TYPE_CHECKING:
     from tracetui.compare import Comparison
     from tracetui.rows import Row
     from tracetui.tui.listing import Listing
-
-
-@dataclass
-class SelectRow(Message):
-    """The call list asks for ``row`` (an index into the comparison's rows) to be selected."""
-
-    row: int
-
-
-@dataclass
-class ToggleRow(Message):
-    """The call list asks for ``row``'s subtree to be collapsed, or expanded again."""
-
-    row: int
 
 
 @dataclass

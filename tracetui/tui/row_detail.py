@@ -14,7 +14,7 @@ from tracetui.numeric import format_difference
 from tracetui.rows import LeafPair, Row, largest_difference
 from tracetui.safe_text import printable
 from tracetui.trace import CallRecord, Leaf
-from tracetui.tui.listing import STATUS_LABELS, culprit_label
+from tracetui.tui.listing import STATUS_LABELS, classes_differ, culprit_label
 from tracetui.tui.tensor_detail import Palette, describe_leaf, side_previews, statistics_table
 
 
@@ -28,7 +28,8 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
         title.append(f" {culprit_label(status)} ", palette.culprit)
     else:
         title.append(STATUS_LABELS[status], palette.label)
-    title.append(f"   {printable(row.class_label)}", palette.dim)
+    title.append("   ")
+    title.append(printable(row.class_label), palette.class_mismatch if classes_differ(row) else palette.dim)
     if row.is_paired:
         title.append(f"   {row.pairing_label}", palette.dim)
     return title

@@ -52,6 +52,7 @@ class Palette:
     bad: Style = field(default_factory=Style)
     culprit: Style = field(default_factory=Style)
     warning: Style = field(default_factory=Style)
+    class_mismatch: Style = field(default_factory=Style)  # GELU ↔ SiLU
 
 
 # -- numbers -------------------------------------------------------------------------------
