@@ -22,7 +22,17 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
-from tracetui.fixes.patches import Patch, Undo, all_of, exchange_values, override_forward, replace_values, set_attribute, transform_output
+from tracetui.fixes.patches import (
+    Patch,
+    Undo,
+    add_input_of,
+    all_of,
+    exchange_values,
+    override_forward,
+    replace_values,
+    set_attribute,
+    transform_output,
+)
 
 
 @dataclass(frozen=True)
@@ -405,13 +415,23 @@ def with_residual(output: torch.Tensor, first_input: torch.Tensor | None) -> tor
 
 
 def residual_patches(culprit: Culprit) -> Iterator[Patch]:
-    """The culprit's first input added to its output: a forgotten ``residual + hidden_states``."""
-    if not is_activation(culprit.module) and any(True for _ in culprit.module.children()):
+    """A forgotten ``residual + hidden_states``: the culprit's own input added to its output, or
+    the input of one of its submodules (the residual of a block's second half starts there)."""
+    if is_activation(culprit.module) or not any(True for _ in culprit.module.children()):
+        return
+    name = culprit.full_name("")
+    yield Patch(
+        "residual",
+        f"input of {name}",
+        f"adding the input of {name} to its output (a missing residual connection)",
+        partial(transform_output, culprit.module, with_residual),
+    )
+    for child_name, child in culprit.module.named_children():
         yield Patch(
             "residual",
-            "residual add",
-            f"adding the input of {culprit.full_name('')} to its output (a missing residual connection)",
-            partial(transform_output, culprit.module, with_residual),
+            f"input of {culprit.full_name(child_name)}",
+            f"adding the input of {culprit.full_name(child_name)} to the output of {name} (a missing residual connection)",
+            partial(add_input_of, child, culprit.module),
         )
 
 

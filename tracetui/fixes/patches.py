@@ -91,6 +91,28 @@ def transform_output(module: torch.nn.Module, transform: OutputTransform) -> Und
     return module.register_forward_hook(hook, with_kwargs=True).remove
 
 
+def add_input_of(inner: torch.nn.Module, outer: torch.nn.Module) -> Undo:
+    """Add to ``outer``'s output what ``inner`` (a module called inside it) received as its first
+    tensor input on its first call, where the shapes agree: a residual connection taken there."""
+    seen: list[torch.Tensor] = []
+
+    def remember(hooked: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not seen:
+            seen.extend(value for value in [*args, *kwargs.values()][:1] if isinstance(value, torch.Tensor))
+
+    def add(output: torch.Tensor, first_input: torch.Tensor | None) -> torch.Tensor | None:
+        return output + seen[0] if seen and seen[0].shape == output.shape else None
+
+    remove_hook = inner.register_forward_pre_hook(remember, with_kwargs=True).remove
+    remove_transform = transform_output(outer, add)
+
+    def undo() -> None:
+        remove_transform()
+        remove_hook()
+
+    return undo
+
+
 def all_of(*changes: Callable[[], Undo]) -> Callable[[], Undo]:
     """Several changes as one: applied in order, undone in reverse (also when one fails to apply)."""
 

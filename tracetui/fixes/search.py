@@ -27,13 +27,14 @@ from tracetui.fixes.library import KINDS, Counterpart, Culprit, patches_for
 from tracetui.fixes.patches import Patch
 from tracetui.global_state import script_state
 from tracetui.isolate import live_leaves
-from tracetui.numeric import TensorDifference
+from tracetui.numeric import TensorDifference, format_difference
 from tracetui.rows import Row, measure_outputs
 from tracetui.script import ModelScript, seed_everything
 
 SECONDS_PER_CULPRIT = 10.0  # the search of one culprit stops trying after this long
 EXACT_FRACTION_OF_ATOL = 1e-3  # a fix this close is exact: no other patch of its kind is tried
 CLOSEST_SHOWN = 3  # attempts that are no fix, listed as what came closest
+ORDERS_OF_MAGNITUDE = 100.0  # a reduction this large is worth saying, though it is no fix
 KEPT_BELOW = 0.9  # an attempt is kept only if it leaves at most this fraction of the difference: less is noise
 
 
@@ -83,6 +84,24 @@ class FixSearch:
     def suggestions(self, tolerance: Tolerance) -> list[Attempt]:
         """Every fix, else the few attempts that came closest."""
         return self.fixes(tolerance) or self.ranked(tolerance)[:CLOSEST_SHOWN]
+
+    def summary(self, tolerance: Tolerance) -> str:
+        """One line for the report: the best fix, or that none is known and what came closest."""
+        fixes = self.fixes(tolerance)
+        if fixes:
+            others = f" ({len(fixes) - 1} other patch{'es' if len(fixes) > 2 else ''} also do)" if len(fixes) > 1 else ""
+            after = format_difference(fixes[0].max_abs_after)
+            return f"fix: {fixes[0].patch} makes it match on the recorded inputs (max |Δ| {after}){others}"
+        closest = self.ranked(tolerance)[:1]
+        if not closest:
+            return f"no known fix found ({self.tried} usual porting mistakes tried, none came closer)"
+        attempt = closest[0]
+        factor = self.max_abs_before / attempt.max_abs_after if attempt.max_abs_after > 0 else math.inf
+        reduction = f"reduces the difference {factor:.0f}-fold but " if factor >= ORDERS_OF_MAGNITUDE else ""
+        return (
+            f"no known fix found; closest: {attempt.patch} {reduction}leaves max |Δ| "
+            f"{format_difference(attempt.max_abs_after)} (was {format_difference(self.max_abs_before)})"
+        )
 
 
 Progress = Callable[[str], None]
