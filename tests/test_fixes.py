@@ -177,6 +177,18 @@ def test_a_port_given_as_a_trace_gets_no_fixes(tmp_path: Path, monkeypatch: pyte
     assert comparison.culprit is not None and comparison.fixes == {}
 
 
+def test_a_streamed_comparison_tries_what_needs_no_original_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = PAIRS["gpt"][0]
+    monkeypatch.setenv("TRACETUI_DEMO_BUG", "activation,unconverted_weight")
+    comparison = tracetui.compare(
+        str(folder / "original.py"), str(folder / "ported.py"), rename_map=str(folder / "map.toml"), rerun=False, stream=True
+    )
+    summaries = {row.ported_name: comparison.fixes[row.index].summary(comparison.tolerance) for row in comparison.culprits}
+    assert summaries["model.layers.1.mlp.act_fn"].startswith("fix: replacing SiLU by GELU (tanh approximation)")
+    # The original's weights went with its model: an unconverted weight has no known fix then.
+    assert summaries["model.layers.1.self_attn.o_proj"].startswith("no known fix found")
+
+
 class Block(nn.Module):
     def __init__(self, activation: nn.Module) -> None:
         super().__init__()

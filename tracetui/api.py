@@ -198,6 +198,7 @@ def compare_sources(
             tolerance=tolerance,
             infer=infer,
             isolate=isolate,
+            fixes=fixes,
         )
 
     def stage(name: str, side: Side) -> RunOptions:

@@ -89,7 +89,7 @@ class FixSearch:
         """One line for the report: the best fix, or that none is known and what came closest."""
         fixes = self.fixes(tolerance)
         if fixes:
-            others = f" ({len(fixes) - 1} other patch{'es' if len(fixes) > 2 else ''} also do)" if len(fixes) > 1 else ""
+            others = {1: "", 2: " (1 other patch also does)"}.get(len(fixes), f" ({len(fixes) - 1} other patches also do)")
             after = format_difference(fixes[0].max_abs_after)
             return f"fix: {fixes[0].patch} makes it match on the recorded inputs (max |Δ| {after}){others}"
         closest = self.ranked(tolerance)[:1]
@@ -134,7 +134,10 @@ def search_fixes(
         return {}
     if progress is not None:
         progress(f"trying the usual porting mistakes on {len(culprits)} culprit{'s' if len(culprits) > 1 else ''}")
-    captured = capture_fed_arguments(ported, culprits, comparison.ported.seed)
+    try:
+        captured = capture_fed_arguments(ported, culprits, comparison.ported.seed)
+    except Exception:  # the port failed where its earlier runs did not: the search is an extra, the comparison stands
+        return {}
     counterparts = counterpart_modules(comparison, None if original is None else original.model)
     searches = {}
     for row in culprits:
