@@ -208,8 +208,10 @@ def compare_sources(
         return replace(options, progress=lambda message: report(f"{name}, {message}"), spill=side_spill)
 
     original_options = stage("recording the original", "original")
-    # Kept only for the fix search, which reads the original's own values (its eps, its weights).
-    original_loaded = load_source(original, original_options) if fixes and isolate else original
+    # Kept for the fix search, which reads the original's own values (its eps, its weights) — not
+    # when spilling: that is for models too big to keep both in memory.
+    keep_original = fixes and isolate and options.spill is None
+    original_loaded = load_source(original, original_options) if keep_original else original
     original_trace = record_source(original_loaded, original_options)
     ported_options = stage("recording the port", "ported")
     ported_loaded = load_source(ported, ported_options)
