@@ -52,6 +52,7 @@ FIRST_SUGGESTION = {
     ("llama2c", "gate_up_swapped_layer1"): ("swap", "model.layers.1.mlp.gate_proj <-> model.layers.1.mlp.up_proj"),
     ("llama2c", "qk_not_permuted"): ("rope_permutation", "interleaved → half-split"),
     ("llama2c", "lm_head_unconverted"): ("weight", "lm_head.weight <- output.weight"),
+    ("llama2c", "k_permuted_with_n_heads"): ("rope_permutation", "k_proj permuted with 4 heads, not 2"),
     ("nanogpt", "layer_norm_epsilon_wrong"): ("eps", "1e-05"),
     ("nanogpt", "attn_c_proj_not_transposed"): ("layout", "transformer.h.0.attn.c_proj.weight transposed"),
     ("nanogpt", "qk_swapped_layer1"): ("swap", "transformer.h.1.attn.c_attn q <-> k"),
@@ -59,7 +60,7 @@ FIRST_SUGGESTION = {
     ("nanogpt", "lm_head_untied_unconverted"): ("weight", "lm_head.weight <- lm_head.weight"),
 }
 # Mistakes the library does not know: the culprit must get no fix.
-NOT_IN_LIBRARY = [("llama2c", "rope_theta_wrong"), ("nanogpt", "n_head_wrong"), ("llama2c", "k_permuted_with_n_heads")]
+NOT_IN_LIBRARY = [("llama2c", "rope_theta_wrong"), ("nanogpt", "n_head_wrong")]
 
 
 @functools.cache

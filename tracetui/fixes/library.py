@@ -284,6 +284,31 @@ def projection_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
     return [tensor for tensor in (getattr(module, "weight", None), getattr(module, "bias", None)) if isinstance(tensor, torch.Tensor)]
 
 
+def repermuted(rows: torch.Tensor, wrong_heads: int, heads: int) -> torch.Tensor:
+    """Rows permuted with ``wrong_heads`` heads, permuted again with the right number."""
+    return interleaved_to_halves(halves_to_interleaved(rows, wrong_heads), heads)
+
+
+def head_count_patches(name: str, key_name: str, key: torch.nn.Module | None, weights: list[object], head_dim: int) -> Iterator[Patch]:
+    """With grouped-query attention, k's rows permuted with the query head count (a classic
+    conversion slip): undo that permutation and permute them with k's own."""
+    query_weight, key_weight = weights
+    if key is None or not isinstance(query_weight, torch.Tensor) or not isinstance(key_weight, torch.Tensor):
+        return
+    query_heads, key_heads = query_weight.shape[0] // head_dim, key_weight.shape[0] // head_dim
+    if query_heads == key_heads:
+        return
+    changes = [
+        partial(replace_by, tensor, partial(repermuted, wrong_heads=query_heads, heads=key_heads)) for tensor in projection_tensors(key)
+    ]
+    yield Patch(
+        "rope_permutation",
+        f"{key_name} permuted with {query_heads} heads, not {key_heads}",
+        f"permuting the rows of {name}.{key_name} with its own {key_heads} heads instead of the query's {query_heads}",
+        all_of(*changes),
+    )
+
+
 def rope_permutation_patches(culprit: Culprit) -> Iterator[Patch]:
     """The rows of both q and k projections permuted between the interleaved rotary layout and
     the half-split one, each way."""
@@ -308,6 +333,7 @@ def rope_permutation_patches(culprit: Culprit) -> Iterator[Patch]:
                 layouts = label.replace(" → ", " to the ")
                 description = f"permuting the rows of {name}.{query_name} and {name}.{key_name} from the {layouts} rotary layout"
                 yield Patch("rope_permutation", label, description, all_of(*changes))
+            yield from head_count_patches(name, key_name, projections[1], weights, head_dim)
             break
 
 
