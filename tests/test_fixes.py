@@ -235,3 +235,15 @@ def test_a_patch_that_makes_the_call_raise_is_no_fix_and_is_undone() -> None:
     attempt = try_patch(breaking, Culprit("", ported, ported), root, ((inputs,), {}), script, comparison.tolerance)  # type: ignore[arg-type]
     assert attempt is None
     assert weight.shape == (8, 8) and torch.equal(weight.detach(), kept)
+
+
+def test_the_detail_pane_lists_the_fixes() -> None:
+    from tracetui.tui.row_detail import row_fixes
+    from tracetui.tui.tensor_detail import Palette
+
+    comparison = compared("gpt", "activation")
+    text = row_fixes(comparison, comparison.culprits[0], Palette())
+    assert text is not None
+    assert text.plain.startswith("fixes that make it match on the recorded inputs")
+    assert "replacing SiLU by GELU (tanh approximation) in model.layers.1.mlp.act_fn  max |Δ| 0" in text.plain
+    assert row_fixes(comparison, comparison.rows[0], Palette()) is None  # not a culprit: no search
