@@ -32,6 +32,7 @@ from tracetui.rows import Row, measure_outputs
 from tracetui.script import ModelScript, seed_everything
 
 SECONDS_PER_CULPRIT = 10.0  # the search of one culprit stops trying after this long
+SECONDS_IN_ALL = 60.0  # culprits not reached by then are not searched (a bug repeated in every layer of a big model)
 EXACT_FRACTION_OF_ATOL = 1e-3  # a fix this close is exact: no other patch of its kind is tried
 CLOSEST_SHOWN = 3  # attempts that are no fix, listed as what came closest
 ORDERS_OF_MAGNITUDE = 100.0  # a reduction this large is worth saying, though it is no fix
@@ -140,7 +141,10 @@ def search_fixes(
         return {}
     counterparts = counterpart_modules(comparison, None if original is None else original.model)
     searches = {}
+    started = time.perf_counter()
     for row in culprits:
+        if time.perf_counter() - started > SECONDS_IN_ALL:
+            break
         if row.index in captured:
             assert row.ported is not None
             culprit = Culprit(row.ported.name, submodule(ported.model, row.ported.name), ported.model, counterparts)
