@@ -247,3 +247,15 @@ def test_the_detail_pane_lists_the_fixes() -> None:
     assert text.plain.startswith("fixes that make it match on the recorded inputs")
     assert "replacing SiLU by GELU (tanh approximation) in model.layers.1.mlp.act_fn  max |Δ| 0" in text.plain
     assert row_fixes(comparison, comparison.rows[0], Palette()) is None  # not a culprit: no search
+
+
+def test_the_debugger_context_lists_the_fixes() -> None:
+    from tracetui.debugger.context import DebugContext
+
+    comparison = compared("gpt", "norm_eps")
+    context = DebugContext(comparison, comparison.culprits[0], "ported", PAIRS["gpt"][0] / "ported.py")
+    shown = repr(context.fixes)
+    assert shown.startswith("fix: setting model.norm.eps to 1e-05 (was 0.1) makes it match on the recorded inputs")
+    assert "\n  eps: setting model.norm.eps to 1e-05 (was 0.1) (max |Δ| 0)" in shown
+    elsewhere = DebugContext(comparison, comparison.rows[1], "ported", PAIRS["gpt"][0] / "ported.py")
+    assert repr(elsewhere.fixes).startswith("no fix search ran")
