@@ -48,6 +48,8 @@ BENCHES = [
     Bench("scale", "bench_scale.py", "a streamed comparison of a 1.1B-parameter decoder bigger than the memory it runs in",
           quick_arguments=["--quick"]),
     Bench("weights", "bench_weights.py", "tracetui weights on two ~300M-parameter state dicts"),
+    Bench("fixes", "bench_fixes.py", "trying the usual porting mistakes on each culprit of the GPT demo",
+          quick_arguments=["--repeats", "1"]),
     Bench("tui", "bench_tui.py", "the interface with 20,000 rows: first screen and per-key repaint",
           quick_arguments=["--repeats", "2"]),
 ]

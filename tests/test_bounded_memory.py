@@ -638,7 +638,11 @@ def test_cli_records_a_spilled_trace_once_and_streams_each_port_against_it(tmp_p
     report_path = tmp_path / "bug.json"
     assert main([*compare, "--json", str(report_path), "--spill", str(tmp_path / "work")]) == 1, capsys.readouterr()
     first_divergence = json.loads(report_path.read_text())["first_divergence"]
-    assert first_divergence == reference
+    # The fix search differs by design: streamed, the original's model (its weights) is gone.
+    fix_keys = ("fixes", "fix_search")
+    assert {key: value for key, value in first_divergence.items() if key not in fix_keys} == {
+        key: value for key, value in reference.items() if key not in fix_keys
+    }
     assert first_divergence["ported"] == BUGS["gpt"][bug]
 
     monkeypatch.delenv(BUG_ENV_VAR)

@@ -117,6 +117,7 @@ def compare(
     spill: str | Path | None = None,
     stream: bool = False,
     isolate: bool = True,
+    fixes: bool = True,
 ) -> Comparison:
     """Record both models, pair their calls, compare them and name the culprits.
 
@@ -131,6 +132,10 @@ def compare(
     ``isolate`` (the default) runs the port once more to judge every module on its own and name
     every culprit (:mod:`tracetui.isolate`); ``isolate=False`` saves that forward pass and finds
     the first culprit only, by descent.
+
+    ``fixes`` (the default) tries the usual porting mistakes on each culprit alone, on the
+    original's recorded inputs, and keeps those that make it match in ``comparison.fixes``
+    (:mod:`tracetui.fixes`); it needs the port's model (not a trace) and the fed run.
     """
     resolved_map = resolve_rename_map(rename_map)
     spill_directory = None if spill is None else absolute_path(spill)  # a script may change the working directory
@@ -138,7 +143,15 @@ def compare(
     tolerance = Tolerance(atol=atol, rtol=rtol)
     with modes_restored(original, ported):
         return compare_sources(
-            original, ported, options, tolerance=tolerance, rename_map=resolved_map, infer=infer, stream=stream, isolate=isolate
+            original,
+            ported,
+            options,
+            tolerance=tolerance,
+            rename_map=resolved_map,
+            infer=infer,
+            stream=stream,
+            isolate=isolate,
+            fixes=fixes,
         )
 
 
@@ -169,6 +182,7 @@ def compare_sources(
     infer: bool,
     stream: bool,
     isolate: bool = True,
+    fixes: bool = True,
 ) -> Comparison:
     """:func:`compare` with its run options as one value and its rename map resolved."""
     report = options.progress or (lambda message: None)
@@ -184,6 +198,7 @@ def compare_sources(
             tolerance=tolerance,
             infer=infer,
             isolate=isolate,
+            fixes=fixes,
         )
 
     def stage(name: str, side: Side) -> RunOptions:
@@ -192,14 +207,25 @@ def compare_sources(
         side_spill = None if options.spill is None else options.spill / side
         return replace(options, progress=lambda message: report(f"{name}, {message}"), spill=side_spill)
 
-    original_trace = record_source(original, stage("recording the original", "original"))
+    original_options = stage("recording the original", "original")
+    # Kept for the fix search, which reads the original's own values (its eps, its weights) — not
+    # when spilling: that is for models too big to keep both in memory.
+    keep_original = fixes and isolate and options.spill is None
+    original_loaded = load_source(original, original_options) if keep_original else original
+    original_trace = record_source(original_loaded, original_options)
     ported_options = stage("recording the port", "ported")
     ported_loaded = load_source(ported, ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     report("comparing")
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)
     isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate else None
-    return compare_alignment(alignment, tolerance, isolation=isolation)
+    comparison = compare_alignment(alignment, tolerance, isolation=isolation)
+    if fixes and isolation is not None and isinstance(ported_loaded, ModelScript):
+        from tracetui.fixes import search_fixes
+
+        original_script = original_loaded if isinstance(original_loaded, ModelScript) else None
+        comparison = replace(comparison, fixes=search_fixes(comparison, ported_loaded, original_script, report))
+    return comparison
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

@@ -10,8 +10,8 @@ that shares the measured rows.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 from tracetui.classify import Classification, RowFigures, Status, Tolerance
 from tracetui.diagnose import Diagnosis, diagnose
@@ -21,6 +21,9 @@ from tracetui.pairing.alignment import Alignment
 from tracetui.rows import Measured, Row, build_rows
 from tracetui.sides import Side, pick
 from tracetui.trace import Trace
+
+if TYPE_CHECKING:
+    from tracetui.fixes import FixSearch
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +35,9 @@ class Comparison:
     rows: list[Row] = field(repr=False)
     classification: Classification = field(repr=False)
     diagnosis: Diagnosis
+    # What trying the usual porting mistakes on each culprit found, by row index (tracetui.fixes);
+    # empty when no search ran (a port given as a trace, ``fixes=False``, no culprit).
+    fixes: dict[int, FixSearch] = field(default_factory=dict, repr=False)
 
     @property
     def original(self) -> Trace:
@@ -101,7 +107,8 @@ class Comparison:
     def with_tolerance(self, tolerance: Tolerance) -> Comparison:
         """The same rows under another tolerance, judged from the figures gathered once (no
         tensor is measured again without an rtol). This comparison stays as it was."""
-        return judge(self.alignment, self.rows, self.classification.figures, tolerance)
+        judged = judge(self.alignment, self.rows, self.classification.figures, tolerance)
+        return replace(judged, fixes=self.fixes)  # each search keeps its differences: fixes are judged at the new tolerance
 
     def row_of(self, side: Side, record_index: int) -> Row | None:
         for row in self.rows:

@@ -27,8 +27,8 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.errors import UsageError
-from tracetui.flatten import name_arguments, replace_arguments, tensor_leaves
-from tracetui.isolate import fitted
+from tracetui.feeding import Arguments, CallReturned, fed_arguments, on_call
+from tracetui.flatten import tensor_leaves
 from tracetui.numeric import TensorDifference, format_difference, measure
 from tracetui.output_files import check_output_file, write_text_atomically
 from tracetui.rows import LeafPair
@@ -248,37 +248,19 @@ class ComponentSuite:
     @contextmanager
     def fed_call(self, case: ComponentCase) -> Iterator[dict[str, torch.Tensor]]:
         module = self.script.model.get_submodule(case.name) if case.name else self.script.model
-        calls_started = [0]
+        originals = {path: self.tensors[tensor_key] for path, tensor_key in case.inputs.items()}
         captured: dict[str, torch.Tensor] = {}
 
-        def before(hooked: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            calls_started[0] += 1
-            if calls_started[0] - 1 != case.call:
-                return None
-            replacements = {}
-            for path, value in tensor_leaves(name_arguments(hooked, args, kwargs)):
-                if path in case.inputs:
-                    replacement = fitted(self.tensors[case.inputs[path]], value)
-                    if replacement is not None:
-                        replacements[path] = replacement
-            return replace_arguments(hooked, args, kwargs, replacements)
+        def before(hooked: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Arguments:
+            return fed_arguments(hooked, args, kwargs, originals)
 
-        def after(hooked: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if calls_started[0] - 1 == case.call and not captured:
+        def after(hooked: torch.nn.Module, output: Any) -> None:
+            if not captured:
                 captured.update((path, tensor.detach()) for path, tensor in tensor_leaves([("output", output)]))
                 raise CallReturned  # the rest of the forward pass is not needed
 
-        handles = [module.register_forward_pre_hook(before, with_kwargs=True), module.register_forward_hook(after, with_kwargs=True)]
-        try:
+        with on_call(module, case.call, before, after):
             yield captured
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-class CallReturned(BaseException):
-    """Ends the forward pass once the tested call has returned (a BaseException, so that model
-    code catching ``Exception`` lets it through)."""
 
 
 def describe_failure(leaf_name: str, difference: TensorDifference) -> str:

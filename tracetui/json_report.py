@@ -58,6 +58,33 @@ def culprit_entry(comparison: Comparison, culprit: Row) -> dict[str, Any]:
         "original_class": None if culprit.original is None else culprit.original.class_name,
         "ported_class": None if culprit.ported is None else culprit.ported.class_name,
         "reason": comparison.reason_for(culprit),
+        **fix_entries(comparison, culprit),
+    }
+
+
+def fix_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
+    """The usual porting mistakes tried on the culprit alone: ``fixes`` (best first: those that make
+    it match on the recorded inputs, else what came closest) and ``fix_search`` (null: none ran)."""
+    search = comparison.fixes.get(culprit.index)
+    if search is None:
+        return {"fixes": [], "fix_search": None}
+    tolerance = comparison.tolerance
+    return {
+        "fixes": [
+            {
+                "kind": attempt.kind,
+                "detail": attempt.detail,
+                "patch": attempt.patch,
+                "max_abs_diff_after": finite_or_none(attempt.max_abs_after),
+                "within_tolerance": attempt.within(tolerance),
+            }
+            for attempt in search.suggestions(tolerance)
+        ],
+        "fix_search": {
+            "max_abs_diff_before": finite_or_none(search.max_abs_before),
+            "tried": search.tried,
+            "seconds": round(search.seconds, 3),
+        },
     }
 
 

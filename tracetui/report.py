@@ -124,6 +124,15 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
     return table
 
 
+def print_fix(comparison: Comparison, culprit: Row, console: Console, indent: str) -> None:
+    """The best of the usual porting mistakes tried on the culprit alone, if a search ran."""
+    search = comparison.fixes.get(culprit.index)
+    if search is None:
+        return
+    found = bool(search.fixes(comparison.tolerance))
+    console.print(Text(indent + printable(search.summary(comparison.tolerance)), style="green" if found else "dim"))
+
+
 def print_other_culprits(comparison: Comparison, console: Console) -> None:
     """The culprits after the first: each is wrong on its own, whatever came before it."""
     others = comparison.culprits[1:]
@@ -134,6 +143,7 @@ def print_other_culprits(comparison: Comparison, console: Console) -> None:
     for culprit in others[: CULPRITS_SHOWN - 1]:
         console.print(Text.assemble("  • ", (printable(culprit.label), "bold"), f"  {printable(culprit.class_label)}"))
         console.print(Text(f"    why: {printable(comparison.reason_for(culprit))}"))
+        print_fix(comparison, culprit, console, "    ")
     if len(others) > CULPRITS_SHOWN - 1:
         console.print(Text(f"  … and {len(others) - CULPRITS_SHOWN + 1} more (--json lists them all)", style="dim"))
 
@@ -150,6 +160,7 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
         console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (printable(culprit.label), "bold")))
         console.print(Text(f"  class: {printable(culprit.class_label)}"))
         console.print(Text(f"  why: {printable(comparison.reason)}"))
+        print_fix(comparison, culprit, console, "  ")
         print_other_culprits(comparison, console)
     else:
         console.print(Text.assemble(("DIVERGED", "bold red"), f"  {printable(comparison.reason)}"))

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from tracetui.classify import Tolerance
@@ -88,6 +89,7 @@ def compare_streaming(
     tolerance: Tolerance,
     infer: bool,
     isolate: bool = True,
+    fixes: bool = True,
 ) -> Comparison:
     """Record the original into ``options.spill`` (a temporary directory if None), then stream the port.
 
@@ -138,7 +140,13 @@ def compare_streaming(
             record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
             measured |= late_check.by_record_index(ported)
         isolation = judge_alone(ported_script, alignment, tolerance, progress) if isolate else None  # the original's values from disk
-        return compare_alignment(alignment, tolerance, measured, isolation)
+        comparison = compare_alignment(alignment, tolerance, measured, isolation)
+        if fixes and isolation is not None:
+            from tracetui.fixes import search_fixes
+
+            # The original model is gone: the hypotheses that read its own values are not tried.
+            comparison = replace(comparison, fixes=search_fixes(comparison, ported_script, None, progress))
+        return comparison
 
 
 @contextmanager

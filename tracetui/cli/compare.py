@@ -64,6 +64,12 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the extra run of the port that judges every module on its own: only the first culprit is named (by descent)",
     )
+    compare.add_argument(
+        "--no-fixes",
+        action="store_true",
+        help="skip trying the usual porting mistakes (activation, eps, scale, swapped or unconverted weights, ...) "
+        "on each culprit alone; by default the report names the patch that makes a culprit match on the recorded inputs",
+    )
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
@@ -109,6 +115,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             infer=not arguments.no_infer,
             stream=arguments.stream,
             isolate=not arguments.no_isolate,
+            fixes=not arguments.no_fixes,
         )
     exit_status = 0 if comparison.verdict == "match" else 1
     if wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None):

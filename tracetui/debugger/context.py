@@ -130,6 +130,18 @@ class OutputDiff:
     __str__ = __repr__
 
 
+@dataclass
+class FixSuggestions:
+    """What trying the usual porting mistakes on this call alone found (``ctx.fixes``)."""
+
+    lines: list[str]
+
+    def __repr__(self) -> str:
+        return "\n".join(printable(line) for line in self.lines)
+
+    __str__ = __repr__
+
+
 def describe_difference(difference: TensorDifference, tolerance: Tolerance) -> str:
     """``max |Δ| 1.2e-01, 2980 of 3072 over atol 0.001, worst at (0, 5, 17): 0.12 (original) vs 0.45 (ported)``."""
     if not difference.shape_matches:
@@ -182,6 +194,7 @@ class DebugContext:
       ``ctx.diff(tensor, 'name')`` names the other side's leaf explicitly.
     - ``ctx.diff_output(result)``: a live result (tensor, tuple, dataclass …) against the other
       side's recorded outputs, leaf by leaf.
+    - ``ctx.fixes``: the usual porting mistakes that make this call match on the recorded inputs.
     """
 
     def __init__(self, comparison: Comparison, row: Row, side: Side, script_path: Path) -> None:
@@ -205,6 +218,17 @@ class DebugContext:
     @property
     def ported(self) -> RecordedCall | None:
         return self.this if self.side == "ported" else self.other
+
+    @property
+    def fixes(self) -> FixSuggestions:
+        """The comparison's fix search for this call (tracetui.fixes): best first."""
+        search = self.comparison.fixes.get(self.row.index)
+        if search is None:
+            return FixSuggestions(["no fix search ran for this call (it is no culprit, or the port was not run again)"])
+        lines = [search.summary(self.tolerance)]
+        for attempt in search.suggestions(self.tolerance):
+            lines.append(f"  {attempt.kind}: {attempt.patch} (max |Δ| {format_difference(attempt.max_abs_after)})")
+        return FixSuggestions(lines)
 
     # -- helpers for the prompt ----------------------------------------------------------
 

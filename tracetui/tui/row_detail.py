@@ -92,6 +92,27 @@ def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | No
     return summary
 
 
+def row_fixes(comparison: Comparison, row: Row, palette: Palette) -> Text | None:
+    """The usual porting mistakes tried on a culprit alone: each patch that makes it match on the
+    recorded inputs, else that none is known and what came closest."""
+    search = comparison.fixes.get(row.index)
+    if search is None:
+        return None
+    tolerance = comparison.tolerance
+    fixes = search.fixes(tolerance)
+    text = Text()
+    if fixes:
+        text.append("fixes that make it match on the recorded inputs (hypotheses: check them in your code):", palette.label)
+    else:
+        text.append(f"no known fix found ({search.tried} usual porting mistakes tried)", palette.label)
+        if search.attempts:
+            text.append("; closest:", palette.label)
+    for attempt in search.suggestions(tolerance):
+        style = palette.good if attempt in fixes else palette.dim
+        text.append(f"\n  {printable(attempt.patch)}  max |Δ| {format_difference(attempt.max_abs_after)}", style)
+    return text
+
+
 def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette) -> RenderableType:
     parts: list[RenderableType] = [row_title(comparison, row, palette)]
     summary = row_summary(comparison, row, palette)
@@ -100,6 +121,9 @@ def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette)
     explanation = row_explanation(comparison, row, palette)
     if explanation is not None:
         parts.append(explanation)
+    fixes = row_fixes(comparison, row, palette)
+    if fixes is not None:
+        parts.append(fixes)
     tolerance = comparison.tolerance
     if row.is_paired:
         sections = (("inputs", row.inputs), ("outputs", row.outputs))
