@@ -260,6 +260,21 @@ def test_break_on_mismatch_stops_in_the_culprit_of_a_demo_bug(session) -> None:
     assert status == 1
 
 
+def test_ctx_try_fix_applies_the_suggested_fix_at_the_prompt(session) -> None:
+    debugging = session(
+        "demos/gpt/original.py", "demos/gpt/ported.py", "--map", "demos/gpt/map.toml", "--no-rerun", "--break-on-mismatch",
+        environment={"TRACETUI_DEMO_BUG": "activation"},
+    )
+    stop = debugging.until_prompt()
+    assert "fix: replacing" in stop  # the headless report's fix line
+    assert "ctx.try_fix(0)" in stop  # the banner says how to try it
+    assert "applied: replacing" in debugging.send("p ctx.try_fix(0)")
+    assert "undone: replacing" in debugging.send("p ctx.undo_fixes()")
+    output, status = debugging.finish("c")
+    assert "the run finished" in output
+    assert status == 1
+
+
 def test_break_at_on_the_original_side(session) -> None:
     debugging = session(
         "demos/gpt/original.py", "demos/gpt/ported.py", "--map", "demos/gpt/map.toml", "--no-rerun",

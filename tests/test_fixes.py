@@ -29,6 +29,7 @@ from tracetui.json_report import report_document
 from tracetui.options import RunOptions
 from tracetui.report import print_report
 from tracetui.rows import Row
+from tracetui.script import ModelScript, load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = {
@@ -259,3 +260,55 @@ def test_the_debugger_context_lists_the_fixes() -> None:
     assert "\n  eps: setting model.norm.eps to 1e-05 (was 0.1) (max |Δ| 0)" in shown
     elsewhere = DebugContext(comparison, comparison.rows[1], "ported", PAIRS["gpt"][0] / "ported.py")
     assert repr(elsewhere.fixes).startswith("no fix search ran")
+
+
+def built_port(pair: str, bug: str) -> ModelScript:
+    """A fresh build of the port with the bug planted, as a debugging run builds it."""
+    folder, variable = PAIRS[pair]
+    previous = os.environ.get(variable)
+    os.environ[variable] = bug
+    try:
+        return load_script(folder / "ported.py")
+    finally:
+        if previous is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = previous
+
+
+def final_difference(comparison: tracetui.Comparison, script: ModelScript) -> float:
+    """How far the port's final output, run now, is from the original's recorded one."""
+    recorded = comparison.rows[0].original
+    assert recorded is not None and recorded.outputs[0].tensor is not None
+    logits = script.run()["logits"]  # the port returns a ModelOutput; the original, the logits
+    return float((logits - recorded.outputs[0].tensor).abs().max())
+
+
+@pytest.mark.parametrize("bug", ["activation", "norm_eps"])
+def test_ctx_try_fix_applies_a_fix_to_the_debugging_run_and_undo_takes_it_back(bug: str) -> None:
+    from tracetui.debugger.context import DebugContext
+
+    comparison, culprit = planted_culprit("gpt", bug)
+    script = built_port("gpt", bug)
+    context = DebugContext(comparison, culprit, "ported", Path(script.label), model=script.model)
+    assert final_difference(comparison, script) > 1e-2  # the planted bug
+    applied = repr(context.try_fix(0))
+    assert applied.startswith("applied: ") and "ctx.undo_fixes()" in applied
+    assert final_difference(comparison, script) < 1e-5  # the port's only bug, fixed for this run
+    assert repr(context.undo_fixes()).startswith("undone: ")
+    assert final_difference(comparison, script) > 1e-2
+
+
+def test_ctx_try_fix_says_what_it_cannot_do() -> None:
+    from tracetui.debugger.context import DebugContext
+
+    comparison, culprit = planted_culprit("gpt", "unconverted_weight")
+    script = built_port("gpt", "unconverted_weight")
+    context = DebugContext(comparison, culprit, "ported", Path(script.label), model=script.model)
+    with pytest.raises(ValueError, match="takes values from the original model"):
+        context.try_fix(0)  # the original's weight: not loaded in a debugging run
+    with pytest.raises(IndexError, match="pick 0 to"):
+        context.try_fix(99)
+    on_the_original = DebugContext(comparison, culprit, "original", Path(script.label), model=script.model)
+    with pytest.raises(ValueError, match="debug the ported side"):
+        on_the_original.try_fix(0)

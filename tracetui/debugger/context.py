@@ -15,6 +15,8 @@ import torch
 
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
+from tracetui.fixes.patches import Undo
+from tracetui.fixes.search import rebuilt_patch
 from tracetui.flatten import flatten
 from tracetui.numeric import TensorDifference, equivalent_shapes, format_difference, measure
 from tracetui.rows import LeafPair, Row, pair_leaves
@@ -195,9 +197,11 @@ class DebugContext:
     - ``ctx.diff_output(result)``: a live result (tensor, tuple, dataclass …) against the other
       side's recorded outputs, leaf by leaf.
     - ``ctx.fixes``: the usual porting mistakes that make this call match on the recorded inputs.
+    - ``ctx.try_fix(0)``: apply the first of them to the live port for the rest of this run (``c``
+      then shows its effect downstream); ``ctx.undo_fixes()`` takes them back. Never written to files.
     """
 
-    def __init__(self, comparison: Comparison, row: Row, side: Side, script_path: Path) -> None:
+    def __init__(self, comparison: Comparison, row: Row, side: Side, script_path: Path, model: torch.nn.Module | None = None) -> None:
         record = pick(row, side)
         assert record is not None
         other_record = pick(row, other_side(side))
@@ -210,6 +214,8 @@ class DebugContext:
         self.this = RecordedCall.of(side, record)
         self.other = None if other_record is None else RecordedCall.of(self.other_side, other_record)
         self.name = CONTEXT_NAME
+        self.model = model  # the model of this debugging run: what ctx.try_fix patches
+        self._undos: list[tuple[str, Undo]] = []
 
     @property
     def original(self) -> RecordedCall | None:
@@ -229,6 +235,37 @@ class DebugContext:
         for attempt in search.suggestions(self.tolerance):
             lines.append(f"  {attempt.kind}: {attempt.patch} (max |Δ| {format_difference(attempt.max_abs_after)})")
         return FixSuggestions(lines)
+
+    def try_fix(self, number: int = 0) -> FixSuggestions:
+        """Apply suggestion ``number`` of ``ctx.fixes`` to this run's port until ``ctx.undo_fixes()``
+        or the end of the run: a hypothesis to watch at work, not a change to any file."""
+        search = self.comparison.fixes.get(self.row.index)
+        if self.side != "ported" or self.model is None:
+            raise ValueError("fixes patch the port: debug the ported side (--side ported, or s in the interface)")
+        if search is None:
+            raise ValueError("no fix search ran for this call (it is no culprit, or the port was not run again)")
+        suggestions = search.suggestions(self.tolerance)
+        if not 0 <= number < len(suggestions):
+            raise IndexError(f"ctx.fixes lists {len(suggestions)} suggestion(s): pick 0 to {len(suggestions) - 1}")
+        attempt = suggestions[number]
+        patch = rebuilt_patch(self.comparison, self.row, attempt, self.model)
+        if patch is None:
+            raise ValueError(f"{attempt.patch} takes values from the original model, which this debugging run does not load")
+        self._undos.append((patch.description, patch.apply()))
+        return FixSuggestions(
+            [
+                f"applied: {patch.description} (max |Δ| {format_difference(attempt.max_abs_after)} on the recorded inputs)",
+                "it holds for the rest of this run: c continues with it, ctx.undo_fixes() takes it back",
+            ]
+        )
+
+    def undo_fixes(self) -> FixSuggestions:
+        """Take back every fix ``ctx.try_fix`` applied, the last first."""
+        undone = [description for description, _ in reversed(self._undos)]
+        while self._undos:
+            _, undo = self._undos.pop()
+            undo()
+        return FixSuggestions([f"undone: {description}" for description in undone] or ["no fix was applied"])
 
     # -- helpers for the prompt ----------------------------------------------------------
 
@@ -344,6 +381,11 @@ class DebugContext:
                 (f"p {name}.diff({example or 'tensor'})", f"a tensor vs the {self.other_side}'s input of that name (or shape)"),
                 (f"p {name}.diff_output(result)", f"a result vs the {self.other_side}'s recorded outputs"),
                 (f"{name}.other.inputs[{example_input!r}]", f"the {self.other_side}'s recorded tensors; also .outputs[{example_output!r}]"),
+            ]
+        if self.side == "ported" and self.row.index in self.comparison.fixes:
+            commands += [
+                (f"p {name}.fixes", "the usual porting mistakes that make this call match"),
+                (f"p {name}.try_fix(0)", "apply the first to this run (c shows its effect); .undo_fixes() takes it back"),
             ]
         commands += [
             (f"{name}.this.inputs, .outputs", "this side's own recording"),

@@ -153,7 +153,7 @@ def debug_script_call(
             f"{script.label}: the model built now has no module {record.display_name}, which the recording had. "
             "Did the script change since the comparison? Compare again."
         )
-    debug_context = DebugContext(comparison, row, side, Path(script.label))
+    debug_context = DebugContext(comparison, row, side, Path(script.label), model=script.model)
     names: contextlib.ExitStack = contextlib.ExitStack()
 
     def on_stop(frame: FrameType) -> None:
@@ -170,6 +170,8 @@ def debug_script_call(
         except ScriptError as error:
             if not isinstance(error.__cause__, BdbQuit):  # run() wraps what the forward raised
                 raise
+        finally:
+            debug_context.undo_fixes()  # ctx.try_fix patches hold for this run only
     if not breakpoint.stopped:
         return "not_reached"
     return "quit" if breakpoint.quit else "continued"

@@ -156,6 +156,19 @@ def submodule(model: torch.nn.Module, name: str) -> torch.nn.Module:
     return model.get_submodule(name) if name else model
 
 
+def rebuilt_patch(comparison: Comparison, row: Row, attempt: Attempt, model: torch.nn.Module) -> Patch | None:
+    """The patch ``attempt`` tried, built again against ``model`` (a fresh build of the port, as a
+    debugging run has). None when it cannot be: it took values from the original model, which
+    such a run does not load (the original's own eps, its weights)."""
+    assert row.ported is not None
+    try:
+        module = submodule(model, row.ported.name)
+    except AttributeError:
+        return None
+    culprit = Culprit(row.ported.name, module, model, counterpart_modules(comparison, None))
+    return next((patch for patch in patches_for(culprit) if (patch.kind, patch.detail) == (attempt.kind, attempt.detail)), None)
+
+
 def counterpart_modules(comparison: Comparison, original_model: torch.nn.Module | None) -> dict[str, Counterpart]:
     """The original's module paired with each ported module (by their first paired call)."""
     found: dict[str, Counterpart] = {}
