@@ -73,8 +73,8 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
         assert "1×7×16" in culprit_line and "2.26e-01" in culprit_line and "▶ CULPRIT" in culprit_line
         assert "inherited" in line(app, 8)
         assert "unmatched" in line(app, 14) and "dropout (Dropout)" in line(app, 14)
-        assert line(app, 3).startswith("    ") and "ln_1" in line(app, 3)  # indented by depth
-        assert "row 5 of 42" in str(app.query_one(StatusLine).render())
+        assert line(app, 3).startswith(" 3     ") and "ln_1" in line(app, 3)  # numbered, then indented by depth
+        assert "row #4 · 42 rows" in str(app.query_one(StatusLine).render())
 
 
 async def test_it_opens_on_the_culprit_on_screen_with_its_detail(fed_comparison: Comparison, settle) -> None:
@@ -352,8 +352,9 @@ async def test_a_fold_and_moves_pressed_together_apply_in_order(comparison: Comp
 
 def name_columns(app: TracetuiApp, row: int) -> tuple[str, str]:
     """The text of the original's and the port's name columns on ``row``'s line."""
-    columns = Columns.for_width(app.query_one(CallList).line_width, "comparison")
-    text = line(app, row)
+    call_list = app.query_one(CallList)
+    columns = Columns.for_listing(call_list.line_width, call_list.listing)
+    text = line(app, row)[columns.names_start :]
     return text[: columns.original], text[columns.original + 1 : columns.original + 1 + columns.ported]
 
 
@@ -395,7 +396,8 @@ async def test_each_side_indents_by_its_own_depth_one_sided_rows_too(nesting_com
         # The port's mlp, which the original lacks, folds from its own (ported) column.
         mlp = by_ported["model.layers.0.mlp"]
         assert "▾ mlp (MLP)" in name_columns(app, mlp)[1]
-        ported_column = Columns.for_width(app.query_one(CallList).line_width, "comparison").original + 1
+        columns = Columns.for_listing(app.query_one(CallList).line_width, app.listing)
+        ported_column = columns.names_start + columns.original + 1
         await pilot.click(CallList, offset=(ported_column + 2 * 3, 1 + mlp))  # mlp is 3 deep in the port
         assert mlp in app.view.collapsed and "▸ mlp (MLP)" in name_columns(app, mlp)[1]
 
@@ -449,7 +451,7 @@ async def test_click_selects_a_row_and_clicking_the_marker_folds(comparison: Com
         # Line 0 is the column header; row r is on line r + 1.
         await pilot.click(CallList, offset=(30, 1 + 3))
         assert app.selected_row == 3
-        indent = 2 * comparison.rows[H0].depth
+        indent = len("41 ") + 2 * comparison.rows[H0].depth  # after the # column
         await pilot.click(CallList, offset=(indent, 1 + H0))
         assert app.selected_row == H0
         assert 3 not in app.visible_rows
@@ -697,9 +699,10 @@ async def test_shape_dtype_and_nonfinite_mismatches_are_marked(zoo_comparison: C
     index = {row.original_name or row.ported_name: row.index for row in zoo_comparison.rows}
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert "≠ shape" in line(app, index["shape"]) and "2×6≠2×5" in line(app, index["shape"])
-        assert "≠ dtype" in line(app, index["dtype"])
-        assert "NaN/Inf" in line(app, index["nan"])
+        # The status words of the header and the JSON report, spelled the same.
+        assert "shape mismatch" in line(app, index["shape"]) and "2×6≠2×5" in line(app, index["shape"])
+        assert "dtype mismatch" in line(app, index["dtype"])
+        assert "nonfinite" in line(app, index["nan"])
         app.selected_row = index["nan"]
         await settle(pilot)
         assert "NaN/Inf mismatches" in detail_text(app)
@@ -709,6 +712,50 @@ async def test_shape_dtype_and_nonfinite_mismatches_are_marked(zoo_comparison: C
         app.selected_row = index["dtype"]
         await settle(pilot)
         assert "dtypes differ: float32 vs float64" in detail_text(app)
+
+
+async def test_a_row_has_one_number_in_the_list_the_status_line_and_the_detail(comparison: Comparison, settle) -> None:
+    """Row 4 (the culprit) is #4 in the list's # column, the status line and the detail pane's
+    title, as in the headless report's # column and the JSON's rows[4] — with rows hidden above it too."""
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.query_one(CallList).render_line(0).text.startswith(" # original (class)")
+        assert line(app, 0).startswith(" 0 ") and line(app, CULPRIT).startswith(f" {CULPRIT} ")
+        assert line(app, 41).startswith("41 ")
+        assert "row #4 · 42 rows" in str(app.query_one(StatusLine).render())
+        assert detail_text(app).startswith("#4  h.0.attn ↔ layers.0.self_attn")
+        await pilot.press("x")  # rows above it hidden: still #4
+        await settle(pilot)
+        status = str(app.query_one(StatusLine).render())
+        assert f"row #4 · {len(app.visible_rows)} of 42 rows shown" in status
+        assert detail_text(app).startswith("#4  ")
+
+
+async def test_a_nondeterministic_row_says_nondeterministic(settle) -> None:
+    """The word of the header, the README and the JSON report, not an abbreviation of its own."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    class AlwaysDropout(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return functional.dropout(x, p=0.5, training=True)
+
+    def chain(middle: nn.Module) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 4), middle, nn.Linear(4, 4), nn.ReLU()), torch.randn(4, 4)
+
+    comparison = tracetui.compare(chain(nn.Dropout(0.5)), chain(AlwaysDropout()), rerun=True)
+    culprit = comparison.culprit
+    assert culprit is not None and comparison.status(culprit) == "nondeterministic"
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "▶ nondeterministic" in line(app, culprit.index)  # the column widens to fit it
+        assert "random" not in line(app, culprit.index)
+        assert "nondeterministic" in header_text(app)
+        assert "nondeterministic" in detail_text(app).splitlines()[0]
 
 
 # -- one trace (tracetui show) -----------------------------------------------------------

@@ -61,7 +61,7 @@ def test_compare_opens_the_interface_and_q_restores_the_terminal() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -> None:
-    """The culprit (row 5 of 42) is selected and on the first screen without a key; the header
+    """The culprit (row #4 of 42) is selected and on the first screen without a key; the header
     leads with the verdict and shows its figures whole; ``jjjj`` written at once moves four rows."""
     child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun", size=(80, 24))
     try:
@@ -70,9 +70,9 @@ def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -
         child.expect(r"out \|Δ\|")
         child.expect("2.26e-01")  # the culprit's output Δ, whole
         child.expect("CULPRIT")
-        child.expect("row 5 of 42")  # the cursor is on it, no key pressed
+        child.expect("row #4 · 42 rows")  # the cursor is on it, no key pressed
         child.send("jjjj")  # one write: the keys arrive together
-        child.expect("row 9 of 42")
+        child.expect("row #8 · 42 rows")
         child.send("q")
         child.expect(pexpect.EOF)
     finally:

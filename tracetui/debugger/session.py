@@ -133,7 +133,7 @@ def debug_call(
     """
     record = pick(row, side)
     if record is None:
-        raise UsageError(f"row {row.index} ({row.label}) has no {side} call to stop in; choose the other side.")
+        raise UsageError(f"row #{row.index} ({row.label}) has no {side} call to stop in; choose the other side.")
     if record.kind != "module":
         raise UsageError(f"{record.display_name} is a tap, not a module call; break in the module around it instead.")
     path = script_path_for(comparison, side, script_path)

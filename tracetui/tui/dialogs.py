@@ -127,8 +127,8 @@ class HelpScreen(ModalScreen[None]):
                     yield Label(label, classes=f"help-status -{status}")
                     yield Label(meaning, classes="help-meaning")
             yield Static(
-                "n/N stop at every paired row that does not match: diverged, inherited, shape, dtype, "
-                "NaN/Inf and nondeterministic rows (unmatched rows have nothing to compare). "
+                "x keeps the rows that do not match: diverged, inherited, shape mismatch, dtype mismatch, "
+                "nonfinite and nondeterministic rows (unmatched rows have nothing to compare). "
                 "In ipdb, `p ctx` shows both sides' recorded tensors for the call and `p ctx.diff(x)` "
                 "compares a live tensor with the other side; c finishes the run, q abandons it — either way "
                 "tracetui comes back where it was.",

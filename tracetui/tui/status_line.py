@@ -22,7 +22,11 @@ FILTER_HINT = "  regex over both sides' names · enter keeps · escape clears"
 
 
 class StatusLine(Widget, can_focus=False):
-    """``row 5 of 42 · filter /mlp/``; after `/`, ``/mlp▏`` with the filter applied as you type."""
+    """``row #4 · 42 rows · filter /mlp/``; after `/`, ``/mlp▏`` with the filter applied as you type.
+
+    A row is named by its number (``#4``), the one the list's ``#`` column, the detail pane, the
+    debugger and the headless report show, whatever folds and filters hide above it.
+    """
 
     BINDINGS = [
         Binding("enter", "done(True)", "keep filter", show=False),
@@ -106,10 +110,9 @@ class StatusLine(Widget, can_focus=False):
         if outline is None:
             return line
         total = len(outline.listing)
-        position = outline.position_of(self.row)
-        line.append(f"row {position + 1} of {len(outline)}" if position is not None else f"{len(outline)} rows shown")
-        if len(outline) != total:
-            line.append(f" · {total} in all")
+        if outline.position_of(self.row) is not None:
+            line.append(f"row #{self.row} · ")
+        line.append(f"{total} rows" if len(outline) == total else f"{len(outline)} of {total} rows shown")
         options = outline.options
         filter_style = component_style(self, "status-line--filter")
         if options.filter_text:
