@@ -758,6 +758,46 @@ async def test_a_nondeterministic_row_says_nondeterministic(settle) -> None:
         assert "nondeterministic" in detail_text(app).splitlines()[0]
 
 
+# -- the debugger's side ----------------------------------------------------------------
+
+
+async def test_the_status_line_always_says_which_side_b_debugs(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert str(app.query_one(StatusLine).render()).endswith("b debugs ported (s switches)")
+        await pilot.press("s")
+        await pilot.pause(3.5)  # long after the toast
+        assert not app._notifications  # the toast has gone, the status line still says it
+        assert str(app.query_one(StatusLine).render()).endswith("b debugs original (s switches)")
+        await pilot.press("x", "s")  # a filter does not push it out
+        assert str(app.query_one(StatusLine).render()).endswith("b debugs ported (s switches)")
+
+
+async def test_debugger_messages_name_the_s_key_not_the_command_line_option(
+    tiny_traces: tuple[Trace, Trace], settle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the interface, "choose the other side" means the s key: --side is for the command line."""
+    import contextlib
+    import copy
+
+    original, ported = copy.copy(tiny_traces[0]), copy.copy(tiny_traces[1])
+    original.source = "recorded/original.trace"  # a trace file: the debugger cannot re-run it
+    comparison = tracetui.compare(original, ported, rename_map=MODELS / "map.toml", rerun=False)
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        monkeypatch.setattr(app, "suspend", contextlib.nullcontext)  # no terminal to hand over here
+        await settle(pilot)
+        await pilot.press("s", "b")  # the original side, at the culprit
+        messages = [notification.message for notification in app._notifications]
+        assert any("the original side is a trace file" in message and "with s (switch side)." in message for message in messages)
+        assert not any("--side" in message for message in messages)
+        app.selected_row = 14  # the port's dropout: no original call
+        await pilot.press("b")
+        messages = [notification.message for notification in app._notifications]
+        assert any("has no original call: press s to switch to the other side" in message for message in messages)
+
+
 # -- one trace (tracetui show) -----------------------------------------------------------
 
 

@@ -25,23 +25,29 @@ DebugOutcome = Literal["continued", "quit", "not_reached"]
 
 ROOT_NAMES = ("", "(root)")
 CLOSE_NAMES = 6
+# How the user picks the other side, named in messages: the command line's option; the
+# interface passes its key instead.
+SWITCH_SIDE_OPTION = "--side"
 
 
 # -- choosing what to debug --------------------------------------------------------------------
 
 
-def script_path_for(comparison: Comparison, side: Side, script_path: str | Path | None = None) -> Path:
+def script_path_for(
+    comparison: Comparison, side: Side, script_path: str | Path | None = None, switch_side: str = SWITCH_SIDE_OPTION
+) -> Path:
     """The model script to re-run for ``side``: the one given, else the one the trace was recorded from."""
     path = Path(script_path) if script_path is not None else Path(pick(comparison, side).source)
-    return require_script(path, side)
+    return require_script(path, side, switch_side)
 
 
-def require_script(path: str | Path, side: Side) -> Path:
+def require_script(path: str | Path, side: Side, switch_side: str = SWITCH_SIDE_OPTION) -> Path:
+    """``path`` as a script to re-run; ``switch_side`` names how to pick the other side (``--side``, or a key)."""
     path = Path(path)
     if path.suffix != ".py":
         raise UsageError(
             f"{path}: the {side} side is a trace file; the debugger re-runs the model, so it needs the {side} model "
-            "script (.py). Pass the script instead of the trace, or choose the other side with --side."
+            f"script (.py). Pass the script instead of the trace, or choose the other side with {switch_side}."
         )
     if not path.exists():
         raise UsageError(f"{path}: no such script; the debugger re-runs the {side} model script, so it must exist.")
@@ -123,20 +129,21 @@ def debug_call(
     *,
     device: str = "cpu",
     context: int | None = None,
+    switch_side: str = SWITCH_SIDE_OPTION,
 ) -> DebugOutcome:
     """Re-run ``side``'s script and stop ipdb at the first line of ``row``'s module's forward.
 
     Runs in the current terminal (an interface calls it inside ``app.suspend()``). The script is
     ``script_path``, or the ``.py`` the side's trace was recorded from; a trace file cannot be
-    re-run (:class:`UsageError`). Returns how the session ended; script errors raise
-    :class:`ScriptError` as everywhere else.
+    re-run (:class:`UsageError`; ``switch_side`` names, in messages, how to pick the other side).
+    Returns how the session ended; script errors raise :class:`ScriptError` as everywhere else.
     """
     record = pick(row, side)
     if record is None:
-        raise UsageError(f"row #{row.index} ({row.label}) has no {side} call to stop in; choose the other side.")
+        raise UsageError(f"row #{row.index} ({row.label}) has no {side} call to stop in; choose the other side with {switch_side}.")
     if record.kind != "module":
         raise UsageError(f"{record.display_name} is a tap, not a module call; break in the module around it instead.")
-    path = script_path_for(comparison, side, script_path)
+    path = script_path_for(comparison, side, script_path, switch_side)
     script = load_script(path, seed=pick(comparison, side).seed, device=device)
     return debug_script_call(comparison, row, side, script, context=context)
 

@@ -9,7 +9,8 @@ State (reactive attributes of :class:`TracetuiApp`):
 - ``outline``: the visible rows, derived from ``listing`` and ``view``;
 - ``selected_row``: the row under the cursor (an index into ``comparison.rows``): the first
   culprit when the app opens on a comparison that has one, else the first row;
-- ``show_detail``: whether the detail pane is shown.
+- ``show_detail``: whether the detail pane is shown;
+- ``debug_side``: the model ``b`` and ``B`` re-run (``s`` switches it; the status line shows it).
 
 Widgets are bound to these (``data_bind``) and redraw when they change; they ask for changes
 with the messages of :mod:`tracetui.tui.messages`, handled here, except the call list's cursor
@@ -64,6 +65,7 @@ from tracetui.tui.outline import Outline, ViewOptions, compile_filter
 from tracetui.tui.status_line import StatusLine
 
 MAP_FILE_NAME = "tracetui.map.toml"  # written by w, in the folder tracetui was started from
+SWITCH_SIDE_KEY = "s (switch side)"  # how the debugger's messages name the way to the other side
 
 
 class TracetuiApp(App[None]):
@@ -135,7 +137,7 @@ class TracetuiApp(App[None]):
         yield ComparisonHeader(id="header").data_bind(TracetuiApp.source)
         with Vertical(id="rows-pane"):
             yield CallList(self, id="calls").data_bind(TracetuiApp.outline, cursor_row=TracetuiApp.selected_row)
-            yield StatusLine(id="status").data_bind(TracetuiApp.outline, row=TracetuiApp.selected_row)
+            yield StatusLine(id="status").data_bind(TracetuiApp.outline, TracetuiApp.debug_side, row=TracetuiApp.selected_row)
         yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
         yield KeyFooter(id="footer")
 
@@ -299,6 +301,7 @@ class TracetuiApp(App[None]):
     # -- the debugger -----------------------------------------------------------------------
 
     def action_switch_side(self) -> None:
+        """The status line shows the side from now on; the toast only says it changed."""
         self.debug_side = other_side(self.debug_side)
         self.notify(f"b and B now re-run the {self.debug_side} model", timeout=3)
 
@@ -327,7 +330,7 @@ class TracetuiApp(App[None]):
         message, severity = "", "information"
         with self.suspend():
             try:
-                outcome = debug_call(comparison, row, side)
+                outcome = debug_call(comparison, row, side, switch_side=SWITCH_SIDE_KEY)
                 message = describe_outcome(outcome, row, side)
             except TracetuiError as error:
                 message, severity = error.message, "error"

@@ -85,7 +85,7 @@ KEYS = [
     ("d", "show or hide the detail pane"),
     ("b", "debug: re-run the model and stop ipdb in the selected module's forward, on this call"),
     ("B", "debug: the same at the culprit"),
-    ("s", "switch the side b and B re-run: ported (default) or original"),
+    ("s", "switch the side b and B re-run: ported (default) or original; the status line shows it"),
     ("m", "pair by hand: m on an original-only row, then m on its ported counterpart; m on a paired row unpairs it"),
     ("w", "write the pairing as a rename map (tracetui.map.toml) for --map next time"),
     ("tab", "move focus between the list and the detail pane"),

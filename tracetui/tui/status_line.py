@@ -14,6 +14,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tracetui.safe_text import printable
+from tracetui.sides import Side
 from tracetui.tui.lines import component_style
 from tracetui.tui.messages import FilterChanged, FilterDone
 from tracetui.tui.outline import Outline
@@ -22,7 +23,7 @@ FILTER_HINT = "  regex over both sides' names · enter keeps · escape clears"
 
 
 class StatusLine(Widget, can_focus=False):
-    """``row #4 · 42 rows · filter /mlp/``; after `/`, ``/mlp▏`` with the filter applied as you type.
+    """``row #4 · 42 rows · filter /mlp/ · b debugs ported (s switches)``; after `/`, ``/mlp▏`` with the filter applied as you type.
 
     A row is named by its number (``#4``), the one the list's ``#`` column, the detail pane, the
     debugger and the headless report show, whatever folds and filters hide above it.
@@ -35,10 +36,18 @@ class StatusLine(Widget, can_focus=False):
         Binding("ctrl+w", "delete_word", "delete word", show=False),
         Binding("ctrl+u", "delete(-1)", "delete all", show=False),
     ]
-    COMPONENT_CLASSES = {"status-line--prompt", "status-line--cursor", "status-line--hint", "status-line--filter"}
+    COMPONENT_CLASSES = {
+        "status-line--prompt",
+        "status-line--cursor",
+        "status-line--hint",
+        "status-line--filter",
+        "status-line--side",
+        "status-line--side-original",
+    }
 
     outline: reactive[Outline | None] = reactive(None, always_update=True)
     row: reactive[int] = reactive(0)
+    debug_side: reactive[Side] = reactive("ported")  # the model b and B re-run (a comparison only)
     editing: reactive[bool] = reactive(False)
     # Typing does not redraw the line by itself: the app, applying the filter, does (a new
     # outline, or the invalid mark), so that the line and the filtered list appear in one frame.
@@ -125,4 +134,10 @@ class StatusLine(Widget, can_focus=False):
             line.append(" (x shows all)")
         if options.collapsed:
             line.append(f" · {len(options.collapsed)} folded")
+        if outline.listing.mode == "comparison":
+            # Always on screen: b on the wrong side re-runs the wrong model, which can take minutes.
+            side_style = component_style(self, "status-line--side-original" if self.debug_side == "original" else "status-line--side")
+            line.append(" · b debugs ")
+            line.append(self.debug_side, side_style)
+            line.append(" (s switches)")
         return line
