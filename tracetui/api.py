@@ -10,7 +10,7 @@ which the command line calls directly with the options it built from its argumen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -169,16 +169,27 @@ def compare_sources(
     infer: bool,
     stream: bool,
     isolate: bool = True,
+    on_loaded: Callable[[Side, ModelScript | Trace], None] | None = None,
 ) -> Comparison:
-    """:func:`compare` with its run options as one value and its rename map resolved."""
+    """:func:`compare` with its run options as one value and its rename map resolved.
+
+    ``on_loaded`` sees each side's script (or trace) as soon as it is loaded, before it is
+    recorded (the command line checks a --break-at name there)."""
     report = options.progress or (lambda message: None)
+    check = on_loaded or (lambda side, loaded: None)
+
+    def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | Trace:
+        loaded = load_source(source, side_options)
+        check(side, loaded)
+        return loaded
+
     if stream:
         from tracetui.stream import compare_streaming
 
         streamed = replace(options, progress=report)
         return compare_streaming(
-            lambda: load_source(original, streamed),
-            lambda: load_source(ported, streamed),
+            lambda: load_checked(original, "original", streamed),
+            lambda: load_checked(ported, "ported", streamed),
             streamed,
             rename_map=rename_map,
             tolerance=tolerance,
@@ -192,9 +203,10 @@ def compare_sources(
         side_spill = None if options.spill is None else options.spill / side
         return replace(options, progress=lambda message: report(f"{name}, {message}"), spill=side_spill)
 
-    original_trace = record_source(original, stage("recording the original", "original"))
+    original_options = stage("recording the original", "original")
+    original_trace = record_source(load_checked(original, "original", original_options), original_options)
     ported_options = stage("recording the port", "ported")
-    ported_loaded = load_source(ported, ported_options)
+    ported_loaded = load_checked(ported, "ported", ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     report("comparing")
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)

@@ -508,8 +508,19 @@ async def test_an_invalid_regex_keeps_the_last_valid_filter(comparison: Comparis
         await pilot.press("slash", *"ln_f")
         assert app.visible_rows == [41]
         await pilot.press("(")
-        assert app.query_one(StatusLine).has_class("-invalid")
+        status_line = app.query_one(StatusLine)
+        assert status_line.has_class("-invalid")
+        # Said in words, in the filter line itself, not only in colour.
+        assert "/ln_f(   invalid regex: missing ), unterminated subpattern at position 4 · showing the last valid filter" in str(
+            status_line.render()
+        )
         assert app.visible_rows == [41]
+        await pilot.press(")")  # valid again: the hint comes back and the filter applies
+        assert not status_line.has_class("-invalid") and "invalid" not in str(status_line.render())
+        assert app.visible_rows == [41]
+        await pilot.press("[", "enter")  # kept while invalid: the last valid filter stays
+        assert app.view.filter_text == "ln_f()" and "filter /ln_f()/" in str(status_line.render())
+        assert not status_line.has_class("-invalid")
 
 
 async def test_a_filter_with_no_match_says_so(comparison: Comparison) -> None:

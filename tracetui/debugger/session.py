@@ -102,20 +102,43 @@ def find_row(
         )
     recorded_names = dict.fromkeys(record.name for record in trace.records if record.kind == "module")
     candidates = list(dict.fromkeys([*names_in_model, *recorded_names]))
-    close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
-    message = f"no module named {name!r} in the {side} model ({trace.source})."
     other = other_side(side)
     other_records = [record for record in pick(comparison, other).records if record.kind == "module" and record.name == name]
+    other_side_hint = ""
     if other_records:
         row = comparison.row_of(other, other_records[0].index)
         counterpart = pick(row, side) if row is not None else None
-        message += f" It is a module of the {other} model: add --side {other}"
-        message += f" (its {side} counterpart is {counterpart.name})." if counterpart is not None else "."
+        other_side_hint = f" It is a module of the {other} model: add --side {other}"
+        other_side_hint += f" (its {side} counterpart is {counterpart.name})." if counterpart is not None else "."
+    raise UsageError(unknown_module_message(name, side, trace.source, candidates, other_side_hint))
+
+
+def unknown_module_message(name: str, side: Side, source: str | Path, candidates: list[str], other_side_hint: str = "") -> str:
+    """``no module named 'x' in the ported model (port.py).`` with the closest names, or some names."""
+    message = f"no module named {name!r} in the {side} model ({source})." + other_side_hint
+    close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
     if close:
         message += f" Closest names: {', '.join(name or '(root)' for name in close)}."
     else:
-        message += f" Its modules include: {first_few(recorded_names, CLOSE_NAMES)}."
-    raise UsageError(message + " Names are as model.named_modules() yields them.")
+        message += f" Its modules include: {first_few(candidates, CLOSE_NAMES)}."
+    return message + " Names are as model.named_modules() yields them."
+
+
+def check_module_name(
+    name: str, side: Side, script: ModelScript, other_names: Callable[[], Iterable[str]] | None = None
+) -> None:
+    """A --break-at name checked against ``side``'s model as soon as it is built, before any
+    recording: a typo costs seconds, not the whole comparison. Whether the call index exists
+    is known only after the run (:func:`find_row`). ``other_names`` (the other model's, asked
+    only when the name is unknown) tells a name of the wrong side."""
+    names = [module_name for module_name, _ in script.model.named_modules()]
+    if name in names:
+        return
+    other_side_hint = ""
+    if other_names is not None and name in set(other_names()):
+        other = other_side(side)
+        other_side_hint = f" It is a module of the {other} model: add --side {other}, or name its {side} counterpart."
+    raise UsageError(unknown_module_message(name, side, script.label, names, other_side_hint))
 
 
 # -- running -----------------------------------------------------------------------------------

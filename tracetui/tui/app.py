@@ -212,10 +212,10 @@ class TracetuiApp(App[None]):
         status_line.refresh()  # the text typed so far: the line leaves redrawing it to this handler
         try:
             compile_filter(message.text)
-        except re.error:
-            status_line.add_class("-invalid")
+        except re.error as error:
+            status_line.show_invalid(str(error))  # and the list keeps the last valid filter
             return
-        status_line.remove_class("-invalid")
+        status_line.show_invalid("")
         self.view = replace(self.view, filter_text=message.text)
 
     def on_filter_done(self, message: FilterDone) -> None:
@@ -345,7 +345,6 @@ class TracetuiApp(App[None]):
 
     def close_filter_line(self) -> None:
         status_line = self.query_one(StatusLine)
-        status_line.remove_class("-invalid")
         status_line.stop()
         self.query_one(CallList).focus()
 

@@ -37,6 +37,7 @@ class StatusLine(Widget, can_focus=False):
         Binding("ctrl+u", "delete(-1)", "delete all", show=False),
     ]
     COMPONENT_CLASSES = {
+        "status-line--error",
         "status-line--prompt",
         "status-line--cursor",
         "status-line--hint",
@@ -52,6 +53,8 @@ class StatusLine(Widget, can_focus=False):
     # Typing does not redraw the line by itself: the app, applying the filter, does (a new
     # outline, or the invalid mark), so that the line and the filtered list appear in one frame.
     text: reactive[str] = reactive("", repaint=False)
+    # Why the text typed is not a regex (the app, compiling it, says): shown instead of the hint.
+    filter_error: reactive[str] = reactive("", repaint=False)
 
     # -- editing ----------------------------------------------------------------------------
 
@@ -63,6 +66,12 @@ class StatusLine(Widget, can_focus=False):
 
     def stop(self) -> None:
         self.editing = False
+        self.show_invalid("")
+
+    def show_invalid(self, error: str) -> None:
+        """Say why the filter typed is not a regex (``""``: it is); the list keeps the last valid one."""
+        self.filter_error = error
+        self.set_class(bool(error), "-invalid")
 
     def watch_editing(self, editing: bool) -> None:
         self.can_focus = editing  # out of the tab order unless a filter is being typed
@@ -109,7 +118,11 @@ class StatusLine(Widget, can_focus=False):
             line = Text("/", component_style(self, "status-line--prompt"), no_wrap=True, overflow="ellipsis")
             line.append(printable(self.text))  # typed, or pasted from anywhere
             line.append(" ", component_style(self, "status-line--cursor"))
-            line.append(FILTER_HINT, component_style(self, "status-line--hint"))
+            if self.filter_error:
+                error_style = component_style(self, "status-line--error")
+                line.append(f"  invalid regex: {printable(self.filter_error)} · showing the last valid filter", error_style)
+            else:
+                line.append(FILTER_HINT, component_style(self, "status-line--hint"))
             return line
         return self.status()
 
