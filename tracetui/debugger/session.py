@@ -15,6 +15,7 @@ from tracetui.debugger.breakpoint import ForwardBreakpoint, context_name_for, in
 from tracetui.debugger.context import DebugContext
 from tracetui.errors import ScriptError, UsageError
 from tracetui.rows import Row
+from tracetui.safe_text import printable
 from tracetui.script import ModelScript, load_script
 from tracetui.sides import Side, other_side, pick
 from tracetui.text import first_few
@@ -114,14 +115,20 @@ def find_row(
 
 
 def unknown_module_message(name: str, side: Side, source: str | Path, candidates: list[str], other_side_hint: str = "") -> str:
-    """``no module named 'x' in the ported model (port.py).`` with the closest names, or some names."""
+    """``no module named 'x' in the ported model (port.py).`` with the closest names, or some names.
+
+    The names come from the user's model: each is kept to one line (a newline shows as ``\\n``)."""
     message = f"no module named {name!r} in the {side} model ({source})." + other_side_hint
     close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
     if close:
-        message += f" Closest names: {', '.join(name or '(root)' for name in close)}."
+        message += f" Closest names: {', '.join(map(shown_name, close))}."
     else:
-        message += f" Its modules include: {first_few(candidates, CLOSE_NAMES)}."
+        message += f" Its modules include: {first_few(map(shown_name, candidates), CLOSE_NAMES)}."
     return message + " Names are as model.named_modules() yields them."
+
+
+def shown_name(name: str) -> str:
+    return printable(name) or "(root)"
 
 
 def check_module_name(
