@@ -533,15 +533,40 @@ async def test_a_filter_with_no_match_says_so(comparison: Comparison) -> None:
         assert len(app.visible_rows) == len(comparison.rows)
 
 
-async def test_x_shows_only_rows_that_do_not_match(comparison: Comparison) -> None:
+async def test_x_shows_the_rows_that_differ_and_u_the_unmatched_ones(comparison: Comparison) -> None:
+    """x keeps culprits, diverged and inherited rows (and shape, dtype, nonfinite and
+    nondeterministic ones), without the one-sided calls, which u shows; the status line says
+    how many rows each leaves out."""
     app = TracetuiApp(comparison)
+    statuses = {row.index: comparison.status(row) for row in comparison.rows}
+    unmatched = [row for row, status in statuses.items() if status == "unmatched"]
+    assert unmatched == [14, 27, 40]
+    async with app.run_test(size=(160, 40)) as pilot:  # the whole status line
+        status_line = app.query_one(StatusLine)
+        await pilot.press("x")
+        assert app.visible_rows == [row for row, status in statuses.items() if status not in ("match", "unmatched")]
+        assert 1 not in app.visible_rows and 14 not in app.visible_rows
+        assert "only rows that differ · hidden: 3 unmatched (u shows), 5 matching · b debugs" in str(status_line.render())
+        await pilot.press("u")  # and the unmatched ones
+        assert app.visible_rows == [row for row, status in statuses.items() if status != "match"]
+        assert "only rows that differ and unmatched rows · hidden: 5 matching · b debugs" in str(status_line.render())
+        await pilot.press("x")  # only the unmatched ones, with their ancestors: the tree still reads
+        assert app.visible_rows == [0, 2, 10, 14, 15, 23, 27, 28, 36, 40]
+        assert all(comparison.rows[row].index in unmatched or row in (0, 2, 10, 15, 23, 28, 36) for row in app.visible_rows)
+        assert "only unmatched rows · hidden: 5 matching, 27 differing (x shows) · b debugs" in str(status_line.render())
+        await pilot.press("u")
+        assert len(app.visible_rows) == len(comparison.rows)
+        assert "hidden" not in str(status_line.render())
+
+
+async def test_x_keeps_the_ancestors_of_a_row_that_differs(nesting_comparison: Comparison) -> None:
+    listing_rows = nesting_comparison.rows
+    app = TracetuiApp(nesting_comparison)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("x")
-        assert app.visible_rows == [row.index for row in comparison.rows if comparison.status(row) != "match"]
-        assert 1 not in app.visible_rows and 14 in app.visible_rows
-        assert "only rows that do not match" in str(app.query_one(StatusLine).render())
-        await pilot.press("x")
-        assert len(app.visible_rows) == len(comparison.rows)
+        for row in app.visible_rows:
+            parent = listing_rows[row].parent
+            assert parent is None or parent in app.visible_rows
 
 
 # -- tolerance ---------------------------------------------------------------------------
@@ -739,7 +764,7 @@ async def test_a_row_has_one_number_in_the_list_the_status_line_and_the_detail(c
         await pilot.press("x")  # rows above it hidden: still #4
         await settle(pilot)
         status = str(app.query_one(StatusLine).render())
-        assert f"row #4 · {len(app.visible_rows)} of 42 rows shown" in status
+        assert f"row #4 · {len(app.visible_rows)} of 42 rows" in status
         assert detail_text(app).startswith("#4  ")
 
 
@@ -783,6 +808,16 @@ async def test_the_status_line_always_says_which_side_b_debugs(comparison: Compa
         assert str(app.query_one(StatusLine).render()).endswith("b debugs original (s switches)")
         await pilot.press("x", "s")  # a filter does not push it out
         assert str(app.query_one(StatusLine).render()).endswith("b debugs ported (s switches)")
+
+
+async def test_on_a_narrow_terminal_the_side_stays_and_the_rest_is_cut(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("x", "s", "slash", *"attn", "enter")
+        await settle(pilot)
+        status = str(app.query_one(StatusLine).render())
+        assert status.endswith("… · b debugs original (s switches)") and status.startswith("row #4 · ")
+        assert len(status) <= 80 - 2  # the line's padding
 
 
 async def test_debugger_messages_name_the_s_key_not_the_command_line_option(

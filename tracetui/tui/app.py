@@ -87,6 +87,7 @@ class TracetuiApp(App[None]):
         Binding("slash", "filter", "filter", key_display="/"),
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("x", "only_problems", "problems"),
+        Binding("u", "only_unmatched", "unmatched", show=False),
         Binding("t", "tolerance", "tolerance"),
         Binding("d", "toggle_detail", "detail"),
     ]
@@ -236,7 +237,7 @@ class TracetuiApp(App[None]):
         if view.collapsed & ancestors:
             view = replace(view, collapsed=view.collapsed - ancestors)
         if Outline(self.listing, view).position_of(row) is None and view.is_filtered:
-            view = replace(view, filter_text="", only_problems=False)
+            view = replace(view, filter_text="", only_problems=False, only_unmatched=False)
             self.close_filter_line()
             self.notify("filters cleared to show the row", timeout=3)
         self.view = view
@@ -244,9 +245,9 @@ class TracetuiApp(App[None]):
     # -- app-wide keys ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """A single trace has no tolerance, statuses or other side: t, x, b, B and s are off there."""
+        """A single trace has no tolerance, statuses or other side: t, x, u, b, B, s, m and w are off there."""
         return self.is_comparison or action not in (
-            "tolerance", "only_problems", "break_selected", "break_culprit", "switch_side", "pair_by_hand", "write_map"
+            "tolerance", "only_problems", "only_unmatched", "break_selected", "break_culprit", "switch_side", "pair_by_hand", "write_map"
         )
 
     # -- pairing by hand --------------------------------------------------------------------
@@ -354,6 +355,9 @@ class TracetuiApp(App[None]):
 
     def action_only_problems(self) -> None:
         self.view = replace(self.view, only_problems=not self.view.only_problems)
+
+    def action_only_unmatched(self) -> None:
+        self.view = replace(self.view, only_unmatched=not self.view.only_unmatched)
 
     def action_toggle_detail(self) -> None:
         self.show_detail = not self.show_detail

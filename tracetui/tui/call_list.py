@@ -383,7 +383,7 @@ class CallList(ScrollView, can_focus=True):
         position = round(self.scroll_offset.y) + y - 1
         if outline is None or position >= len(outline):
             if y == 1 and outline is not None and not len(outline):
-                message = "no rows to show — escape clears the filter, x shows every row"
+                message = "no rows to show — escape clears the filter, x and u toggle rows by status"
                 return Strip(fit([(message, base + self.style("empty"))], width), width)
             return Strip.blank(width, base)
         row = outline.visible[position]

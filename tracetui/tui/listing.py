@@ -159,7 +159,11 @@ class Listing:
         return [text.lower() for text in texts]
 
     def is_problem(self, index: int) -> bool:
-        """Shown by `x` (only rows that do not match)."""
+        """Shown by `x`: a paired row whose values differ (any status but match and unmatched)."""
+        return False
+
+    def is_unmatched(self, index: int) -> bool:
+        """Shown by `u`: a call only one model makes."""
         return False
 
     def cells(self, index: int, full_names: bool) -> LineCells:
@@ -213,7 +217,10 @@ class ComparisonListing(Listing):
         return tuple(record.display_name for record in (row.original, row.ported) if record is not None)
 
     def is_problem(self, index: int) -> bool:
-        return self.statuses[index] != "match"
+        return self.statuses[index] not in ("match", "unmatched")
+
+    def is_unmatched(self, index: int) -> bool:
+        return self.statuses[index] == "unmatched"
 
     def cells(self, index: int, full_names: bool) -> LineCells:
         row = self.rows[index]

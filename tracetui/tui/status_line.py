@@ -134,23 +134,39 @@ class StatusLine(Widget, can_focus=False):
         total = len(outline.listing)
         if outline.position_of(self.row) is not None:
             line.append(f"row #{self.row} · ")
-        line.append(f"{total} rows" if len(outline) == total else f"{len(outline)} of {total} rows shown")
+        line.append(f"{total} rows" if len(outline) == total else f"{len(outline)} of {total} rows")
         options = outline.options
         filter_style = component_style(self, "status-line--filter")
         if options.filter_text:
             line.append(" · ")
             line.append(f"filter /{printable(options.filter_text)}/", filter_style)
             line.append(" (escape clears)")
-        if options.only_problems:
+        if options.by_status:
             line.append(" · ")
-            line.append("only rows that do not match", filter_style)
-            line.append(" (x shows all)")
+            line.append(by_status_label(options.only_problems, options.only_unmatched), filter_style)
+            if outline.set_aside:
+                line.append(" · hidden: " + hidden_rows(outline.set_aside))
         if options.collapsed:
             line.append(f" · {len(options.collapsed)} folded")
         if outline.listing.mode == "comparison":
-            # Always on screen: b on the wrong side re-runs the wrong model, which can take minutes.
+            # Always on screen, whatever precedes it: b on the wrong side re-runs the wrong model,
+            # which can take minutes. What does not fit before it is cut, with an ellipsis.
             side_style = component_style(self, "status-line--side-original" if self.debug_side == "original" else "status-line--side")
-            line.append(" · b debugs ")
-            line.append(self.debug_side, side_style)
-            line.append(" (s switches)")
+            side = Text.assemble(" · b debugs ", (self.debug_side, side_style), " (s switches)")
+            room = self.content_region.width - side.cell_len
+            if self.content_region.width and line.cell_len > room:
+                line.truncate(max(0, room), overflow="ellipsis")
+            line.append_text(side)
         return line
+
+
+def by_status_label(only_problems: bool, only_unmatched: bool) -> str:
+    """What `x` and `u` keep: ``only rows that differ``, ``only unmatched rows``, or both."""
+    kept = ["rows that differ"] * only_problems + ["unmatched rows"] * only_unmatched
+    return "only " + " and ".join(kept)
+
+
+def hidden_rows(set_aside: dict[str, int]) -> str:
+    """``3 unmatched (u shows), 5 matching``: what `x` or `u` leaves out, and the key that shows it."""
+    keys = {"unmatched": " (u shows)", "differing": " (x shows)"}
+    return ", ".join(f"{count} {kind}{keys.get(kind, '')}" for kind, count in set_aside.items())
