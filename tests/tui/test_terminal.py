@@ -181,3 +181,21 @@ def test_closing_the_terminal_under_the_interface_ends_it_with_130_without_hangi
     child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun")
     child.expect("CULPRIT")
     assert hang_up(child) == (130, None)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_while_the_models_run_a_line_shows_the_stage_and_the_time() -> None:
+    """Before the interface can open, the models run (minutes for a large one): the terminal
+    shows each stage with its call count and the time so far, as for the headless report."""
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml")
+    try:
+        child.expect("DIVERGED")
+        before = child.before or ""
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    shown = before.split(ENTER_ALTERNATE_SCREEN)[0]
+    for stage in ("recording the original", "recording the port, run 1 of 2: 0 calls", "opening the interface"):
+        assert stage in shown, shown[-2000:]
+    assert "0:00:0" in shown  # the time so far

@@ -10,7 +10,14 @@ from rich.console import Console
 
 from tracetui import api
 from tracetui.classify import Tolerance
-from tracetui.cli.common import add_memory_options, add_run_options, check_tolerance, wants_interface, write_json_after_report
+from tracetui.cli.common import (
+    add_memory_options,
+    add_run_options,
+    check_tolerance,
+    progress_line,
+    wants_interface,
+    write_json_after_report,
+)
 from tracetui.compare import Comparison
 from tracetui.errors import ScriptError, UsageError
 from tracetui.options import RunOptions
@@ -104,15 +111,15 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     json_path = check_outputs(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     sources = {"original": arguments.original, "ported": arguments.ported}
-    with errors.status("starting") as status:
-        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(for_markup(message) + " …"))
+    with progress_line(errors, "starting") as show_stage:
+        options = RunOptions.from_arguments(arguments, progress=show_stage)
         on_loaded = break_at_check(arguments)
         if on_loaded is not None and not arguments.stream:
             # The side to stop in is built first and checked before either model is recorded; the
             # comparison then records that very script. (--stream builds one model at a time, so
             # there the port's name is checked once the original is recorded, as the port is built.)
             side = arguments.side
-            status.update(f"building {for_markup(sources[side])} …")
+            show_stage(f"building {sources[side]}")
             sources[side] = api.load_source(sources[side], options)
             on_loaded(side, sources[side])
         comparison = api.compare_sources(
@@ -127,10 +134,12 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             on_loaded=on_loaded if arguments.stream else None,
         )
         del sources  # the model built first: the debugger builds its own, fresh
+        interface = wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None)
+        if interface:
+            show_stage("opening the interface")  # importing Textual takes a moment too
+            from tracetui.tui import open_comparison
     exit_status = 0 if comparison.verdict == "match" else 1
-    if wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None):
-        from tracetui.tui import open_comparison
-
+    if interface:
         write_json_report(comparison, arguments.json, json_path, printed=False)
         open_comparison(comparison)
         return exit_status
