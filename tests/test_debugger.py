@@ -365,6 +365,47 @@ def test_unknown_name_exits_2_and_lists_the_closest_names(tiny_pair) -> None:
     assert "Traceback" not in result.stderr
 
 
+def marking_pair(directory: Path) -> tuple[Path, Path, Path, Path]:
+    """The tiny pair, each forward pass appending to a marker file of its own side."""
+    paths = []
+    for side, activation in (("original", "tanh"), ("ported", "sigmoid")):
+        marker = directory / f"{side}.ran"
+        first_line = "        hidden_states = input_values\n"
+        marking = f"        open({str(marker)!r}, 'a').write('ran')\n"
+        source = TINY_MODEL.replace("{activation}", activation).replace(first_line, marking + first_line)
+        script = directory / f"{side}.py"
+        script.write_text(source)
+        paths += [script, marker]
+    original, original_marker, ported, ported_marker = paths
+    return original, ported, original_marker, ported_marker
+
+
+@pytest.mark.parametrize("side", ["ported", "original"])
+def test_a_misspelt_break_at_name_fails_before_either_model_runs(tmp_path: Path, side: str) -> None:
+    """Checked against the built model, before recording: exit 2 with the closest names, and
+    neither forward pass ran (no marker file) — not after the whole comparison."""
+    original, ported, original_marker, ported_marker = marking_pair(tmp_path)
+    result = run_tracetui("compare", str(original), str(ported), "--no-tui", "--side", side, "--break-at", "shraed")
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert f"no module named 'shraed' in the {side} model" in message and "Closest names: shared" in message
+    assert "Traceback" not in result.stderr
+    assert not original_marker.exists() and not ported_marker.exists()
+    # The same script with a right name does run, both sides (the markers prove the markers work).
+    result = run_tracetui("compare", str(original), str(ported), "--no-tui", "--no-rerun", "--side", side, "--break-at", "shared:7")
+    assert result.returncode == 2 and "there is no call 7" in " ".join(result.stderr.split())
+    assert original_marker.exists() and ported_marker.exists()
+
+
+def test_a_misspelt_break_at_name_with_stream_fails_before_the_port_runs(tmp_path: Path) -> None:
+    """--stream builds one model at a time: the port's name is checked when the port is built,
+    after the original is recorded but before the port runs."""
+    original, ported, original_marker, ported_marker = marking_pair(tmp_path)
+    result = run_tracetui("compare", str(original), str(ported), "--no-tui", "--stream", "--break-at", "shraed")
+    assert result.returncode == 2 and "Closest names: shared" in " ".join(result.stderr.split())
+    assert original_marker.exists() and not ported_marker.exists()
+
+
 def test_break_on_mismatch_on_a_matching_pair_has_nothing_to_break_at(tiny_pair, tracetui_main) -> None:
     original, _ = tiny_pair
     status, output, _ = tracetui_main("compare", str(original), str(original), "--no-rerun", "--break-on-mismatch")
@@ -380,7 +421,9 @@ def test_a_name_of_the_other_side_suggests_side(tracetui_main) -> None:
         "--break-at", "transformer.h.1.mlp.act",
     )
     assert status == 2
-    assert "It is a module of the original model: add --side original (its ported counterpart is model.layers.1.mlp.act_fn)" in message
+    # Told before either model runs: the ported counterpart's name needs the pairing, so it is not given.
+    assert "no module named 'transformer.h.1.mlp.act' in the ported model" in message
+    assert "It is a module of the original model: add --side original, or name its ported counterpart." in message
 
 
 def test_a_module_that_never_runs_has_its_own_message(tiny_pair, tracetui_main) -> None:

@@ -10,7 +10,7 @@ which the command line calls directly with the options it built from its argumen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -183,16 +183,27 @@ def compare_sources(
     stream: bool,
     isolate: bool = True,
     fixes: bool = True,
+    on_loaded: Callable[[Side, ModelScript | Trace], None] | None = None,
 ) -> Comparison:
-    """:func:`compare` with its run options as one value and its rename map resolved."""
+    """:func:`compare` with its run options as one value and its rename map resolved.
+
+    ``on_loaded`` sees each side's script (or trace) as soon as it is loaded, before it is
+    recorded (the command line checks a --break-at name there)."""
     report = options.progress or (lambda message: None)
+    check = on_loaded or (lambda side, loaded: None)
+
+    def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | Trace:
+        loaded = load_source(source, side_options)
+        check(side, loaded)
+        return loaded
+
     if stream:
         from tracetui.stream import compare_streaming
 
         streamed = replace(options, progress=report)
         return compare_streaming(
-            lambda: load_source(original, streamed),
-            lambda: load_source(ported, streamed),
+            lambda: load_checked(original, "original", streamed),
+            lambda: load_checked(ported, "ported", streamed),
             streamed,
             rename_map=rename_map,
             tolerance=tolerance,
@@ -211,10 +222,12 @@ def compare_sources(
     # Kept for the fix search, which reads the original's own values (its eps, its weights) — not
     # when spilling: that is for models too big to keep both in memory.
     keep_original = fixes and isolate and options.spill is None
-    original_loaded = load_source(original, original_options) if keep_original else original
-    original_trace = record_source(original_loaded, original_options)
+    loaded = load_checked(original, "original", original_options)
+    original_trace = record_source(loaded, original_options)
+    original_loaded = loaded if keep_original else None  # else the built model goes now, once recorded
+    del loaded
     ported_options = stage("recording the port", "ported")
-    ported_loaded = load_source(ported, ported_options)
+    ported_loaded = load_checked(ported, "ported", ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     report("comparing")
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)

@@ -73,8 +73,8 @@ async def test_first_screen_lists_every_row_in_call_order(comparison: Comparison
         assert "1×7×16" in culprit_line and "2.26e-01" in culprit_line and "▶ CULPRIT" in culprit_line
         assert "inherited" in line(app, 8)
         assert "unmatched" in line(app, 14) and "dropout (Dropout)" in line(app, 14)
-        assert line(app, 3).startswith("    ") and "ln_1" in line(app, 3)  # indented by depth
-        assert "row 5 of 42" in str(app.query_one(StatusLine).render())
+        assert line(app, 3).startswith(" 3     ") and "ln_1" in line(app, 3)  # numbered, then indented by depth
+        assert "row #4 · 42 rows" in str(app.query_one(StatusLine).render())
 
 
 async def test_it_opens_on_the_culprit_on_screen_with_its_detail(fed_comparison: Comparison, settle) -> None:
@@ -352,8 +352,9 @@ async def test_a_fold_and_moves_pressed_together_apply_in_order(comparison: Comp
 
 def name_columns(app: TracetuiApp, row: int) -> tuple[str, str]:
     """The text of the original's and the port's name columns on ``row``'s line."""
-    columns = Columns.for_width(app.query_one(CallList).line_width, "comparison")
-    text = line(app, row)
+    call_list = app.query_one(CallList)
+    columns = Columns.for_listing(call_list.line_width, call_list.listing)
+    text = line(app, row)[columns.names_start :]
     return text[: columns.original], text[columns.original + 1 : columns.original + 1 + columns.ported]
 
 
@@ -395,7 +396,8 @@ async def test_each_side_indents_by_its_own_depth_one_sided_rows_too(nesting_com
         # The port's mlp, which the original lacks, folds from its own (ported) column.
         mlp = by_ported["model.layers.0.mlp"]
         assert "▾ mlp (MLP)" in name_columns(app, mlp)[1]
-        ported_column = Columns.for_width(app.query_one(CallList).line_width, "comparison").original + 1
+        columns = Columns.for_listing(app.query_one(CallList).line_width, app.listing)
+        ported_column = columns.names_start + columns.original + 1
         await pilot.click(CallList, offset=(ported_column + 2 * 3, 1 + mlp))  # mlp is 3 deep in the port
         assert mlp in app.view.collapsed and "▸ mlp (MLP)" in name_columns(app, mlp)[1]
 
@@ -449,7 +451,7 @@ async def test_click_selects_a_row_and_clicking_the_marker_folds(comparison: Com
         # Line 0 is the column header; row r is on line r + 1.
         await pilot.click(CallList, offset=(30, 1 + 3))
         assert app.selected_row == 3
-        indent = 2 * comparison.rows[H0].depth
+        indent = len("41 ") + 2 * comparison.rows[H0].depth  # after the # column
         await pilot.click(CallList, offset=(indent, 1 + H0))
         assert app.selected_row == H0
         assert 3 not in app.visible_rows
@@ -506,8 +508,19 @@ async def test_an_invalid_regex_keeps_the_last_valid_filter(comparison: Comparis
         await pilot.press("slash", *"ln_f")
         assert app.visible_rows == [41]
         await pilot.press("(")
-        assert app.query_one(StatusLine).has_class("-invalid")
+        status_line = app.query_one(StatusLine)
+        assert status_line.has_class("-invalid")
+        # Said in words, in the filter line itself, not only in colour.
+        assert "/ln_f(   invalid regex: missing ), unterminated subpattern at position 4 · showing the last valid filter" in str(
+            status_line.render()
+        )
         assert app.visible_rows == [41]
+        await pilot.press(")")  # valid again: the hint comes back and the filter applies
+        assert not status_line.has_class("-invalid") and "invalid" not in str(status_line.render())
+        assert app.visible_rows == [41]
+        await pilot.press("[", "enter")  # kept while invalid: the last valid filter stays
+        assert app.view.filter_text == "ln_f()" and "filter /ln_f()/" in str(status_line.render())
+        assert not status_line.has_class("-invalid")
 
 
 async def test_a_filter_with_no_match_says_so(comparison: Comparison) -> None:
@@ -520,15 +533,40 @@ async def test_a_filter_with_no_match_says_so(comparison: Comparison) -> None:
         assert len(app.visible_rows) == len(comparison.rows)
 
 
-async def test_x_shows_only_rows_that_do_not_match(comparison: Comparison) -> None:
+async def test_x_shows_the_rows_that_differ_and_u_the_unmatched_ones(comparison: Comparison) -> None:
+    """x keeps culprits, diverged and inherited rows (and shape, dtype, nonfinite and
+    nondeterministic ones), without the one-sided calls, which u shows; the status line says
+    how many rows each leaves out."""
     app = TracetuiApp(comparison)
+    statuses = {row.index: comparison.status(row) for row in comparison.rows}
+    unmatched = [row for row, status in statuses.items() if status == "unmatched"]
+    assert unmatched == [14, 27, 40]
+    async with app.run_test(size=(160, 40)) as pilot:  # the whole status line
+        status_line = app.query_one(StatusLine)
+        await pilot.press("x")
+        assert app.visible_rows == [row for row, status in statuses.items() if status not in ("match", "unmatched")]
+        assert 1 not in app.visible_rows and 14 not in app.visible_rows
+        assert "only rows that differ · hidden: 3 unmatched (u shows), 5 matching · b debugs" in str(status_line.render())
+        await pilot.press("u")  # and the unmatched ones
+        assert app.visible_rows == [row for row, status in statuses.items() if status != "match"]
+        assert "only rows that differ and unmatched rows · hidden: 5 matching · b debugs" in str(status_line.render())
+        await pilot.press("x")  # only the unmatched ones, with their ancestors: the tree still reads
+        assert app.visible_rows == [0, 2, 10, 14, 15, 23, 27, 28, 36, 40]
+        assert all(comparison.rows[row].index in unmatched or row in (0, 2, 10, 15, 23, 28, 36) for row in app.visible_rows)
+        assert "only unmatched rows · hidden: 5 matching, 27 differing (x shows) · b debugs" in str(status_line.render())
+        await pilot.press("u")
+        assert len(app.visible_rows) == len(comparison.rows)
+        assert "hidden" not in str(status_line.render())
+
+
+async def test_x_keeps_the_ancestors_of_a_row_that_differs(nesting_comparison: Comparison) -> None:
+    listing_rows = nesting_comparison.rows
+    app = TracetuiApp(nesting_comparison)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("x")
-        assert app.visible_rows == [row.index for row in comparison.rows if comparison.status(row) != "match"]
-        assert 1 not in app.visible_rows and 14 in app.visible_rows
-        assert "only rows that do not match" in str(app.query_one(StatusLine).render())
-        await pilot.press("x")
-        assert len(app.visible_rows) == len(comparison.rows)
+        for row in app.visible_rows:
+            parent = listing_rows[row].parent
+            assert parent is None or parent in app.visible_rows
 
 
 # -- tolerance ---------------------------------------------------------------------------
@@ -697,9 +735,10 @@ async def test_shape_dtype_and_nonfinite_mismatches_are_marked(zoo_comparison: C
     index = {row.original_name or row.ported_name: row.index for row in zoo_comparison.rows}
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert "≠ shape" in line(app, index["shape"]) and "2×6≠2×5" in line(app, index["shape"])
-        assert "≠ dtype" in line(app, index["dtype"])
-        assert "NaN/Inf" in line(app, index["nan"])
+        # The status words of the header and the JSON report, spelled the same.
+        assert "shape mismatch" in line(app, index["shape"]) and "2×6≠2×5" in line(app, index["shape"])
+        assert "dtype mismatch" in line(app, index["dtype"])
+        assert "nonfinite" in line(app, index["nan"])
         app.selected_row = index["nan"]
         await settle(pilot)
         assert "NaN/Inf mismatches" in detail_text(app)
@@ -709,6 +748,100 @@ async def test_shape_dtype_and_nonfinite_mismatches_are_marked(zoo_comparison: C
         app.selected_row = index["dtype"]
         await settle(pilot)
         assert "dtypes differ: float32 vs float64" in detail_text(app)
+
+
+async def test_a_row_has_one_number_in_the_list_the_status_line_and_the_detail(comparison: Comparison, settle) -> None:
+    """Row 4 (the culprit) is #4 in the list's # column, the status line and the detail pane's
+    title, as in the headless report's # column and the JSON's rows[4] — with rows hidden above it too."""
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.query_one(CallList).render_line(0).text.startswith(" # original (class)")
+        assert line(app, 0).startswith(" 0 ") and line(app, CULPRIT).startswith(f" {CULPRIT} ")
+        assert line(app, 41).startswith("41 ")
+        assert "row #4 · 42 rows" in str(app.query_one(StatusLine).render())
+        assert detail_text(app).startswith("#4  h.0.attn ↔ layers.0.self_attn")
+        await pilot.press("x")  # rows above it hidden: still #4
+        await settle(pilot)
+        status = str(app.query_one(StatusLine).render())
+        assert f"row #4 · {len(app.visible_rows)} of 42 rows" in status
+        assert detail_text(app).startswith("#4  ")
+
+
+async def test_a_nondeterministic_row_says_nondeterministic(settle) -> None:
+    """The word of the header, the README and the JSON report, not an abbreviation of its own."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    class AlwaysDropout(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return functional.dropout(x, p=0.5, training=True)
+
+    def chain(middle: nn.Module) -> tuple[nn.Module, torch.Tensor]:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 4), middle, nn.Linear(4, 4), nn.ReLU()), torch.randn(4, 4)
+
+    comparison = tracetui.compare(chain(nn.Dropout(0.5)), chain(AlwaysDropout()), rerun=True)
+    culprit = comparison.culprit
+    assert culprit is not None and comparison.status(culprit) == "nondeterministic"
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "▶ nondeterministic" in line(app, culprit.index)  # the column widens to fit it
+        assert "random" not in line(app, culprit.index)
+        assert "nondeterministic" in header_text(app)
+        assert "nondeterministic" in detail_text(app).splitlines()[0]
+
+
+# -- the debugger's side ----------------------------------------------------------------
+
+
+async def test_the_status_line_always_says_which_side_b_debugs(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert str(app.query_one(StatusLine).render()).endswith("b debugs ported (s switches)")
+        await pilot.press("s")
+        await pilot.pause(3.5)  # long after the toast
+        assert not app._notifications  # the toast has gone, the status line still says it
+        assert str(app.query_one(StatusLine).render()).endswith("b debugs original (s switches)")
+        await pilot.press("x", "s")  # a filter does not push it out
+        assert str(app.query_one(StatusLine).render()).endswith("b debugs ported (s switches)")
+
+
+async def test_on_a_narrow_terminal_the_side_stays_and_the_rest_is_cut(comparison: Comparison, settle) -> None:
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("x", "s", "slash", *"attn", "enter")
+        await settle(pilot)
+        status = str(app.query_one(StatusLine).render())
+        assert status.endswith("… · b debugs original (s switches)") and status.startswith("row #4 · ")
+        assert len(status) <= 80 - 2  # the line's padding
+
+
+async def test_debugger_messages_name_the_s_key_not_the_command_line_option(
+    tiny_traces: tuple[Trace, Trace], settle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the interface, "choose the other side" means the s key: --side is for the command line."""
+    import contextlib
+    import copy
+
+    original, ported = copy.copy(tiny_traces[0]), copy.copy(tiny_traces[1])
+    original.source = "recorded/original.trace"  # a trace file: the debugger cannot re-run it
+    comparison = tracetui.compare(original, ported, rename_map=MODELS / "map.toml", rerun=False)
+    app = TracetuiApp(comparison)
+    async with app.run_test(size=SIZE) as pilot:
+        monkeypatch.setattr(app, "suspend", contextlib.nullcontext)  # no terminal to hand over here
+        await settle(pilot)
+        await pilot.press("s", "b")  # the original side, at the culprit
+        messages = [notification.message for notification in app._notifications]
+        assert any("the original side is a trace file" in message and "with s (switch side)." in message for message in messages)
+        assert not any("--side" in message for message in messages)
+        app.selected_row = 14  # the port's dropout: no original call
+        await pilot.press("b")
+        messages = [notification.message for notification in app._notifications]
+        assert any("has no original call: press s to switch to the other side" in message for message in messages)
 
 
 # -- one trace (tracetui show) -----------------------------------------------------------

@@ -49,3 +49,7 @@ def test_narrow_terminal(snap_compare, comparison: Comparison, settle: Settle) -
 
 def test_several_culprits_each_marked_with_its_own_figure(snap_compare, fed_comparison: Comparison, settle: Settle) -> None:
     assert snap_compare(TracetuiApp(fed_comparison), terminal_size=(120, 44), run_before=pressing(settle, "n", "n"))
+
+
+def test_x_shows_the_rows_that_differ_and_counts_the_rest(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 36), run_before=pressing(settle, "x", "d"))

@@ -61,7 +61,7 @@ def test_compare_opens_the_interface_and_q_restores_the_terminal() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -> None:
-    """The culprit (row 5 of 42) is selected and on the first screen without a key; the header
+    """The culprit (row #4 of 42) is selected and on the first screen without a key; the header
     leads with the verdict and shows its figures whole; ``jjjj`` written at once moves four rows."""
     child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun", size=(80, 24))
     try:
@@ -70,9 +70,9 @@ def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -
         child.expect(r"out \|Δ\|")
         child.expect("2.26e-01")  # the culprit's output Δ, whole
         child.expect("CULPRIT")
-        child.expect("row 5 of 42")  # the cursor is on it, no key pressed
+        child.expect("row #4 · 42 rows")  # the cursor is on it, no key pressed
         child.send("jjjj")  # one write: the keys arrive together
-        child.expect("row 9 of 42")
+        child.expect("row #8 · 42 rows")
         child.send("q")
         child.expect(pexpect.EOF)
     finally:
@@ -181,3 +181,21 @@ def test_closing_the_terminal_under_the_interface_ends_it_with_130_without_hangi
     child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun")
     child.expect("CULPRIT")
     assert hang_up(child) == (130, None)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_while_the_models_run_a_line_shows_the_stage_and_the_time() -> None:
+    """Before the interface can open, the models run (minutes for a large one): the terminal
+    shows each stage with its call count and the time so far, as for the headless report."""
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml")
+    try:
+        child.expect("DIVERGED")
+        before = child.before or ""
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    shown = before.split(ENTER_ALTERNATE_SCREEN)[0]
+    for stage in ("recording the original", "recording the port, run 1 of 2: 0 calls", "opening the interface"):
+        assert stage in shown, shown[-2000:]
+    assert "0:00:0" in shown  # the time so far

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 
 from tracetui.errors import OutputError, UsageError
+from tracetui.safe_text import printable
 from tracetui.script import DEFAULT_SEED
 
 
@@ -92,3 +94,23 @@ def write_json_after_report(write: Callable[[], None], printed: bool = True) -> 
     except OutputError as error:
         before = "the report above is complete, but " if printed else ""
         raise OutputError(f"{before}the JSON report was not written: {error.message}") from error
+
+
+@contextmanager
+def progress_line(errors: Console, first_message: str) -> Iterator[Callable[[str], None]]:
+    """A transient line on stderr while the models run: a spinner, the stage with its call count
+    (``recording the port, run 1 of 2: 12000 calls``) and the time so far, which moves even
+    while one long call runs. Yields the function that sets the stage. Nothing on a stderr that
+    is not a terminal. The interface opens only once the comparison is done: until then, this is
+    what it shows, the same as the headless report."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description} …", markup=False), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True, disable=not errors.is_terminal) as progress:
+        task = progress.add_task(printable(first_message), total=None)
+
+        def show_stage(message: str) -> None:
+            progress.update(task, description=printable(message))
+            progress.refresh()  # at once, as rich's status does: a stage may last less than a refresh
+
+        yield show_stage

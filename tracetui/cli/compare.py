@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
 from tracetui import api
 from tracetui.classify import Tolerance
-from tracetui.cli.common import add_memory_options, add_run_options, check_tolerance, wants_interface, write_json_after_report
+from tracetui.cli.common import (
+    add_memory_options,
+    add_run_options,
+    check_tolerance,
+    progress_line,
+    wants_interface,
+    write_json_after_report,
+)
 from tracetui.compare import Comparison
-from tracetui.errors import UsageError
+from tracetui.errors import ScriptError, UsageError
 from tracetui.options import RunOptions
 from tracetui.output_files import absolute_path, check_output_directory, check_output_file, is_within
 from tracetui.report import print_report
 from tracetui.safe_text import for_markup, printable
-from tracetui.sides import SIDES, pick
+from tracetui.script import ModelScript, load_script
+from tracetui.sides import SIDES, Side, other_side, pick
 from tracetui.spill import trace_directory_entries
+from tracetui.trace import Trace
 from tracetui.tracefile import INDEX_NAME
 
 COMPARE_EPILOG = """\
@@ -37,7 +47,9 @@ forward on that call, with the real arguments in scope. At the prompt `ctx` hold
 sides' recorded inputs and outputs for the call: `p ctx`, `p ctx.diff(hidden_states)`,
 `p ctx.diff_output(result)`, `ctx.other.inputs[...]`. `c` runs to the end, `q` stops the
 run; the exit status is the comparison's (0 match, 1 diverged), 2 for an unknown or
-never-run module or a side given as a trace file."""
+never-run module or a side given as a trace file. A name the model does not have is caught
+as soon as that side's script is built, before anything is recorded (with --stream, a
+name of the port once the original is recorded)."""
 
 
 def add_compare_command(commands: argparse._SubParsersAction) -> None:
@@ -104,11 +116,21 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     check_break_options(arguments)
     json_path = check_outputs(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
-    with errors.status("starting") as status:
-        options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(for_markup(message) + " …"))
+    sources = {"original": arguments.original, "ported": arguments.ported}
+    with progress_line(errors, "starting") as show_stage:
+        options = RunOptions.from_arguments(arguments, progress=show_stage)
+        on_loaded = break_at_check(arguments)
+        if on_loaded is not None and not arguments.stream:
+            # The side to stop in is built first and checked before either model is recorded; the
+            # comparison then records that very script. (--stream builds one model at a time, so
+            # there the port's name is checked once the original is recorded, as the port is built.)
+            side = arguments.side
+            show_stage(f"building {sources[side]}")
+            sources[side] = api.load_source(sources[side], options)
+            on_loaded(side, sources[side])
         comparison = api.compare_sources(
-            arguments.original,
-            arguments.ported,
+            sources["original"],
+            sources["ported"],
             options,
             tolerance=Tolerance(atol=arguments.atol, rtol=arguments.rtol),
             rename_map=rename_map,
@@ -116,11 +138,15 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             stream=arguments.stream,
             isolate=not arguments.no_isolate,
             fixes=not arguments.no_fixes,
+            on_loaded=on_loaded if arguments.stream else None,
         )
+        del sources  # the model built first: the debugger builds its own, fresh
+        interface = wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None)
+        if interface:
+            show_stage("opening the interface")  # importing Textual takes a moment too
+            from tracetui.tui import open_comparison
     exit_status = 0 if comparison.verdict == "match" else 1
-    if wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None):
-        from tracetui.tui import open_comparison
-
+    if interface:
         write_json_report(comparison, arguments.json, json_path, printed=False)
         open_comparison(comparison)
         return exit_status
@@ -175,10 +201,37 @@ def check_break_options(arguments: argparse.Namespace) -> None:
     require_script(pick(arguments, arguments.side), arguments.side)
 
 
+def break_at_check(arguments: argparse.Namespace) -> Callable[[Side, ModelScript | Trace], None] | None:
+    """For --break-at: a check of the name against the side's model as soon as it is built, so
+    that a misspelt name fails in seconds, before the slow recording, with the closest names."""
+    if arguments.break_at is None or not api.is_script_path(pick(arguments, arguments.side)):
+        return None
+    from tracetui.debugger import check_module_name, parse_break_at
+
+    name, _ = parse_break_at(arguments.break_at)
+    chosen_side: Side = arguments.side
+    other_source = pick(arguments, other_side(chosen_side))
+
+    def other_names() -> list[str]:
+        """The other model's module names, built only to tell a name of the wrong side (the error path)."""
+        if not api.is_script_path(other_source):
+            return []
+        try:
+            other_script = load_script(other_source, seed=arguments.seed, device=arguments.device)
+        except ScriptError:
+            return []  # the name's own error is the one to report; the other script's comes later
+        return [module_name for module_name, _ in other_script.model.named_modules()]
+
+    def check(side: Side, loaded: ModelScript | Trace) -> None:
+        if side == chosen_side and isinstance(loaded, ModelScript):
+            check_module_name(name, side, loaded, other_names)
+
+    return check
+
+
 def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_status: int, console: Console, errors: Console) -> int:
     """--break-on-mismatch / --break-at: re-run one side and stop ipdb in a module's forward."""
     from tracetui.debugger import debug_script_call, describe_outcome, find_row, parse_break_at
-    from tracetui.script import load_script
 
     side = arguments.side
     script_path = pick(arguments, side)

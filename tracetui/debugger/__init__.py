@@ -23,6 +23,7 @@ from tracetui.debugger.breakpoint import ForwardBreakpoint, context_name_for
 from tracetui.debugger.context import DebugContext
 from tracetui.debugger.session import (
     DebugOutcome,
+    check_module_name,
     debug_call,
     debug_script_call,
     describe_outcome,
@@ -34,6 +35,7 @@ from tracetui.debugger.session import (
 __all__ = [
     "DebugContext",
     "DebugOutcome",
+    "check_module_name",
     "ForwardBreakpoint",
     "context_name_for",
     "debug_call",

@@ -356,7 +356,7 @@ class DebugContext:
         status = f"status {self.comparison.status(row)}" + (" — the culprit (first divergence)" if row is self.comparison.culprit else "")
         lines = [
             f"tracetui: stopped in the {self.side} model, {self.script_path}",
-            f"  module  {this.name or '(root)'} ({this.class_name}), call {this.call}   [row {row.index}, {status}]",
+            f"  module  {this.name or '(root)'} ({this.class_name}), call {this.call}   [row #{row.index}, {status}]",
         ]
         if other is None:
             lines.append(f"  paired  nothing on the {self.other_side} side: no recorded values to compare with")

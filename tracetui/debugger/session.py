@@ -15,6 +15,7 @@ from tracetui.debugger.breakpoint import ForwardBreakpoint, context_name_for, in
 from tracetui.debugger.context import DebugContext
 from tracetui.errors import ScriptError, UsageError
 from tracetui.rows import Row
+from tracetui.safe_text import printable
 from tracetui.script import ModelScript, load_script
 from tracetui.sides import Side, other_side, pick
 from tracetui.text import first_few
@@ -25,23 +26,29 @@ DebugOutcome = Literal["continued", "quit", "not_reached"]
 
 ROOT_NAMES = ("", "(root)")
 CLOSE_NAMES = 6
+# How the user picks the other side, named in messages: the command line's option; the
+# interface passes its key instead.
+SWITCH_SIDE_OPTION = "--side"
 
 
 # -- choosing what to debug --------------------------------------------------------------------
 
 
-def script_path_for(comparison: Comparison, side: Side, script_path: str | Path | None = None) -> Path:
+def script_path_for(
+    comparison: Comparison, side: Side, script_path: str | Path | None = None, switch_side: str = SWITCH_SIDE_OPTION
+) -> Path:
     """The model script to re-run for ``side``: the one given, else the one the trace was recorded from."""
     path = Path(script_path) if script_path is not None else Path(pick(comparison, side).source)
-    return require_script(path, side)
+    return require_script(path, side, switch_side)
 
 
-def require_script(path: str | Path, side: Side) -> Path:
+def require_script(path: str | Path, side: Side, switch_side: str = SWITCH_SIDE_OPTION) -> Path:
+    """``path`` as a script to re-run; ``switch_side`` names how to pick the other side (``--side``, or a key)."""
     path = Path(path)
     if path.suffix != ".py":
         raise UsageError(
             f"{path}: the {side} side is a trace file; the debugger re-runs the model, so it needs the {side} model "
-            "script (.py). Pass the script instead of the trace, or choose the other side with --side."
+            f"script (.py). Pass the script instead of the trace, or choose the other side with {switch_side}."
         )
     if not path.exists():
         raise UsageError(f"{path}: no such script; the debugger re-runs the {side} model script, so it must exist.")
@@ -96,20 +103,49 @@ def find_row(
         )
     recorded_names = dict.fromkeys(record.name for record in trace.records if record.kind == "module")
     candidates = list(dict.fromkeys([*names_in_model, *recorded_names]))
-    close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
-    message = f"no module named {name!r} in the {side} model ({trace.source})."
     other = other_side(side)
     other_records = [record for record in pick(comparison, other).records if record.kind == "module" and record.name == name]
+    other_side_hint = ""
     if other_records:
         row = comparison.row_of(other, other_records[0].index)
         counterpart = pick(row, side) if row is not None else None
-        message += f" It is a module of the {other} model: add --side {other}"
-        message += f" (its {side} counterpart is {counterpart.name})." if counterpart is not None else "."
+        other_side_hint = f" It is a module of the {other} model: add --side {other}"
+        other_side_hint += f" (its {side} counterpart is {counterpart.name})." if counterpart is not None else "."
+    raise UsageError(unknown_module_message(name, side, trace.source, candidates, other_side_hint))
+
+
+def unknown_module_message(name: str, side: Side, source: str | Path, candidates: list[str], other_side_hint: str = "") -> str:
+    """``no module named 'x' in the ported model (port.py).`` with the closest names, or some names.
+
+    The names come from the user's model: each is kept to one line (a newline shows as ``\\n``)."""
+    message = f"no module named {name!r} in the {side} model ({source})." + other_side_hint
+    close = difflib.get_close_matches(name, candidates, n=CLOSE_NAMES, cutoff=0.5)
     if close:
-        message += f" Closest names: {', '.join(name or '(root)' for name in close)}."
+        message += f" Closest names: {', '.join(map(shown_name, close))}."
     else:
-        message += f" Its modules include: {first_few(recorded_names, CLOSE_NAMES)}."
-    raise UsageError(message + " Names are as model.named_modules() yields them.")
+        message += f" Its modules include: {first_few(map(shown_name, candidates), CLOSE_NAMES)}."
+    return message + " Names are as model.named_modules() yields them."
+
+
+def shown_name(name: str) -> str:
+    return printable(name) or "(root)"
+
+
+def check_module_name(
+    name: str, side: Side, script: ModelScript, other_names: Callable[[], Iterable[str]] | None = None
+) -> None:
+    """A --break-at name checked against ``side``'s model as soon as it is built, before any
+    recording: a typo costs seconds, not the whole comparison. Whether the call index exists
+    is known only after the run (:func:`find_row`). ``other_names`` (the other model's, asked
+    only when the name is unknown) tells a name of the wrong side."""
+    names = [module_name for module_name, _ in script.model.named_modules()]
+    if name in names:
+        return
+    other_side_hint = ""
+    if other_names is not None and name in set(other_names()):
+        other = other_side(side)
+        other_side_hint = f" It is a module of the {other} model: add --side {other}, or name its {side} counterpart."
+    raise UsageError(unknown_module_message(name, side, script.label, names, other_side_hint))
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -123,20 +159,21 @@ def debug_call(
     *,
     device: str = "cpu",
     context: int | None = None,
+    switch_side: str = SWITCH_SIDE_OPTION,
 ) -> DebugOutcome:
     """Re-run ``side``'s script and stop ipdb at the first line of ``row``'s module's forward.
 
     Runs in the current terminal (an interface calls it inside ``app.suspend()``). The script is
     ``script_path``, or the ``.py`` the side's trace was recorded from; a trace file cannot be
-    re-run (:class:`UsageError`). Returns how the session ended; script errors raise
-    :class:`ScriptError` as everywhere else.
+    re-run (:class:`UsageError`; ``switch_side`` names, in messages, how to pick the other side).
+    Returns how the session ended; script errors raise :class:`ScriptError` as everywhere else.
     """
     record = pick(row, side)
     if record is None:
-        raise UsageError(f"row {row.index} ({row.label}) has no {side} call to stop in; choose the other side.")
+        raise UsageError(f"row #{row.index} ({row.label}) has no {side} call to stop in; choose the other side with {switch_side}.")
     if record.kind != "module":
         raise UsageError(f"{record.display_name} is a tap, not a module call; break in the module around it instead.")
-    path = script_path_for(comparison, side, script_path)
+    path = script_path_for(comparison, side, script_path, switch_side)
     script = load_script(path, seed=pick(comparison, side).seed, device=device)
     return debug_script_call(comparison, row, side, script, context=context)
 

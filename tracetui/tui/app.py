@@ -9,7 +9,8 @@ State (reactive attributes of :class:`TracetuiApp`):
 - ``outline``: the visible rows, derived from ``listing`` and ``view``;
 - ``selected_row``: the row under the cursor (an index into ``comparison.rows``): the first
   culprit when the app opens on a comparison that has one, else the first row;
-- ``show_detail``: whether the detail pane is shown.
+- ``show_detail``: whether the detail pane is shown;
+- ``debug_side``: the model ``b`` and ``B`` re-run (``s`` switches it; the status line shows it).
 
 Widgets are bound to these (``data_bind``) and redraw when they change; they ask for changes
 with the messages of :mod:`tracetui.tui.messages`, handled here, except the call list's cursor
@@ -64,6 +65,7 @@ from tracetui.tui.outline import Outline, ViewOptions, compile_filter
 from tracetui.tui.status_line import StatusLine
 
 MAP_FILE_NAME = "tracetui.map.toml"  # written by w, in the folder tracetui was started from
+SWITCH_SIDE_KEY = "s (switch side)"  # how the debugger's messages name the way to the other side
 
 
 class TracetuiApp(App[None]):
@@ -85,6 +87,7 @@ class TracetuiApp(App[None]):
         Binding("slash", "filter", "filter", key_display="/"),
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("x", "only_problems", "problems"),
+        Binding("u", "only_unmatched", "unmatched", show=False),
         Binding("t", "tolerance", "tolerance"),
         Binding("d", "toggle_detail", "detail"),
     ]
@@ -135,7 +138,7 @@ class TracetuiApp(App[None]):
         yield ComparisonHeader(id="header").data_bind(TracetuiApp.source)
         with Vertical(id="rows-pane"):
             yield CallList(self, id="calls").data_bind(TracetuiApp.outline, cursor_row=TracetuiApp.selected_row)
-            yield StatusLine(id="status").data_bind(TracetuiApp.outline, row=TracetuiApp.selected_row)
+            yield StatusLine(id="status").data_bind(TracetuiApp.outline, TracetuiApp.debug_side, row=TracetuiApp.selected_row)
         yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
         yield KeyFooter(id="footer")
 
@@ -210,10 +213,10 @@ class TracetuiApp(App[None]):
         status_line.refresh()  # the text typed so far: the line leaves redrawing it to this handler
         try:
             compile_filter(message.text)
-        except re.error:
-            status_line.add_class("-invalid")
+        except re.error as error:
+            status_line.show_invalid(str(error))  # and the list keeps the last valid filter
             return
-        status_line.remove_class("-invalid")
+        status_line.show_invalid("")
         self.view = replace(self.view, filter_text=message.text)
 
     def on_filter_done(self, message: FilterDone) -> None:
@@ -234,7 +237,7 @@ class TracetuiApp(App[None]):
         if view.collapsed & ancestors:
             view = replace(view, collapsed=view.collapsed - ancestors)
         if Outline(self.listing, view).position_of(row) is None and view.is_filtered:
-            view = replace(view, filter_text="", only_problems=False)
+            view = replace(view, filter_text="", only_problems=False, only_unmatched=False)
             self.close_filter_line()
             self.notify("filters cleared to show the row", timeout=3)
         self.view = view
@@ -242,9 +245,9 @@ class TracetuiApp(App[None]):
     # -- app-wide keys ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """A single trace has no tolerance, statuses or other side: t, x, b, B and s are off there."""
+        """A single trace has no tolerance, statuses or other side: t, x, u, b, B, s, m and w are off there."""
         return self.is_comparison or action not in (
-            "tolerance", "only_problems", "break_selected", "break_culprit", "switch_side", "pair_by_hand", "write_map"
+            "tolerance", "only_problems", "only_unmatched", "break_selected", "break_culprit", "switch_side", "pair_by_hand", "write_map"
         )
 
     # -- pairing by hand --------------------------------------------------------------------
@@ -299,6 +302,7 @@ class TracetuiApp(App[None]):
     # -- the debugger -----------------------------------------------------------------------
 
     def action_switch_side(self) -> None:
+        """The status line shows the side from now on; the toast only says it changed."""
         self.debug_side = other_side(self.debug_side)
         self.notify(f"b and B now re-run the {self.debug_side} model", timeout=3)
 
@@ -327,7 +331,7 @@ class TracetuiApp(App[None]):
         message, severity = "", "information"
         with self.suspend():
             try:
-                outcome = debug_call(comparison, row, side)
+                outcome = debug_call(comparison, row, side, switch_side=SWITCH_SIDE_KEY)
                 message = describe_outcome(outcome, row, side)
             except TracetuiError as error:
                 message, severity = error.message, "error"
@@ -342,7 +346,6 @@ class TracetuiApp(App[None]):
 
     def close_filter_line(self) -> None:
         status_line = self.query_one(StatusLine)
-        status_line.remove_class("-invalid")
         status_line.stop()
         self.query_one(CallList).focus()
 
@@ -352,6 +355,9 @@ class TracetuiApp(App[None]):
 
     def action_only_problems(self) -> None:
         self.view = replace(self.view, only_problems=not self.view.only_problems)
+
+    def action_only_unmatched(self) -> None:
+        self.view = replace(self.view, only_unmatched=not self.view.only_unmatched)
 
     def action_toggle_detail(self) -> None:
         self.show_detail = not self.show_detail

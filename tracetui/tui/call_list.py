@@ -39,25 +39,42 @@ ROW_STYLES = {"diverged": "diverged", "inherited": "inherited", "unmatched": "un
 
 @dataclass(frozen=True)
 class Columns:
-    """Column widths for one list width; names share what the fixed columns leave."""
+    """Column widths for one list width; names share what the fixed columns leave.
+
+    ``index`` is the ``#`` column (the row's number, as the status line, the detail pane, the
+    debugger and the headless report give it), followed by a gap like every column.
+    """
 
     original: int
     ported: int
     shape: int
     difference: int
     status: int
+    index: int = 0
 
     @classmethod
-    def for_width(cls, width: int, mode: str) -> Columns:
+    def for_width(cls, width: int, mode: str, index: int = 0, status: int = 10) -> Columns:
+        names_width = width - (index + 1 if index else 0)
         if mode == "trace":
-            shape, dtype = (16, 9) if width >= 60 else (0, 9)
-            name = max(8, width - shape - dtype - (2 if shape else 1))
-            return cls(name, 0, shape, dtype, 0)
-        shape = 14 if width >= 90 else (11 if width >= 64 else 0)
-        difference, status = 9, 10
+            shape, dtype = (16, 9) if names_width >= 60 else (0, 9)
+            name = max(8, names_width - shape - dtype - (2 if shape else 1))
+            return cls(name, 0, shape, dtype, 0, index)
+        shape = 14 if names_width >= 90 else (11 if names_width >= 64 else 0)
+        difference = 9
         gaps = 4 if shape else 3
-        names = max(16, width - shape - difference - status - gaps)
-        return cls(names - names // 2, names // 2, shape, difference, status)
+        names = max(16, names_width - shape - difference - status - gaps)
+        return cls(names - names // 2, names // 2, shape, difference, status, index)
+
+    @classmethod
+    def for_listing(cls, width: int, listing: Listing | None) -> Columns:
+        if listing is None:
+            return cls.for_width(width, "comparison")
+        return cls.for_width(width, listing.mode, listing.index_width, listing.status_width or 10)
+
+    @property
+    def names_start(self) -> int:
+        """Where the original's (or the trace's) name column starts."""
+        return self.index + 1 if self.index else 0
 
 
 def fit(parts: list[tuple[str, Style]], width: int) -> list[Segment]:
@@ -143,6 +160,7 @@ class CallList(ScrollView, can_focus=True):
         "call-list--cursor-culprit",
         "call-list--class",
         "call-list--marker",
+        "call-list--number",
         "call-list--shape",
         "call-list--delta",
         "call-list--delta-bad",
@@ -325,12 +343,12 @@ class CallList(ScrollView, can_focus=True):
         self.owner.select_row(row)
         listing = self.outline.listing
         if listing.child_counts[row]:
-            columns = Columns.for_width(self.line_width, listing.mode)
+            columns = Columns.for_listing(self.line_width, listing)
             cells = listing.cells(row, full_names=self.outline.options.is_filtered)
             if cells.fold_on_ported:
-                marker_x = columns.original + 1 + indent_width(cells.ported_depth, columns.ported)
+                marker_x = columns.names_start + columns.original + 1 + indent_width(cells.ported_depth, columns.ported)
             else:
-                marker_x = indent_width(cells.original_depth, columns.original)
+                marker_x = columns.names_start + indent_width(cells.original_depth, columns.original)
             if marker_x <= event.x < marker_x + MARKER_WIDTH:
                 self.owner.toggle_row(row)
 
@@ -365,7 +383,7 @@ class CallList(ScrollView, can_focus=True):
         position = round(self.scroll_offset.y) + y - 1
         if outline is None or position >= len(outline):
             if y == 1 and outline is not None and not len(outline):
-                message = "no rows to show — escape clears the filter, x shows every row"
+                message = "no rows to show — escape clears the filter, x and u toggle rows by status"
                 return Strip(fit([(message, base + self.style("empty"))], width), width)
             return Strip.blank(width, base)
         row = outline.visible[position]
@@ -379,12 +397,14 @@ class CallList(ScrollView, can_focus=True):
     def _header_strip(self, width: int, base: Style) -> Strip:
         listing = self.listing
         mode = "comparison" if listing is None else listing.mode
-        columns = Columns.for_width(width, mode)
+        columns = Columns.for_listing(width, listing)
         style = base + self.style("header")
+        number_title = ("#".rjust(columns.index), columns.index)
         if mode == "trace":
-            titles = [("module (class)", columns.original), ("output", columns.shape), ("dtype", columns.difference)]
+            titles = [number_title, ("module (class)", columns.original), ("output", columns.shape), ("dtype", columns.difference)]
         else:
             titles = [
+                number_title,
                 ("original (class)", columns.original),
                 ("ported (class)", columns.ported),
                 ("output", columns.shape),
@@ -403,7 +423,7 @@ class CallList(ScrollView, can_focus=True):
     def _line_strip(self, row: int, is_cursor: bool, width: int, base: Style, outline: Outline) -> Strip:
         listing = outline.listing
         cells = listing.cells(row, full_names=outline.options.is_filtered)
-        columns = Columns.for_width(width, listing.mode)
+        columns = Columns.for_listing(width, listing)
         line_style = base
         if cells.is_culprit:
             line_style += self.style("row-culprit")
@@ -428,8 +448,11 @@ class CallList(ScrollView, can_focus=True):
             return fit(parts, column_width)
 
         original_lead, ported_lead = (LEAF, marker) if cells.fold_on_ported else (marker, LEAF)
-        segments = name_cell(cells.original, cells.original_depth, original_lead, columns.original)
         gap = Segment(" ", line_style)
+        segments: list[Segment] = []
+        if columns.index:
+            segments += [*fit([(str(row).rjust(columns.index), line_style + self.style("number"))], columns.index), gap]
+        segments += name_cell(cells.original, cells.original_depth, original_lead, columns.original)
         if listing.mode == "trace":
             if columns.shape:
                 segments += [gap, *fit([(cells.shape, line_style + self.style("shape"))], columns.shape)]

@@ -80,12 +80,13 @@ KEYS = [
     ("enter space", "fold or unfold the selected row's submodules (click ▸/▾ too)"),
     ("/", "filter rows by name: a regex over both sides' names; enter keeps it"),
     ("escape", "clear the filter"),
-    ("x", "only rows that do not match (x again shows all)"),
+    ("x", "only rows that differ (culprits, diverged, inherited, …) with their ancestors; x again shows all"),
+    ("u", "only unmatched rows (calls one model makes), with their ancestors; with x, both"),
     ("t", "change atol / rtol: rows re-classify at once"),
     ("d", "show or hide the detail pane"),
     ("b", "debug: re-run the model and stop ipdb in the selected module's forward, on this call"),
     ("B", "debug: the same at the culprit"),
-    ("s", "switch the side b and B re-run: ported (default) or original"),
+    ("s", "switch the side b and B re-run: ported (default) or original; the status line shows it"),
     ("m", "pair by hand: m on an original-only row, then m on its ported counterpart; m on a paired row unpairs it"),
     ("w", "write the pairing as a rename map (tracetui.map.toml) for --map next time"),
     ("tab", "move focus between the list and the detail pane"),
@@ -127,8 +128,8 @@ class HelpScreen(ModalScreen[None]):
                     yield Label(label, classes=f"help-status -{status}")
                     yield Label(meaning, classes="help-meaning")
             yield Static(
-                "n/N stop at every paired row that does not match: diverged, inherited, shape, dtype, "
-                "NaN/Inf and nondeterministic rows (unmatched rows have nothing to compare). "
+                "x keeps the rows that differ: diverged, inherited, shape mismatch, dtype mismatch, "
+                "nonfinite and nondeterministic rows; unmatched rows have nothing to compare, and u shows them. "
                 "In ipdb, `p ctx` shows both sides' recorded tensors for the call and `p ctx.diff(x)` "
                 "compares a live tensor with the other side; c finishes the run, q abandons it — either way "
                 "tracetui comes back where it was.",

@@ -27,17 +27,19 @@ from tracetui.sides import Side, pick
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
 
+# The status words of the header, the README and the JSON report (spaces for underscores).
 STATUS_LABELS = {
     "match": "match",
     "diverged": "✗ diverged",
     "inherited": "inherited",
-    "shape_mismatch": "≠ shape",
-    "dtype_mismatch": "≠ dtype",
+    "shape_mismatch": "shape mismatch",
+    "dtype_mismatch": "dtype mismatch",
     "unmatched": "unmatched",
-    "nonfinite": "NaN/Inf",
-    "nondeterministic": "random",
+    "nonfinite": "nonfinite",
+    "nondeterministic": "nondeterministic",
 }
 CULPRIT_LABEL = "▶ CULPRIT"
+STATUS_COLUMN_WIDTH = 10  # the list's status column, widened only for a longer label some row has
 ROWS_CONTAINING_KEPT = 64  # substring searches a listing remembers (Listing.rows_containing)
 
 
@@ -112,6 +114,17 @@ class Listing:
     def __len__(self) -> int:
         return len(self.parents)
 
+    @property
+    def index_width(self) -> int:
+        """The ``#`` column's width: the last row's number (rows are numbered from 0, as in the
+        headless report, the JSON report's ``rows`` and the debugger)."""
+        return len(str(max(0, len(self) - 1)))
+
+    @property
+    def status_width(self) -> int:
+        """The status column's width (none in a trace listing)."""
+        return 0
+
     def search_names(self, index: int) -> tuple[str, ...]:
         raise NotImplementedError
 
@@ -146,7 +159,11 @@ class Listing:
         return [text.lower() for text in texts]
 
     def is_problem(self, index: int) -> bool:
-        """Shown by `x` (only rows that do not match)."""
+        """Shown by `x`: a paired row whose values differ (any status but match and unmatched)."""
+        return False
+
+    def is_unmatched(self, index: int) -> bool:
+        """Shown by `u`: a call only one model makes."""
         return False
 
     def cells(self, index: int, full_names: bool) -> LineCells:
@@ -185,6 +202,13 @@ class ComparisonListing(Listing):
     def culprit(self) -> int | None:
         return self._culprits[0] if self._culprits else None
 
+    @functools.cached_property
+    def status_width(self) -> int:
+        """Wide enough for every label a row shows: ``nondeterministic`` is rare, and spelled out."""
+        labels = [STATUS_LABELS[status] for status in set(self.statuses)]
+        labels += [culprit_label(self.statuses[index]) for index in self._culprits]
+        return max([STATUS_COLUMN_WIDTH, *map(len, labels)])
+
     def is_culprit(self, index: int) -> bool:
         return index in self._culprit_set
 
@@ -193,7 +217,10 @@ class ComparisonListing(Listing):
         return tuple(record.display_name for record in (row.original, row.ported) if record is not None)
 
     def is_problem(self, index: int) -> bool:
-        return self.statuses[index] != "match"
+        return self.statuses[index] not in ("match", "unmatched")
+
+    def is_unmatched(self, index: int) -> bool:
+        return self.statuses[index] == "unmatched"
 
     def cells(self, index: int, full_names: bool) -> LineCells:
         row = self.rows[index]

@@ -74,16 +74,27 @@ def rows_containing(rows: list[int], texts: list[str], required: str) -> list[in
 
 @dataclass(frozen=True)
 class ViewOptions:
+    """What the list shows. ``only_problems`` (`x`) keeps the rows whose values differ and
+    ``only_unmatched`` (`u`) the calls only one model makes — both, with both on — each with its
+    ancestors, so the tree still reads. They are separate: in a port, one-sided calls (dropouts,
+    split projections) can outnumber the differences and bury them."""
+
     filter_text: str = ""
     only_problems: bool = False
+    only_unmatched: bool = False
     collapsed: frozenset[int] = field(default_factory=frozenset)
 
     def toggled(self, row: int) -> ViewOptions:
         return replace(self, collapsed=self.collapsed ^ {row})
 
     @property
+    def by_status(self) -> bool:
+        """`x` or `u` applies."""
+        return self.only_problems or self.only_unmatched
+
+    @property
     def is_filtered(self) -> bool:
-        return bool(self.filter_text) or self.only_problems
+        return bool(self.filter_text) or self.by_status
 
 
 # A filter made of these only matches fewer rows as it grows: typing narrows the last result.
@@ -95,6 +106,7 @@ def narrows(previous: ViewOptions, options: ViewOptions) -> bool:
     return (
         previous.collapsed == options.collapsed
         and previous.only_problems == options.only_problems
+        and previous.only_unmatched == options.only_unmatched
         and options.filter_text.startswith(previous.filter_text)
         and LITERAL_FILTER.fullmatch(options.filter_text) is not None
     )
@@ -111,8 +123,11 @@ class Outline:
         self.listing = listing
         self.options = options
         self.visible: list[int]
+        # Rows `x`/`u` leave out, by kind ("unmatched", "matching", "differing"): the status line says so.
+        self.set_aside: dict[str, int] = {}
         if previous is not None and previous.listing is listing and previous.options.filter_text and narrows(previous.options, options):
             self.visible = self._filtered(previous.visible)
+            self.set_aside = previous.set_aside
         else:
             self.visible = self._visible_rows()
 
@@ -159,10 +174,29 @@ class Outline:
         if options.collapsed:
             hidden = self._hidden_by_collapse()
             visible = [index for index in visible if not hidden[index]]
-        if options.only_problems:
-            is_problem = listing.is_problem
-            visible = [index for index in visible if is_problem(index)]
+        if options.by_status:
+            kept = self._kept_by_status()
+            visible = [index for index in visible if kept[index]]
         return self._filtered(visible)
+
+    def _kept_by_status(self) -> list[bool]:
+        """The rows `x` and `u` keep, with their ancestors; counts what they set aside."""
+        listing = self.listing
+        options = self.options
+        parents = listing.parents
+        kept = [False] * len(listing)
+        for index in range(len(listing)):
+            if (options.only_problems and listing.is_problem(index)) or (options.only_unmatched and listing.is_unmatched(index)):
+                row: int | None = index
+                while row is not None and not kept[row]:
+                    kept[row] = True
+                    row = parents[row]
+        set_aside = {"unmatched": 0, "matching": 0, "differing": 0}
+        for index in compress(range(len(listing)), (not keep for keep in kept)):
+            kind = "unmatched" if listing.is_unmatched(index) else ("differing" if listing.is_problem(index) else "matching")
+            set_aside[kind] += 1
+        self.set_aside = {kind: count for kind, count in set_aside.items() if count}
+        return kept
 
     def _hidden_by_collapse(self) -> list[bool]:
         """Rows with a collapsed ancestor. Parents usually come first; the stack covers the rest."""

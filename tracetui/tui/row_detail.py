@@ -21,7 +21,7 @@ from tracetui.tui.tensor_detail import Palette, describe_leaf, side_previews, st
 def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
     is_culprit = comparison.is_culprit(row)
     status = comparison.status(row)
-    title = Text()
+    title = Text(f"#{row.index}  ", palette.dim)
     title.append(printable(row.label), palette.heading)
     title.append("  ")
     if is_culprit:

@@ -14,6 +14,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tracetui.safe_text import printable
+from tracetui.sides import Side
 from tracetui.tui.lines import component_style
 from tracetui.tui.messages import FilterChanged, FilterDone
 from tracetui.tui.outline import Outline
@@ -22,7 +23,11 @@ FILTER_HINT = "  regex over both sides' names · enter keeps · escape clears"
 
 
 class StatusLine(Widget, can_focus=False):
-    """``row 5 of 42 · filter /mlp/``; after `/`, ``/mlp▏`` with the filter applied as you type."""
+    """``row #4 · 42 rows · filter /mlp/ · b debugs ported (s switches)``; after `/`, ``/mlp▏`` with the filter applied as you type.
+
+    A row is named by its number (``#4``), the one the list's ``#`` column, the detail pane, the
+    debugger and the headless report show, whatever folds and filters hide above it.
+    """
 
     BINDINGS = [
         Binding("enter", "done(True)", "keep filter", show=False),
@@ -31,14 +36,25 @@ class StatusLine(Widget, can_focus=False):
         Binding("ctrl+w", "delete_word", "delete word", show=False),
         Binding("ctrl+u", "delete(-1)", "delete all", show=False),
     ]
-    COMPONENT_CLASSES = {"status-line--prompt", "status-line--cursor", "status-line--hint", "status-line--filter"}
+    COMPONENT_CLASSES = {
+        "status-line--error",
+        "status-line--prompt",
+        "status-line--cursor",
+        "status-line--hint",
+        "status-line--filter",
+        "status-line--side",
+        "status-line--side-original",
+    }
 
     outline: reactive[Outline | None] = reactive(None, always_update=True)
     row: reactive[int] = reactive(0)
+    debug_side: reactive[Side] = reactive("ported")  # the model b and B re-run (a comparison only)
     editing: reactive[bool] = reactive(False)
     # Typing does not redraw the line by itself: the app, applying the filter, does (a new
     # outline, or the invalid mark), so that the line and the filtered list appear in one frame.
     text: reactive[str] = reactive("", repaint=False)
+    # Why the text typed is not a regex (the app, compiling it, says): shown instead of the hint.
+    filter_error: reactive[str] = reactive("", repaint=False)
 
     # -- editing ----------------------------------------------------------------------------
 
@@ -50,6 +66,12 @@ class StatusLine(Widget, can_focus=False):
 
     def stop(self) -> None:
         self.editing = False
+        self.show_invalid("")
+
+    def show_invalid(self, error: str) -> None:
+        """Say why the filter typed is not a regex (``""``: it is); the list keeps the last valid one."""
+        self.filter_error = error
+        self.set_class(bool(error), "-invalid")
 
     def watch_editing(self, editing: bool) -> None:
         self.can_focus = editing  # out of the tab order unless a filter is being typed
@@ -96,7 +118,11 @@ class StatusLine(Widget, can_focus=False):
             line = Text("/", component_style(self, "status-line--prompt"), no_wrap=True, overflow="ellipsis")
             line.append(printable(self.text))  # typed, or pasted from anywhere
             line.append(" ", component_style(self, "status-line--cursor"))
-            line.append(FILTER_HINT, component_style(self, "status-line--hint"))
+            if self.filter_error:
+                error_style = component_style(self, "status-line--error")
+                line.append(f"  invalid regex: {printable(self.filter_error)} · showing the last valid filter", error_style)
+            else:
+                line.append(FILTER_HINT, component_style(self, "status-line--hint"))
             return line
         return self.status()
 
@@ -106,20 +132,41 @@ class StatusLine(Widget, can_focus=False):
         if outline is None:
             return line
         total = len(outline.listing)
-        position = outline.position_of(self.row)
-        line.append(f"row {position + 1} of {len(outline)}" if position is not None else f"{len(outline)} rows shown")
-        if len(outline) != total:
-            line.append(f" · {total} in all")
+        if outline.position_of(self.row) is not None:
+            line.append(f"row #{self.row} · ")
+        line.append(f"{total} rows" if len(outline) == total else f"{len(outline)} of {total} rows")
         options = outline.options
         filter_style = component_style(self, "status-line--filter")
         if options.filter_text:
             line.append(" · ")
             line.append(f"filter /{printable(options.filter_text)}/", filter_style)
             line.append(" (escape clears)")
-        if options.only_problems:
+        if options.by_status:
             line.append(" · ")
-            line.append("only rows that do not match", filter_style)
-            line.append(" (x shows all)")
+            line.append(by_status_label(options.only_problems, options.only_unmatched), filter_style)
+            if outline.set_aside:
+                line.append(" · hidden: " + hidden_rows(outline.set_aside))
         if options.collapsed:
             line.append(f" · {len(options.collapsed)} folded")
+        if outline.listing.mode == "comparison":
+            # Always on screen, whatever precedes it: b on the wrong side re-runs the wrong model,
+            # which can take minutes. What does not fit before it is cut, with an ellipsis.
+            side_style = component_style(self, "status-line--side-original" if self.debug_side == "original" else "status-line--side")
+            side = Text.assemble(" · b debugs ", (self.debug_side, side_style), " (s switches)")
+            room = self.content_region.width - side.cell_len
+            if self.content_region.width and line.cell_len > room:
+                line.truncate(max(0, room), overflow="ellipsis")
+            line.append_text(side)
         return line
+
+
+def by_status_label(only_problems: bool, only_unmatched: bool) -> str:
+    """What `x` and `u` keep: ``only rows that differ``, ``only unmatched rows``, or both."""
+    kept = ["rows that differ"] * only_problems + ["unmatched rows"] * only_unmatched
+    return "only " + " and ".join(kept)
+
+
+def hidden_rows(set_aside: dict[str, int]) -> str:
+    """``3 unmatched (u shows), 5 matching``: what `x` or `u` leaves out, and the key that shows it."""
+    keys = {"unmatched": " (u shows)", "differing": " (x shows)"}
+    return ", ".join(f"{count} {kind}{keys.get(kind, '')}" for kind, count in set_aside.items())
