@@ -51,9 +51,7 @@ class OpenCalls(Generic[Entry]):
     def innermost(self) -> Entry | None:
         """The call a new call on this thread nests in: this thread's innermost, or, for a
         worker thread's outermost call, the innermost open call of the main thread."""
-        for entry in self.enclosing():
-            return entry
-        return None
+        return next(self.enclosing(), None)
 
     def enclosing(self) -> Iterator[Entry]:
         """The open calls around a new call on this thread, innermost first."""
@@ -61,7 +59,3 @@ class OpenCalls(Generic[Entry]):
         yield from reversed(stack)
         if threading.get_ident() != self._main_thread:
             yield from reversed(self._stacks.get(self._main_thread, []))
-
-    def depth(self) -> int:
-        """How many open calls enclose a new call on this thread."""
-        return sum(1 for _ in self.enclosing())

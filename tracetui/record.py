@@ -214,7 +214,7 @@ class Recorder:
             name=name,
             class_name=class_name,
             call=counts[name],
-            depth=self._open_calls.depth(),
+            depth=0 if parent is None else self.trace.records[parent].depth + 1,
             parent=parent,
             kind=kind,  # type: ignore[arg-type]
         )
