@@ -7,7 +7,6 @@ import contextlib
 import inspect
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 
 from tracetui.debugger.context import CONTEXT_NAME, FALLBACK_CONTEXT_NAME
 from tracetui.errors import UsageError
+from tracetui.interruption import restored_signal_handlers
 
 # -- the breakpoint ---------------------------------------------------------------------------
 
@@ -65,7 +65,7 @@ class ForwardBreakpoint:
         previous_excepthook = sys.excepthook
         previous_main = sys.modules.get("__main__")  # IPython's shell puts its own __main__ in place
         handles = []
-        with restored_signal_handlers(), restored_terminal():
+        with sigint_handler_restored(), restored_terminal():
             try:
                 handles.append(self.module.register_forward_pre_hook(self._before_call))
                 handles.append(self.module.register_forward_hook(self._after_call, always_call=True))
@@ -130,19 +130,15 @@ def forget_frame_tracing(debugger: Any) -> None:
 
 
 @contextlib.contextmanager
-def restored_signal_handlers() -> Iterator[None]:
-    """pdb's ``c`` installs its own SIGINT handler; put back the one we had."""
+def sigint_handler_restored() -> Iterator[None]:
+    """pdb's ``c`` installs its own SIGINT handler; put back the one we had, and pdb's note of it."""
     import pdb
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if in_main_thread else None
     previous_pdb_handler = getattr(pdb.Pdb, "_previous_sigint_handler", None)
     try:
-        yield
+        with restored_signal_handlers([signal.SIGINT]):
+            yield
     finally:
-        if in_main_thread and previous is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGINT, previous)
         if hasattr(pdb.Pdb, "_previous_sigint_handler"):
             pdb.Pdb._previous_sigint_handler = previous_pdb_handler
 
