@@ -1,7 +1,12 @@
-"""Element-wise differences between two recorded tensors, computed in float64.
+"""Element-wise differences between two recorded tensors.
 
 Kept apart from the comparison logic: the recorder uses it for the nondeterminism check, the
 comparison for every leaf pair, the interface for its detail pane.
+
+What a row needs — the largest |Δ|, where it is, the largest |original| an rtol could forgive —
+is measured in one pass over cache-sized slices, in the tensors' own precision (float32 for
+16-bit types), and made exact in float64 on the few elements that can be the largest. The rest
+(relative error, mean |Δ|, cosine) is computed in float64 when a row is shown (:class:`Details`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ def as_comparable(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(COMPARISON_DTYPE)
 
 
+@dataclass(frozen=True)
+class Details:
+    """The figures of a difference that only a person reading the row needs."""
+
+    max_rel: float  # |p - o| / |o| over elements with o != 0
+    mean_abs: float
+    cosine: float
+
+
+IDENTICAL = Details(max_rel=0.0, mean_abs=0.0, cosine=1.0)
+
+
 @dataclass
 class TensorDifference:
     """How two same-named tensors differ. Tolerance-independent figures are computed once."""
@@ -36,9 +53,6 @@ class TensorDifference:
     ported_dtype: str
     numel: int = 0
     max_abs: float = 0.0  # over elements finite on both sides
-    max_rel: float = 0.0  # |p - o| / |o| over elements with o != 0
-    mean_abs: float = 0.0
-    cosine: float = 1.0
     worst_index: tuple[int, ...] | None = None
     worst_original: float | None = None
     worst_ported: float | None = None
@@ -53,6 +67,8 @@ class TensorDifference:
     # then a lower bound of the true largest difference, and the other figures are unknown.
     from_statistics: bool = False
     original_abs_max: float = 0.0  # largest finite |o|: bounds what an rtol can forgive
+    # max_rel, mean_abs and cosine: computed from the kept values when first read (see :meth:`details`).
+    _details: Details | None = field(default=None, repr=False)
     _shape_matches: bool | None = field(default=None, repr=False)  # cached: re-classifying asks often
     _original: torch.Tensor | None = field(default=None, repr=False)
     _ported: torch.Tensor | None = field(default=None, repr=False)
@@ -67,6 +83,38 @@ class TensorDifference:
         if self._shape_matches is None:
             self._shape_matches = self.broadcast_shape is not None or equivalent_shapes(self.original_shape, self.ported_shape)
         return self._shape_matches
+
+    @property
+    def max_rel(self) -> float:
+        """Largest |p - o| / |o| over elements with o != 0."""
+        return self.details().max_rel
+
+    @property
+    def mean_abs(self) -> float:
+        return self.details().mean_abs
+
+    @property
+    def cosine(self) -> float:
+        return self.details().cosine
+
+    def details(self) -> Details:
+        """The figures only a shown row needs, computed in float64 the first time they are read.
+
+        NaN when the values were let go before anyone asked (a fed-run or fix-search output,
+        never shown), or when the shapes cannot be compared element by element.
+        """
+        if self._details is None:
+            if self.values_kept and self.shape_matches and self.numel:
+                assert self._original is not None and self._ported is not None
+                full = TensorDifference(self.original_shape, self.ported_shape, self.original_dtype, self.ported_dtype, self.numel,
+                                        broadcast_shape=self.broadcast_shape)
+                accumulate_differences(full, self._original, self._ported)
+                self._details = full.details()
+            elif self.shape_matches and self.numel and self.max_abs == 0.0 and not self.nonfinite_mismatches:
+                return IDENTICAL  # every element equal: nothing to compute, kept or not
+            else:
+                return Details(math.nan, math.nan, math.nan)
+        return self._details
 
     @property
     def dtype_matches(self) -> bool:
@@ -113,13 +161,16 @@ class TensorDifference:
             self._counts_by_tolerance[(atol, rtol)] = self._count_out_of_tolerance(atol, rtol)
         return self._counts_by_tolerance[(atol, rtol)] + self.nonfinite_mismatches
 
-    def forget_values(self, atol: float, rtol: float) -> None:
-        """Drop the references to both tensors, first counting ``(atol, rtol)`` while they are here.
+    def forget_values(self, atol: float, rtol: float, keep_details: bool = False) -> None:
+        """Drop the references to both tensors, first counting ``(atol, rtol)`` while they are here
+        (and computing the :meth:`details` a shown row needs, with ``keep_details``).
 
         A streamed comparison measures the ported tensor while the port runs and cannot keep it.
         """
         if self.values_kept and self.shape_matches and not self.from_statistics:
             self.out_of_tolerance(atol, rtol)
+            if keep_details:
+                self.details()
         self._original = None
         self._ported = None
 
@@ -196,33 +247,120 @@ def measure(original: torch.Tensor, ported: torch.Tensor, broadcast: bool = Fals
             return difference
         difference.numel = math.prod(difference.broadcast_shape)
     if difference.numel == 0:
+        difference._details = IDENTICAL
         return difference
-    if not fill_if_identical(difference, original, ported):
-        accumulate_differences(difference, original, ported)
+    if fill_if_identical(difference, original, ported) or fill_largest(difference, original, ported):
+        return difference
+    accumulate_differences(difference, original, ported)  # NaN/Inf, mask sentinels, integers, complex, broadcast
     return difference
 
 
 def fill_if_identical(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> bool:
-    """The figures of two bitwise-equal tensors without the float64 slices (two passes instead of
-    fifteen): the common case where both sides run the same code on the same values, as the
-    fed run's modules do in a clean port. False, leaving ``difference`` as it was, otherwise."""
+    """The figures of two bitwise-equal tensors at memory speed: the common case where both sides
+    run the same code on the same values, as the fed run's modules do in a clean port. False,
+    leaving ``difference`` as it was, otherwise."""
     if original.dtype != ported.dtype or original.shape != ported.shape or original.is_complex() or original.dtype == torch.bool:
         return False
     if not torch.equal(original, ported):  # NaN is never equal: such tensors take the slices' way
         return False
     difference.worst_index = (0,) * original.dim()
     difference.worst_original = difference.worst_ported = float(original.reshape(-1)[0])
-    # max_abs, max_rel and mean_abs stay 0 and cosine 1, as the slices would give; equal Inf
-    # are no mismatch there either. original_abs_max stays 0: with nothing to forgive, no
-    # tolerance reads it.
+    # max_abs stays 0, as the slices would give; equal Inf are no mismatch there either.
+    # original_abs_max stays 0: with nothing to forgive, no tolerance reads it.
+    difference._details = IDENTICAL
     return True
 
 
+# Floating dtypes measured in one pass in their own precision (16-bit ones in float32).
+FAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fill_largest(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> bool:
+    """The largest |Δ|, its element and the largest |original|, in one pass over cache-sized slices.
+
+    Each slice's |p - o| is computed in float32 (float64 if either side is), which rounds, but
+    rounding is monotonic: the elements whose exact |Δ| is largest are among those whose rounded
+    |Δ| equals the rounded maximum, so those few are measured again in float64 and the figures
+    are exactly the float64 ones. False, leaving ``difference`` as it was, for what only the
+    float64 slices handle: NaN/Inf or mask sentinels (values from :func:`sentinel_limit` on),
+    non-floating or complex tensors, broadcast shapes.
+    """
+    if original.dtype not in FAST_DTYPES or ported.dtype not in FAST_DTYPES or difference.broadcast_shape is not None:
+        return False
+    limit = sentinel_limit(original.dtype, ported.dtype)
+    working_dtype = torch.float64 if torch.float64 in (original.dtype, ported.dtype) else torch.float32
+    original_flat, ported_flat = original.reshape(-1), ported.reshape(-1)
+    starts = range(0, original_flat.numel(), FAST_CHUNK_ELEMENTS)
+    buffer = torch.empty(min(original_flat.numel(), FAST_CHUNK_ELEMENTS), dtype=working_dtype, device=ported.device)
+    # Each slice's figures land in these (no host round trip per slice): its largest |Δ| and
+    # both sides' extremes, which tell NaN/Inf (a NaN or infinite |Δ|) and sentinels apart.
+    slice_maxima = torch.empty(len(starts), dtype=working_dtype, device=ported.device)
+    original_extremes = torch.empty(2, len(starts), dtype=original.dtype, device=ported.device)
+    ported_extremes = torch.empty(2, len(starts), dtype=ported.dtype, device=ported.device)
+
+    def slice_differences(start: int) -> torch.Tensor:
+        """|p - o| of the slice from ``start``, in the buffer (overwritten by the next slice)."""
+        original_slice = original_flat[start : start + FAST_CHUNK_ELEMENTS]
+        absolute = buffer[: original_slice.numel()]
+        torch.sub(ported_flat[start : start + FAST_CHUNK_ELEMENTS], original_slice, out=absolute)
+        return absolute.abs_()
+
+    differences = buffer
+    for position, start in enumerate(starts):
+        differences = slice_differences(start)
+        torch.amax(differences, dim=0, out=slice_maxima[position])
+        stop = start + FAST_CHUNK_ELEMENTS
+        torch.aminmax(original_flat[start:stop], out=(original_extremes[0, position], original_extremes[1, position]))
+        torch.aminmax(ported_flat[start:stop], out=(ported_extremes[0, position], ported_extremes[1, position]))
+    original_abs_max = float(original_extremes.abs().max())
+    largest_rounded = float(slice_maxima.max())
+    # NaN fails every comparison, so it leaves by the same door as Inf and sentinels.
+    if not (largest_rounded < math.inf and original_abs_max < limit and float(ported_extremes.abs().max()) < limit):
+        return False
+    largest_exact = -1.0
+    worst_flat = 0
+    in_buffer = len(starts) - 1  # the slice whose differences the buffer holds
+    # The candidates, in element order: the first of equal exact maxima wins, as argmax gives.
+    for position in positions_equal(slice_maxima, largest_rounded).tolist():
+        start = starts[position]
+        if position != in_buffer:
+            differences, in_buffer = slice_differences(start), position
+        offsets = torch.as_tensor(positions_equal(differences, largest_rounded), device=ported.device)
+        stop = start + FAST_CHUNK_ELEMENTS
+        exact = (ported_flat[start:stop][offsets].double() - original_flat[start:stop][offsets].double()).abs()
+        best = int(exact.argmax())
+        if float(exact[best]) > largest_exact:
+            largest_exact, worst_flat = float(exact[best]), start + int(offsets[best])
+    difference.max_abs = largest_exact
+    difference.original_abs_max = original_abs_max
+    difference.worst_original = float(original_flat[worst_flat])
+    difference.worst_ported = float(ported_flat[worst_flat])
+    # numpy's unravel_index: torch's imports a slow module on first use.
+    difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, tuple(original.shape)))
+    return True
+
+
+def positions_equal(values: torch.Tensor, target: float) -> numpy.ndarray | torch.Tensor:
+    """Where a flat tensor equals ``target``, in order (numpy on the CPU: torch's eq and nonzero
+    take ten times as long on a slice)."""
+    if values.device.type == "cpu":
+        return numpy.flatnonzero(values.numpy() == target)
+    return torch.nonzero(values == target).reshape(-1)
+
+
+# Slices of the one-pass measurement: 256K elements (1 MB in float32), so that both sides'
+# slices and the |Δ| buffer stay in cache through the pass's few reads, while a tensor of a
+# usual activation's size is one or a few slices (each slice costs a handful of calls).
+FAST_CHUNK_ELEMENTS = 1 << 18
+
+
 def accumulate_differences(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> None:
-    """Fill in the tolerance-independent figures, one slice at a time (see CHUNK_ELEMENTS)."""
+    """Every figure, in float64, one slice at a time (see CHUNK_ELEMENTS): for what
+    :func:`fill_largest` leaves (NaN/Inf, sentinels, integers, broadcast shapes), and for the
+    :meth:`TensorDifference.details` of a row being shown."""
     shape = difference.broadcast_shape or tuple(real_view(original).shape)
     limit = sentinel_limit(original.dtype, ported.dtype)
-    absolute_sum = 0.0
+    max_rel = absolute_sum = 0.0
     dot = original_square_sum = ported_square_sum = 0.0
     worst_flat: int | None = None
     start = 0
@@ -251,17 +389,16 @@ def accumulate_differences(difference: TensorDifference, original: torch.Tensor,
         absolute_sum += float(absolute.sum())
         nonzero = original_values != 0  # non-finite elements were zeroed above
         if bool(nonzero.any()):
-            difference.max_rel = max(difference.max_rel, float((absolute[nonzero] / original_values[nonzero].abs()).max()))
+            max_rel = max(max_rel, float((absolute[nonzero] / original_values[nonzero].abs()).max()))
         difference.original_abs_max = max(difference.original_abs_max, float(original_values.abs().max()))
         dot += float(original_values @ ported_values)
         original_square_sum += float(original_values @ original_values)
         ported_square_sum += float(ported_values @ ported_values)
         start += original_values.numel()
-    difference.mean_abs = absolute_sum / difference.numel
     assert worst_flat is not None
     # numpy's unravel_index: torch's imports a slow module on first use.
     difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, shape))
-    difference.cosine = cosine_from_sums(dot, original_square_sum, ported_square_sum)
+    difference._details = Details(max_rel, absolute_sum / difference.numel, cosine_from_sums(dot, original_square_sum, ported_square_sum))
 
 
 def sentinel_limit(original_dtype: torch.dtype, ported_dtype: torch.dtype) -> float:
@@ -317,7 +454,7 @@ def measure_summaries(original: TensorSummary, ported: TensorSummary) -> TensorD
         ported_dtype=ported.dtype,
         numel=math.prod(original.shape),
         from_statistics=True,
-        cosine=math.nan,
+        _details=Details(max_rel=0.0, mean_abs=0.0, cosine=math.nan),  # what statistics cannot tell
     )
     if not difference.shape_matches or difference.numel == 0:
         return difference
@@ -328,7 +465,8 @@ def measure_summaries(original: TensorSummary, ported: TensorSummary) -> TensorD
     if original.nonfinite or ported.nonfinite:
         return difference  # the statistics themselves are NaN/Inf: nothing finite to bound
     difference.max_abs = summary_bound(original, ported)
-    difference.mean_abs = max(0.0, abs(ported.mean - original.mean) - mean_uncertainty(original) - mean_uncertainty(ported))
+    mean_bound = max(0.0, abs(ported.mean - original.mean) - mean_uncertainty(original) - mean_uncertainty(ported))
+    difference._details = Details(max_rel=0.0, mean_abs=mean_bound, cosine=math.nan)
     difference.original_abs_max = max(abs(original.minimum), abs(original.maximum))
     return difference
 
@@ -370,19 +508,8 @@ def cosine_from_sums(dot: float, original_square_sum: float, ported_square_sum: 
 
 
 def max_abs_difference(original: torch.Tensor, ported: torch.Tensor) -> float:
-    """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check."""
-    original, ported = on_device_of(dense(original.detach()), ported), dense(ported.detach())
-    if original.shape == ported.shape and original.dtype == ported.dtype and torch.equal(original, ported):
-        return 0.0  # bitwise equal, the common case for two runs of a model: at memory speed, no float64
-    if original.shape == ported.shape:
-        largest = 0.0
-        for original_values, ported_values in comparable_chunks(original, ported, None):
-            absolute = (ported_values - original_values).abs()
-            if not bool(torch.isfinite(absolute).all()):
-                break  # NaN/Inf: let measure() tell matching non-finite values from mismatches
-            largest = max(largest, float(absolute.max()))
-        else:
-            return largest
+    """Largest |p - o| (inf when shapes or NaN/Inf patterns differ); for the run-to-run check,
+    where two runs of a model are bitwise equal but for the rare nondeterministic call."""
     difference = measure(original, ported)
     if not difference.shape_matches or difference.nonfinite_mismatches:
         return math.inf

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tracetui.numeric import TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
+from tracetui.numeric import IDENTICAL, Details, TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
 from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.sides import Side
 from tracetui.trace import CallRecord, Leaf, TensorSummary
@@ -275,7 +275,8 @@ def measure_values(original: Leaf, ported: Leaf) -> TensorDifference | None:
         return measure(torch.tensor(values[0], dtype=torch.float64), torch.tensor(values[1], dtype=torch.float64))
     if original.value_type == ported.value_type == "str":
         same = original.value_repr == ported.value_repr
-        return TensorDifference((), (), "str", "str", numel=1, max_abs=0.0 if same else math.inf, cosine=1.0 if same else 0.0)
+        details = IDENTICAL if same else Details(max_rel=0.0, mean_abs=0.0, cosine=0.0)
+        return TensorDifference((), (), "str", "str", numel=1, max_abs=0.0 if same else math.inf, _details=details)
     return None
 
 

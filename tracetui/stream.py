@@ -64,8 +64,8 @@ class StreamCheck:
             pairs = measure_outputs(original.outputs, leaves)
             self.measured[key] = (original.index, self._inputs.pop(key, []), pairs)
         for pair in pairs:
-            if pair.difference is not None:  # count the tolerance now: the live tensor is about to go
-                pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol)
+            if pair.difference is not None:  # count the tolerance (and the figures a shown row needs) now: the live tensor is about to go
+                pair.difference.forget_values(self.tolerance.atol, self.tolerance.rtol, keep_details=True)
                 self._measured_since_trim += pair.difference.numel
         if self._measured_since_trim >= TRIM_EVERY_ELEMENTS:
             release_free_memory()  # the float64 slices measured so far, back to the system
