@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -205,3 +206,31 @@ def test_calls_inside_a_forward_that_raised_are_closed_with_it() -> None:
         ("slow", 1, 0, True),
     ]
     assert not records[1].outputs
+
+
+def test_the_run_to_run_check_measures_each_pair_of_tensors_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One layer's output is the next one's input, in both runs: measured once, not twice, and a
+    change still shows on every call that sees it."""
+    record_module = sys.modules["tracetui.record"]  # the package's `record` attribute is the function
+    measured: list[tuple[torch.Size, torch.Size]] = []
+    original_measure = record_module.max_abs_difference
+
+    def counting(first: torch.Tensor, second: torch.Tensor) -> float:
+        measured.append((first.shape, second.shape))
+        return original_measure(first, second)
+
+    monkeypatch.setattr(record_module, "max_abs_difference", counting)
+    class Noise(nn.Module):
+        def forward(self, values: torch.Tensor) -> torch.Tensor:
+            return values + 0.01 * torch.rand_like(values)  # differs from run to run (another seed)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 6), Noise(), nn.Linear(6, 3))
+    trace = tracetui.record((model, torch.randn(2, 4)))
+
+    # x, the three Linear outputs and the noise's output: five unique pairs for 10 leaves.
+    assert len(measured) == 5
+    assert trace.rerun_output_diff is not None and trace.rerun_input_diff is not None
+    by_name = {record.name: record.index for record in trace.records}
+    assert trace.rerun_output_diff[by_name["2"]] > 0 and trace.rerun_input_diff[by_name["2"]] == 0
+    assert trace.rerun_input_diff[by_name["3"]] == trace.rerun_output_diff[by_name["2"]]  # the same pair, measured once

@@ -403,6 +403,7 @@ class RerunCheck:
         # A call the second run never makes (another path taken) has nothing to judge it by: 0.
         first_run.rerun_output_diff = [0.0] * len(first_run.records)
         first_run.rerun_input_diff = [0.0] * len(first_run.records)
+        self.changes = ChangeCache()
 
     def __call__(self, record: CallRecord, part: str, leaves: list[Leaf]) -> None:
         first = self.first_by_key.get((record.kind, record.name, record.call))
@@ -410,13 +411,35 @@ class RerunCheck:
             return
         if part == "inputs":
             assert self.first_run.rerun_input_diff is not None
-            self.first_run.rerun_input_diff[first.index] = largest_change(first.inputs, leaves)
+            self.first_run.rerun_input_diff[first.index] = largest_change(first.inputs, leaves, self.changes)
         else:
             assert self.first_run.rerun_output_diff is not None
-            self.first_run.rerun_output_diff[first.index] = largest_change(first.outputs, leaves)
+            self.first_run.rerun_output_diff[first.index] = largest_change(first.outputs, leaves, self.changes)
 
 
-def largest_change(first: list[Leaf], second: list[Leaf]) -> float:
+class ChangeCache:
+    """Run-to-run changes already measured, by (first run's tensor, second run's live tensor).
+
+    A call's input is usually the output of the call before it — the same recorded tensor in
+    the first run, the same live tensor in the second — so each pair is measured once. A live
+    tensor's id can be reused once it is freed: an entry counts only while the tensor it was
+    measured on is alive (a weak reference to it).
+    """
+
+    def __init__(self) -> None:
+        self._changes: dict[tuple[int, int], tuple[weakref.ref[torch.Tensor], float]] = {}
+
+    def change(self, first: torch.Tensor, second: torch.Tensor) -> float:
+        key = (id(first), id(second))
+        known = self._changes.get(key)
+        if known is not None and known[0]() is second:
+            return known[1]
+        change = max_abs_difference(first, second)
+        self._changes[key] = (weakref.ref(second, lambda _: self._changes.pop(key, None)), change)
+        return change
+
+
+def largest_change(first: list[Leaf], second: list[Leaf], changes: ChangeCache | None = None) -> float:
     """Largest |Δ| between same-named tensors of two runs (compared by statistics where the first run kept only those)."""
     second_by_name = {leaf.name: leaf.tensor for leaf in second if leaf.tensor is not None}
     change = 0.0
@@ -425,7 +448,7 @@ def largest_change(first: list[Leaf], second: list[Leaf]) -> float:
         if other is None:
             continue
         if leaf.tensor is not None:
-            change = max(change, max_abs_difference(leaf.tensor, other))
+            change = max(change, max_abs_difference(leaf.tensor, other) if changes is None else changes.change(leaf.tensor, other))
         elif leaf.summary is not None:
             change = max(change, summary_change(leaf.summary, summarize(other)))
     return change
