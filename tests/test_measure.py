@@ -149,3 +149,14 @@ def test_ties_in_two_slices_are_each_measured_from_their_own_slice() -> None:
     ported[2 * FAST_CHUNK_ELEMENTS + 1] = 0.75
     original[2 * FAST_CHUNK_ELEMENTS + 1] = -1e-9  # larger in float64, equal in float32
     assert_same_figures(measure(original, ported), reference(original, ported))
+
+
+def test_measuring_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tracetui.rows.PROGRESS_SECONDS", 0.0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(5)]).eval()
+    inputs = torch.randn(2, 8)
+    messages: list[str] = []
+    tracetui.compare((model, inputs), (model, inputs), rerun=False, progress=messages.append)
+    measuring = [message for message in messages if message.startswith("comparing, measured")]
+    assert measuring[0] == "comparing, measured 0 of 6 calls" and measuring[-1] == "comparing, measured 5 of 6 calls"

@@ -232,7 +232,7 @@ def compare_sources(
     report("comparing")
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)
     isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate else None
-    comparison = compare_alignment(alignment, tolerance, isolation=isolation)
+    comparison = compare_alignment(alignment, tolerance, isolation=isolation, progress=lambda message: report(f"comparing, {message}"))
     if fixes and isolation is not None and isinstance(ported_loaded, ModelScript):
         from tracetui.fixes import search_fixes
 

@@ -10,6 +10,7 @@ that shares the measured rows.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -119,13 +120,18 @@ class Comparison:
 
 
 def compare_alignment(
-    alignment: Alignment, tolerance: Tolerance = Tolerance(), measured: Measured | None = None, isolation: Isolation | None = None
+    alignment: Alignment,
+    tolerance: Tolerance = Tolerance(),
+    measured: Measured | None = None,
+    isolation: Isolation | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """Measure every aligned call (or take the calls already ``measured`` while the port ran),
     classify them under ``tolerance`` and find the culprits (every one, given the ``isolation``
-    a fed run of the port found: :mod:`tracetui.isolate`)."""
+    a fed run of the port found: :mod:`tracetui.isolate`). ``progress`` hears how many calls
+    are measured, a few times a second."""
     with garbage_collection_paused():
-        rows = build_rows(alignment, measured, isolation)
+        rows = build_rows(alignment, measured, isolation, progress)
     return judge(alignment, rows, RowFigures.gather(rows, alignment), tolerance)
 
 
