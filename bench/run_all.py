@@ -43,6 +43,8 @@ BENCHES = [
           quick_arguments=["--repeats", "3"]),
     Bench("compare", "bench_compare.py", "what judging every module on its own (the fed run) adds to a whole comparison (GPT-2 small)",
           quick_arguments=["--repeats", "2"]),
+    Bench("cost", "bench_compare_cost.py", "the whole compare process, big activations and measuring the leaves, against their floors",
+          quick_arguments=["--quick"]),
     Bench("memory", "bench_memory.py", "memory of an in-memory comparison of two GPT-2-small-shaped models",
           quick_arguments=["--modes", "full,stats"]),
     Bench("scale", "bench_scale.py", "a streamed comparison of a 1.1B-parameter decoder bigger than the memory it runs in",
