@@ -768,15 +768,22 @@ def found_text(source: TensorSource) -> str:
 
 def value_matched_weight_patches(culprit: Culprit, name: str, module: torch.nn.Module) -> Iterator[Patch]:
     """The module's tensors replaced by what the weights check's value matching says they were
-    meant to be (see :func:`matched_sources`). Needs the original's state dict."""
+    meant to be (see :func:`matched_sources`), one at a time; then its weight and bias together,
+    moved the same way (a fused projection's blocks reordered in both). Needs the original's state dict."""
+    candidates: dict[str, list[tuple[torch.Tensor, str]]] = {}
     for leaf, tensor in persistent_tensors(module):
         tensor_name = culprit.tensor_name(name, leaf)
         source = culprit.weight_sources.get(tensor_name)
         if source is None:
             continue
         current = tensor.detach()
-        for values, text in matched_sources(culprit.original_tensors, source):
-            if tuple(values.shape) != tuple(current.shape) or torch.equal(values.to(current.dtype), current):
+        found = candidates[leaf] = [
+            (values, text)
+            for values, text in matched_sources(culprit.original_tensors, source)
+            if tuple(values.shape) == tuple(current.shape)
+        ]
+        for values, text in found:
+            if torch.equal(values.to(current.dtype), current):
                 continue
             yield Patch(
                 "weight",
@@ -784,6 +791,18 @@ def value_matched_weight_patches(culprit: Culprit, name: str, module: torch.nn.M
                 f"replacing {tensor_name} by the original's {text} (it holds {found_text(source)})",
                 partial(replace_values, tensor, values),
             )
+    weights, biases = candidates.get("weight", []), candidates.get("bias", [])
+    if not weights or len(weights) != len(biases):  # the same moves, enumerated in the same order, for both
+        return
+    weight, bias = dict(persistent_tensors(module))["weight"], dict(persistent_tensors(module))["bias"]
+    for (weight_values, weight_text), (bias_values, bias_text) in zip(weights, biases, strict=True):
+        weight_name, bias_name = culprit.tensor_name(name, "weight"), culprit.tensor_name(name, "bias")
+        yield Patch(
+            "weight",
+            f"{weight_name} <- {weight_text}, {bias_name} <- {bias_text}",
+            f"replacing {weight_name} by the original's {weight_text} and {bias_name} by {bias_text}",
+            all_of(partial(replace_values, weight, weight_values), partial(replace_values, bias, bias_values)),
+        )
 
 
 def weight_patches(culprit: Culprit) -> Iterator[Patch]:
