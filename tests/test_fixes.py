@@ -52,6 +52,8 @@ FIRST_SUGGESTION = {
     ("bert", "norm_eps"): ("eps", "1e-12"),
     ("bert", "swapped_qk"): ("swap", "encoder.blocks.2.attn.q <-> encoder.blocks.2.attn.k"),
     ("bert", "pooler_activation"): ("activation", "tanh"),
+    # dropout_p given to scaled_dot_product_attention whatever the mode (a culprit without the rerun)
+    ("bert", "dropout"): ("dropout", "functional dropout off"),
     ("llama2c", "rms_norm_eps_wrong"): ("eps", "1e-05"),
     ("llama2c", "gate_up_swapped_layer1"): ("swap", "model.layers.1.mlp.gate_proj <-> model.layers.1.mlp.up_proj"),
     ("llama2c", "qk_not_permuted"): ("rope_permutation", "interleaved → half-split"),
@@ -516,5 +518,5 @@ def test_a_dropout_left_on_gets_the_dropout_fix() -> None:
     culprit = comparison.culprits[0]
     assert culprit.ported_name == "mlp"
     fixes = comparison.fixes[culprit.index].fixes(comparison.tolerance)
-    assert [(fix.kind, fix.detail) for fix in fixes[:1]] == [("dropout", "F.dropout off")]
+    assert [(fix.kind, fix.detail) for fix in fixes[:1]] == [("dropout", "functional dropout off")]
     assert torch.nn.functional.dropout is dropout  # the patch is undone

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -421,10 +422,16 @@ def permuted_output(order: dict[int, tuple[int, ...]], output: torch.Tensor, fir
 
 
 def has_channels(culprit: Culprit) -> bool:
-    """A convolution or a norm in the culprit: the modules whose meaning depends on which dimension holds the channels."""
-    return any(
-        isinstance(module, CHANNEL_MODULES) or any(word in type(module).__name__.lower() for word in ("conv", "norm"))
-        for _, module in culprit.submodules()
+    """A norm, or a module with a convolution in it: the modules whose meaning depends on which
+    dimension holds the channels (a transformer block holds norms too, but is no norm)."""
+    own_class = type(culprit.module).__name__.lower()
+    return (
+        isinstance(culprit.module, CHANNEL_MODULES)
+        or "norm" in own_class
+        or any(
+            isinstance(module, torch.nn.modules.conv._ConvNd) or "conv" in type(module).__name__.lower()
+            for _, module in culprit.submodules()
+        )
     )
 
 
@@ -558,23 +565,38 @@ def swap_patches(culprit: Culprit) -> Iterator[Patch]:
 
 
 def calls_dropout(module: torch.nn.Module) -> bool:
-    """The module's forward mentions dropout (``F.dropout(..., training=True)`` stays on in eval mode)."""
+    """The module's forward mentions dropout: ``F.dropout(..., training=True)``, or a
+    ``dropout_p`` passed to scaled_dot_product_attention, stays on in eval mode."""
     try:
-        return "dropout(" in inspect.getsource(type(module).forward)
+        source = inspect.getsource(type(module).forward)
     except (OSError, TypeError):
         return False
+    return "dropout(" in source or "dropout_p" in source
 
 
 def without_dropout(values: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
     return values
 
 
+def attention_without_dropout(attention: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """scaled_dot_product_attention with its ``dropout_p`` (the fifth argument) forced to 0."""
+
+    def attend(*args: object, **kwargs: object) -> torch.Tensor:
+        if len(args) > 4:
+            args = (*args[:4], 0.0, *args[5:])
+        if "dropout_p" in kwargs:
+            kwargs["dropout_p"] = 0.0
+        return attention(*args, **kwargs)
+
+    return attend
+
+
 def dropout_patches(culprit: Culprit) -> Iterator[Patch]:
     """A dropout left active: a Dropout with p > 0 in training mode (the culprit put back in eval
-    mode), or a functional dropout called with ``training=True`` (made the identity during the call)."""
+    mode), or a functional dropout called with ``training=True`` or a ``dropout_p`` given to
+    scaled_dot_product_attention whatever the mode (both made inactive during the call)."""
     modules = [module for _, module in culprit.submodules()]
-    active = [module for module in modules if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.training and module.p > 0]
-    if active or any(module.training for module in modules):
+    if any(module.training for module in modules):
         yield Patch(
             "dropout",
             "eval mode",
@@ -584,11 +606,13 @@ def dropout_patches(culprit: Culprit) -> Iterator[Patch]:
     if any(calls_dropout(module) for module in modules):
         yield Patch(
             "dropout",
-            "F.dropout off",
-            f"making the functional dropout inside {culprit.full_name('')} the identity (called with training=True)",
+            "functional dropout off",
+            f"turning off the functional dropout inside {culprit.full_name('')} (F.dropout with training=True, "
+            "or scaled_dot_product_attention's dropout_p, left on in eval mode)",
             all_of(
                 partial(set_attribute, F, "dropout", without_dropout),
                 partial(set_attribute, torch, "dropout", without_dropout),
+                partial(set_attribute, F, "scaled_dot_product_attention", attention_without_dropout(F.scaled_dot_product_attention)),
             ),
         )
 
@@ -712,14 +736,29 @@ def line_count(originals: Mapping[str, torch.Tensor], piece: Piece) -> int:
     return int(original.shape[1] if piece.axis == "columns" else original.shape[0])
 
 
-def other_blocks(originals: Mapping[str, torch.Tensor], piece: Piece) -> Iterator[tuple[torch.Tensor, str]]:
-    """A slice taken at the wrong offset: every other block of the same length of its original
-    (q's rows taken where k's are, in a fused qkv)."""
+BlockKey = tuple[str, str, int, int, bool]  # original, axis, start, stop, transposed
+
+
+def block_key(piece: Piece, start: int, stop: int) -> BlockKey:
+    return piece.original, piece.axis, start, stop, piece.transposed
+
+
+def block_usage(sources: Mapping[str, TensorSource]) -> Counter[BlockKey]:
+    """How many of the culprits' tensors hold each block of an original tensor."""
+    return Counter(block_key(piece, piece.start, piece.stop) for source in sources.values() for piece in source.pieces)
+
+
+def other_blocks(originals: Mapping[str, torch.Tensor], piece: Piece, usage: Counter[BlockKey]) -> Iterator[tuple[torch.Tensor, str]]:
+    """A slice taken at the wrong offset: another block of the same length of its original (q's
+    rows taken where k's are, in a fused qkv). Only where the weights check shows the mark such
+    a slip leaves: the block is held twice, or the other block by none of the culprits' tensors
+    (a clean split, each block held once, has nothing to try)."""
     length, lines = piece.stop - piece.start, line_count(originals, piece)
     if length <= 0 or lines % length or piece.start % length:
         return
+    held_twice = usage[block_key(piece, piece.start, piece.stop)] > 1
     for start in range(0, lines, length):
-        if start != piece.start:
+        if start != piece.start and (held_twice or not usage[block_key(piece, start, start + length)]):
             yield piece_values(originals, piece, start, start + length), piece_text(piece, start, start + length)
 
 
@@ -746,14 +785,16 @@ def reordered_pieces(originals: Mapping[str, torch.Tensor], pieces: list[Piece])
         yield torch.cat([blocks[index][0] for index in order], dim=dimension), f"cat({', '.join(texts)})"
 
 
-def matched_sources(originals: Mapping[str, torch.Tensor], source: TensorSource) -> Iterator[tuple[torch.Tensor, str]]:
+def matched_sources(
+    originals: Mapping[str, torch.Tensor], source: TensorSource, usage: Counter[BlockKey]
+) -> Iterator[tuple[torch.Tensor, str]]:
     """What the tensor should have been, by where the weights check found its values: another
     block of the tensor it was sliced from, its blocks in another order, or its original's values
     in their own order (the same values, rearranged)."""
     if any(piece.original not in originals for piece in source.pieces):
         return
     if source.how == "slice" and len(source.pieces) == 1:
-        yield from other_blocks(originals, source.pieces[0])
+        yield from other_blocks(originals, source.pieces[0], usage)
     elif source.how == "assembled" and source.pieces:
         yield from reordered_pieces(originals, source.pieces)
     elif source.how == "rearranged" and source.original is not None and source.original in originals:
@@ -771,6 +812,7 @@ def value_matched_weight_patches(culprit: Culprit, name: str, module: torch.nn.M
     meant to be (see :func:`matched_sources`), one at a time; then its weight and bias together,
     moved the same way (a fused projection's blocks reordered in both). Needs the original's state dict."""
     candidates: dict[str, list[tuple[torch.Tensor, str]]] = {}
+    usage = block_usage(culprit.weight_sources)
     for leaf, tensor in persistent_tensors(module):
         tensor_name = culprit.tensor_name(name, leaf)
         source = culprit.weight_sources.get(tensor_name)
@@ -779,7 +821,7 @@ def value_matched_weight_patches(culprit: Culprit, name: str, module: torch.nn.M
         current = tensor.detach()
         found = candidates[leaf] = [
             (values, text)
-            for values, text in matched_sources(culprit.original_tensors, source)
+            for values, text in matched_sources(culprit.original_tensors, source, usage)
             if tuple(values.shape) == tuple(current.shape)
         ]
         for values, text in found:
