@@ -23,7 +23,7 @@ from tracetui.fixes import search_fixes
 from tracetui.script import load_script
 
 DEMO = Path(__file__).resolve().parent.parent / "demos" / "gpt"
-BUGS = ("activation", "attention_scale", "missing_residual", "unconverted_weight", "norm_eps")
+BUGS = ("activation", "attention_scale", "missing_residual", "unconverted_weight", "norm_eps", "q_sliced_wrong")
 SECONDS_PER_CULPRIT_TARGET = 3.0
 
 

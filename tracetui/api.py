@@ -234,10 +234,12 @@ def compare_sources(
     isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate else None
     comparison = compare_alignment(alignment, tolerance, isolation=isolation, progress=lambda message: report(f"comparing, {message}"))
     if fixes and isolation is not None and isinstance(ported_loaded, ModelScript):
-        from tracetui.fixes import search_fixes
+        from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 
         original_script = original_loaded if isinstance(original_loaded, ModelScript) else None
-        comparison = replace(comparison, fixes=search_fixes(comparison, ported_loaded, original_script, report))
+        why = "--spill let it go once recorded" if options.spill is not None else "ORIG was given as a trace"
+        found = search_fixes(comparison, ported_loaded, original_script, report, why_no_original=f"{NO_ORIGINAL_MODEL}: {why}")
+        comparison = replace(comparison, fixes=found)
     return comparison
 
 

@@ -84,6 +84,7 @@ def fix_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
             "max_abs_diff_before": finite_or_none(search.max_abs_before),
             "tried": search.tried,
             "seconds": round(search.seconds, 3),
+            "skipped": [{"kind": kind, "reason": reason} for kind, reason in search.skipped],
         },
     }
 

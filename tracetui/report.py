@@ -131,6 +131,9 @@ def print_fix(comparison: Comparison, culprit: Row, console: Console, indent: st
         return
     found = bool(search.fixes(comparison.tolerance))
     console.print(Text(indent + printable(search.summary(comparison.tolerance)), style="green" if found else "dim"))
+    skipped = search.skipped_line()
+    if skipped is not None and not found:
+        console.print(Text(indent + printable(skipped), style="dim"))
 
 
 def print_other_culprits(comparison: Comparison, console: Console) -> None:

@@ -142,10 +142,11 @@ def compare_streaming(
         isolation = judge_alone(ported_script, alignment, tolerance, progress) if isolate else None  # the original's values from disk
         comparison = compare_alignment(alignment, tolerance, measured, isolation)
         if fixes and isolation is not None:
-            from tracetui.fixes import search_fixes
+            from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 
             # The original model is gone: the hypotheses that read its own values are not tried.
-            comparison = replace(comparison, fixes=search_fixes(comparison, ported_script, None, progress))
+            why = f"{NO_ORIGINAL_MODEL}: --stream let it go once recorded"
+            comparison = replace(comparison, fixes=search_fixes(comparison, ported_script, None, progress, why_no_original=why))
         return comparison
 
 

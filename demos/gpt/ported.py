@@ -22,6 +22,8 @@ qualified name, which `map.toml` pairs with a module of the original):
   unconverted_weight  layer 1's o_proj.weight is missed by the conversion and keeps its
                       random init (loaded with strict=False, as a hurried port might)
   norm_eps            the final norm is built with eps=1e-1 instead of the original's 1e-5
+  q_sliced_wrong      layer 3's q_proj.weight is sliced from c_attn at k's offset (rows n:2n
+                      instead of 0:n), so q and k share their weights
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ BUGS: dict[str, str] = {
     "missing_residual": "model.layers.2",
     "unconverted_weight": "model.layers.1.self_attn.o_proj",
     "norm_eps": "model.norm",
+    "q_sliced_wrong": "model.layers.3.self_attn",
 }
 
 
@@ -324,7 +327,9 @@ NANOGPT_KEY_RENAMES: list[tuple[str, str]] = [
 FUSED_QKV_KEY = re.compile(r"transformer\.h\.(\d+)\.attn\.c_attn\.(weight|bias)")
 
 
-def convert_nanogpt_state_dict(original_state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_nanogpt_state_dict(
+    original_state_dict: Mapping[str, torch.Tensor], planted_bugs: frozenset[str] = frozenset()
+) -> dict[str, torch.Tensor]:
     """Rename nanoGPT keys to this port's layout and split each fused qkv projection in three.
 
     Raises KeyError on any original key it has no rule for, so nothing is silently dropped.
@@ -336,7 +341,10 @@ def convert_nanogpt_state_dict(original_state_dict: Mapping[str, torch.Tensor]) 
         if fused_match is not None:
             layer_idx, param_name = fused_match.groups()
             # c_attn(x).split(n_embd, dim=-1) yields q, k, v: the rows of the fused weight, in order
-            for projection, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
+            parts = list(tensor.chunk(3, dim=0))
+            if "q_sliced_wrong" in planted_bugs and layer_idx == "3" and param_name == "weight":
+                parts[0] = parts[1]  # PLANTED BUG: q's rows sliced at k's offset
+            for projection, part in zip(("q_proj", "k_proj", "v_proj"), parts, strict=True):
                 converted[f"model.layers.{layer_idx}.self_attn.{projection}.{param_name}"] = part.clone()
             continue
         for pattern, replacement in NANOGPT_KEY_RENAMES:
@@ -391,7 +399,7 @@ def build(bug: str | None = None) -> tuple[GptForCausalLM, torch.Tensor]:
         torch.manual_seed(original.SEED)
         model = GptForCausalLM(config)
 
-    state_dict = convert_nanogpt_state_dict(original_model.state_dict())
+    state_dict = convert_nanogpt_state_dict(original_model.state_dict(), bugs)
     if "unconverted_weight" in bugs:
         # PLANTED BUG: the conversion misses one tensor and the load is not strict, so it keeps its random init
         del state_dict["model.layers.1.self_attn.o_proj.weight"]

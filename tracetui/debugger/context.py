@@ -234,6 +234,9 @@ class DebugContext:
         lines = [search.summary(self.tolerance)]
         for attempt in search.suggestions(self.tolerance):
             lines.append(f"  {attempt.kind}: {attempt.patch} (max |Δ| {format_difference(attempt.max_abs_after)})")
+        skipped = search.skipped_line()
+        if skipped is not None:
+            lines.append(skipped)
         return FixSuggestions(lines)
 
     def try_fix(self, number: int = 0) -> FixSuggestions:

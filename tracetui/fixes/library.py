@@ -13,11 +13,13 @@ To add a mistake: write a function ``(culprit) -> Iterator[Patch]`` from the rev
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import combinations
+from itertools import combinations, permutations
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +33,11 @@ from tracetui.fixes.patches import (
     override_forward,
     replace_values,
     set_attribute,
+    training_mode,
+    transform_input,
     transform_output,
 )
+from tracetui.weights.report import Piece, TensorSource
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class Culprit:
     module: torch.nn.Module
     model: torch.nn.Module  # the whole port: siblings of the culprit are looked up there
     counterparts: dict[str, Counterpart] = field(default_factory=dict)  # by ported module name
+    # The original's state dict, and where the weights check (tracetui.weights) found each of the
+    # culprit's tensors in it, by full ported tensor name: empty when the original model is not at hand.
+    original_tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    weight_sources: Mapping[str, TensorSource] = field(default_factory=dict)
 
     def full_name(self, relative: str) -> str:
         return ".".join(part for part in (self.name, relative) if part) or "(root)"
@@ -64,6 +73,10 @@ class Culprit:
 
     def counterpart(self, full_name: str) -> Counterpart | None:
         return self.counterparts.get("" if full_name == "(root)" else full_name)
+
+    def tensor_name(self, module_name: str, leaf: str) -> str:
+        """A tensor's state-dict name from its module's full name (as :meth:`submodules` gives it)."""
+        return leaf if module_name == "(root)" else f"{module_name}.{leaf}"
 
 
 # -- activation ------------------------------------------------------------------------------------
@@ -260,6 +273,59 @@ def scale_patches(culprit: Culprit) -> Iterator[Patch]:
                 )
 
 
+# -- head count ------------------------------------------------------------------------------------
+
+HEAD_COUNT_ATTRIBUTES = (
+    ("num_heads", "num_attention_heads", "n_head", "n_heads"),
+    ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head"),
+)
+
+
+def own_setting(module: torch.nn.Module, names: tuple[str, ...]) -> tuple[str, int] | None:
+    """The first of ``names`` the module itself holds as a positive integer (not its config's:
+    the forward reads its own attribute), with its value."""
+    for name in names:
+        value = module.__dict__.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return name, value
+    return None
+
+
+def head_count_changes(module: torch.nn.Module, attribute: str, current: int, value: int) -> Iterator[Callable[[], Undo]]:
+    """The head count set, and what the module derived from it at construction: ``head_dim``
+    (when it was hidden // heads) and a scaling of 1/√head_dim."""
+    yield partial(set_attribute, module, attribute, value)
+    hidden = hidden_size(module)
+    head_dim = module.__dict__.get("head_dim")
+    if hidden is None or hidden % value or not isinstance(head_dim, int) or head_dim * current != hidden:
+        return
+    yield partial(set_attribute, module, "head_dim", hidden // value)
+    for name, scale in float_attributes(module, SCALE_ATTRIBUTES):
+        if math.isclose(scale, head_dim**-0.5, rel_tol=1e-9):
+            yield partial(set_attribute, module, name, (hidden // value) ** -0.5)
+
+
+def head_count_patches(culprit: Culprit) -> Iterator[Patch]:
+    """An attention's head count (``num_heads``, ``num_key_value_heads``, ...) set to its original
+    counterpart's, where the two differ: the same weights split into other heads. Needs the
+    original model (its counterpart's attribute)."""
+    for name, module in culprit.submodules():
+        counterpart = culprit.counterpart(name)
+        if counterpart is None or counterpart.module is None:
+            continue
+        for names in HEAD_COUNT_ATTRIBUTES:
+            found, original = own_setting(module, names), own_setting(counterpart.module, names)
+            if found is None or original is None or found[1] == original[1]:
+                continue
+            attribute, current = found
+            yield Patch(
+                "heads",
+                f"{name}.{attribute} = {original[1]}",
+                f"setting {name}.{attribute} to {original[1]}, the original's {counterpart.name}.{original[0]} (was {current})",
+                all_of(*head_count_changes(module, attribute, current, original[1])),
+            )
+
+
 # -- rotary layout of the q/k rows -----------------------------------------------------------------
 
 QK_NAMES = (("q_proj", "k_proj"), ("wq", "wk"), ("query", "key"), ("q", "k"), ("q_lin", "k_lin"))
@@ -289,7 +355,7 @@ def repermuted(rows: torch.Tensor, wrong_heads: int, heads: int) -> torch.Tensor
     return interleaved_to_halves(halves_to_interleaved(rows, wrong_heads), heads)
 
 
-def head_count_patches(name: str, key_name: str, key: torch.nn.Module | None, weights: list[object], head_dim: int) -> Iterator[Patch]:
+def grouped_key_patches(name: str, key_name: str, key: torch.nn.Module | None, weights: list[object], head_dim: int) -> Iterator[Patch]:
     """With grouped-query attention, k's rows permuted with the query head count (a classic
     conversion slip): undo that permutation and permute them with k's own."""
     query_weight, key_weight = weights
@@ -333,19 +399,83 @@ def rope_permutation_patches(culprit: Culprit) -> Iterator[Patch]:
                 layouts = label.replace(" → ", " to the ")
                 description = f"permuting the rows of {name}.{query_name} and {name}.{key_name} from the {layouts} rotary layout"
                 yield Patch("rope_permutation", label, description, all_of(*changes))
-            yield from head_count_patches(name, key_name, projections[1], weights, head_dim)
+            yield from grouped_key_patches(name, key_name, projections[1], weights, head_dim)
             break
 
 
 # -- layout ----------------------------------------------------------------------------------------
 
 
+# The permutation to channels-last and back, by number of dimensions (batch, channels, 1 to 3 spatial).
+TO_CHANNELS_LAST = {3: (0, 2, 1), 4: (0, 2, 3, 1), 5: (0, 2, 3, 4, 1)}
+TO_CHANNELS_FIRST = {3: (0, 2, 1), 4: (0, 3, 1, 2), 5: (0, 4, 1, 2, 3)}
+CHANNEL_MODULES = (torch.nn.modules.conv._ConvNd, torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+
+
+def permuted(order: dict[int, tuple[int, ...]], values: torch.Tensor) -> torch.Tensor | None:
+    permutation = order.get(values.dim())
+    return None if permutation is None else values.permute(permutation).contiguous()
+
+
+def permuted_output(order: dict[int, tuple[int, ...]], output: torch.Tensor, first_input: torch.Tensor | None) -> torch.Tensor | None:
+    return permuted(order, output)
+
+
+def has_channels(culprit: Culprit) -> bool:
+    """A norm, or a module with a convolution in it: the modules whose meaning depends on which
+    dimension holds the channels (a transformer block holds norms too, but is no norm)."""
+    own_class = type(culprit.module).__name__.lower()
+    return (
+        isinstance(culprit.module, CHANNEL_MODULES)
+        or "norm" in own_class
+        or any(
+            isinstance(module, torch.nn.modules.conv._ConvNd) or "conv" in type(module).__name__.lower()
+            for _, module in culprit.submodules()
+        )
+    )
+
+
+def channel_layout_patches(culprit: Culprit) -> Iterator[Patch]:
+    """A conv/norm culprit run on (or returning) channels-last where the original is channels-first,
+    or the reverse: its output permuted; its input permuted and its output permuted back (a
+    module written for one layout given the other); its input permuted alone."""
+    if not has_channels(culprit):
+        return
+    name, module = culprit.full_name(""), culprit.module
+    layouts = (("channels-first", "channels-last", TO_CHANNELS_LAST), ("channels-last", "channels-first", TO_CHANNELS_FIRST))
+    for source, target, order in layouts:
+        yield Patch(
+            "layout",
+            f"output {source} → {target}",
+            f"permuting the output of {name} from {source} to {target} (the original's layout)",
+            partial(transform_output, module, partial(permuted_output, order)),
+        )
+    for (source, target, order), (_, _, back) in zip(layouts, reversed(layouts), strict=True):
+        yield Patch(
+            "layout",
+            f"input {source} → {target}, output back",
+            f"running {name} on its input permuted from {source} to {target}, and its output permuted back (it expects {target})",
+            all_of(
+                partial(transform_input, module, partial(permuted, order)),
+                partial(transform_output, module, partial(permuted_output, back)),
+            ),
+        )
+        yield Patch(
+            "layout",
+            f"input {source} → {target}",
+            f"permuting the input of {name} from {source} to {target}",
+            partial(transform_input, module, partial(permuted, order)),
+        )
+
+
 def layout_patches(culprit: Culprit) -> Iterator[Patch]:
-    """A square weight transposed (Conv1D keeps [in, out], Linear [out, in]: a square one loads either way)."""
+    """A square weight transposed (Conv1D keeps [in, out], Linear [out, in]: a square one loads
+    either way); channels-first and channels-last mixed up around a conv or a norm."""
     for name, module in culprit.submodules():
         weight = module._parameters.get("weight")
         if weight is not None and weight.dim() == 2 and weight.shape[0] == weight.shape[1]:
             yield Patch("layout", f"{name}.weight transposed", f"transposing {name}.weight", partial(replace_by, weight, torch.t))
+    yield from channel_layout_patches(culprit)
 
 
 # -- swapped tensors -------------------------------------------------------------------------------
@@ -431,6 +561,62 @@ def swap_patches(culprit: Culprit) -> Iterator[Patch]:
         yield from fused_block_patches(name, module)
 
 
+# -- dropout ---------------------------------------------------------------------------------------
+
+
+def calls_dropout(module: torch.nn.Module) -> bool:
+    """The module's forward mentions dropout: ``F.dropout(..., training=True)``, or a
+    ``dropout_p`` passed to scaled_dot_product_attention, stays on in eval mode."""
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    return "dropout(" in source or "dropout_p" in source
+
+
+def without_dropout(values: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return values
+
+
+def attention_without_dropout(attention: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """scaled_dot_product_attention with its ``dropout_p`` (the fifth argument) forced to 0."""
+
+    def attend(*args: object, **kwargs: object) -> torch.Tensor:
+        if len(args) > 4:
+            args = (*args[:4], 0.0, *args[5:])
+        if "dropout_p" in kwargs:
+            kwargs["dropout_p"] = 0.0
+        return attention(*args, **kwargs)
+
+    return attend
+
+
+def dropout_patches(culprit: Culprit) -> Iterator[Patch]:
+    """A dropout left active: a Dropout with p > 0 in training mode (the culprit put back in eval
+    mode), or a functional dropout called with ``training=True`` or a ``dropout_p`` given to
+    scaled_dot_product_attention whatever the mode (both made inactive during the call)."""
+    modules = [module for _, module in culprit.submodules()]
+    if any(module.training for module in modules):
+        yield Patch(
+            "dropout",
+            "eval mode",
+            f"putting {culprit.full_name('')} in eval mode (a dropout left in training mode)",
+            partial(training_mode, culprit.module, False),
+        )
+    if any(calls_dropout(module) for module in modules):
+        yield Patch(
+            "dropout",
+            "functional dropout off",
+            f"turning off the functional dropout inside {culprit.full_name('')} (F.dropout with training=True, "
+            "or scaled_dot_product_attention's dropout_p, left on in eval mode)",
+            all_of(
+                partial(set_attribute, F, "dropout", without_dropout),
+                partial(set_attribute, torch, "dropout", without_dropout),
+                partial(set_attribute, F, "scaled_dot_product_attention", attention_without_dropout(F.scaled_dot_product_attention)),
+            ),
+        )
+
+
 # -- residual --------------------------------------------------------------------------------------
 
 
@@ -485,47 +671,190 @@ def original_sources(tensor: torch.Tensor, source: torch.Tensor) -> list[tuple[t
     return [(values, transposed) for values, transposed in fitting if not torch.equal(values.to(current.dtype), current)]
 
 
-def weight_patches(culprit: Culprit) -> Iterator[Patch]:
-    """A parameter or buffer replaced by its counterpart in the paired original module (same
-    name, else same position), as it is or transposed; a bias added where only the original has
-    one; and every tensor of the module at once."""
-    for name, module in culprit.submodules():
-        counterpart = culprit.counterpart(name)
-        if counterpart is None or counterpart.module is None:
+def counterpart_weight_patches(culprit: Culprit, name: str, module: torch.nn.Module) -> Iterator[Patch]:
+    """The module's tensors replaced by its counterpart's in the paired original module (same
+    name, else same position), as they are or transposed; a bias added where only the original
+    has one; and every tensor of the module at once."""
+    counterpart = culprit.counterpart(name)
+    if counterpart is None or counterpart.module is None:
+        return
+    originals = persistent_tensors(counterpart.module)
+    by_name = dict(originals)
+    whole: dict[str, Callable[[], Undo]] = {}  # the first hypothesis for each tensor
+    for position, (leaf, tensor) in enumerate(persistent_tensors(module)):
+        source_leaf = leaf if leaf in by_name else (originals[position][0] if position < len(originals) else None)
+        if source_leaf is None:
             continue
-        originals = persistent_tensors(counterpart.module)
-        by_name = dict(originals)
-        whole: dict[str, Callable[[], Undo]] = {}  # the first hypothesis for each tensor
-        for position, (leaf, tensor) in enumerate(persistent_tensors(module)):
-            source_leaf = leaf if leaf in by_name else (originals[position][0] if position < len(originals) else None)
-            if source_leaf is None:
+        for values, transposed in original_sources(tensor, by_name[source_leaf]):
+            how = " (transposed)" if transposed else ""
+            change = partial(replace_values, tensor, values)
+            whole.setdefault(leaf, change)
+            yield Patch(
+                "weight",
+                f"{name}.{leaf} <- {counterpart.name}.{source_leaf}{how}",
+                f"replacing {name}.{leaf} by the original's {counterpart.name}.{source_leaf}{how}",
+                change,
+            )
+    original_bias = by_name.get("bias")
+    if "bias" in module._parameters and module._parameters["bias"] is None and original_bias is not None and original_bias.dim() == 1:
+        added = torch.nn.Parameter(original_bias.detach().clone(), requires_grad=False)
+        yield Patch(
+            "weight",
+            f"{name}.bias <- {counterpart.name}.bias (added)",
+            f"adding the original's bias {counterpart.name}.bias to {name}",
+            partial(set_attribute, module, "bias", added),
+        )
+    if len(whole) > 1:
+        yield Patch(
+            "weight",
+            f"{name}.* <- {counterpart.name}.*",
+            f"replacing every tensor of {name} by the original's in {counterpart.name}",
+            all_of(*whole.values()),
+        )
+
+
+MOST_PIECES_REORDERED = 4  # a tensor assembled from more pieces than this is not tried in every other order
+
+
+def piece_values(originals: Mapping[str, torch.Tensor], piece: Piece, start: int, stop: int) -> torch.Tensor:
+    """Lines ``start:stop`` of the piece's original tensor along its axis, transposed as the piece is."""
+    original = originals[piece.original]
+    block = original[:, start:stop] if piece.axis == "columns" else original[start:stop]
+    return block.t() if piece.transposed else block
+
+
+def piece_text(piece: Piece, start: int, stop: int, whole: bool = False) -> str:
+    """How the detail names a block: ``c_attn.weight[0:64] (rows)``, ``c_attn.weight[:, 0:64] (columns, transposed)``."""
+    if whole:
+        return piece.original + (" (transposed)" if piece.transposed else "")
+    where = {"rows": f"[{start}:{stop}] (rows", "columns": f"[:, {start}:{stop}] (columns", "elements": f"[{start}:{stop}] ("}[piece.axis]
+    return (piece.original + where + (", transposed)" if piece.transposed else ")")).replace(" ()", "")
+
+
+def line_count(originals: Mapping[str, torch.Tensor], piece: Piece) -> int:
+    original = originals[piece.original]
+    return int(original.shape[1] if piece.axis == "columns" else original.shape[0])
+
+
+BlockKey = tuple[str, str, int, int, bool]  # original, axis, start, stop, transposed
+
+
+def block_key(piece: Piece, start: int, stop: int) -> BlockKey:
+    return piece.original, piece.axis, start, stop, piece.transposed
+
+
+def block_usage(sources: Mapping[str, TensorSource]) -> Counter[BlockKey]:
+    """How many of the culprits' tensors hold each block of an original tensor."""
+    return Counter(block_key(piece, piece.start, piece.stop) for source in sources.values() for piece in source.pieces)
+
+
+def other_blocks(originals: Mapping[str, torch.Tensor], piece: Piece, usage: Counter[BlockKey]) -> Iterator[tuple[torch.Tensor, str]]:
+    """A slice taken at the wrong offset: another block of the same length of its original (q's
+    rows taken where k's are, in a fused qkv). Only where the weights check shows the mark such
+    a slip leaves: the block is held twice, or the other block by none of the culprits' tensors
+    (a clean split, each block held once, has nothing to try)."""
+    length, lines = piece.stop - piece.start, line_count(originals, piece)
+    if length <= 0 or lines % length or piece.start % length:
+        return
+    held_twice = usage[block_key(piece, piece.start, piece.stop)] > 1
+    for start in range(0, lines, length):
+        if start != piece.start and (held_twice or not usage[block_key(piece, start, start + length)]):
+            yield piece_values(originals, piece, start, start + length), piece_text(piece, start, start + length)
+
+
+def reordered_pieces(originals: Mapping[str, torch.Tensor], pieces: list[Piece]) -> Iterator[tuple[torch.Tensor, str]]:
+    """A tensor assembled from blocks in the wrong order: one original's lines in its own order
+    (a permutation of rows), or the blocks of several (q, k, v fused) in every other order."""
+    dimension = 1 if (pieces[0].axis == "columns") != pieces[0].transposed else 0  # along which the ported tensor's blocks lie
+    one_original = len({piece.original for piece in pieces}) == 1
+    if one_original and sum(piece.stop - piece.start for piece in pieces) == line_count(originals, pieces[0]):
+        first = pieces[0]
+        in_order = piece_values(originals, first, 0, line_count(originals, first))
+        yield in_order, f"{piece_text(first, 0, 0, whole=True)} ({first.axis} in its own order)"
+        return
+    if len(pieces) > MOST_PIECES_REORDERED:
+        return
+    blocks = [(piece_values(originals, piece, piece.start, piece.stop), piece) for piece in pieces]
+    for order in permutations(range(len(blocks))):
+        if list(order) == sorted(order):
+            continue
+        ordered = [blocks[index][1] for index in order]
+        texts = [
+            piece_text(piece, piece.start, piece.stop, whole=piece.stop - piece.start == line_count(originals, piece)) for piece in ordered
+        ]
+        yield torch.cat([blocks[index][0] for index in order], dim=dimension), f"cat({', '.join(texts)})"
+
+
+def matched_sources(
+    originals: Mapping[str, torch.Tensor], source: TensorSource, usage: Counter[BlockKey]
+) -> Iterator[tuple[torch.Tensor, str]]:
+    """What the tensor should have been, by where the weights check found its values: another
+    block of the tensor it was sliced from, its blocks in another order, or its original's values
+    in their own order (the same values, rearranged)."""
+    if any(piece.original not in originals for piece in source.pieces):
+        return
+    if source.how == "slice" and len(source.pieces) == 1:
+        yield from other_blocks(originals, source.pieces[0], usage)
+    elif source.how == "assembled" and source.pieces:
+        yield from reordered_pieces(originals, source.pieces)
+    elif source.how == "rearranged" and source.original is not None and source.original in originals:
+        yield originals[source.original], f"{source.original} (its values in its own order)"
+
+
+def found_text(source: TensorSource) -> str:
+    """What the weights check found the tensor holds: "a slice of c_attn.weight: rows 64:128"."""
+    article = {"slice": "a slice of", "assembled": "blocks assembled from", "rearranged": "the values, rearranged, of"}[source.how]
+    return f"{article} {source.original}" + (f": {source.detail}" if source.detail else "")
+
+
+def value_matched_weight_patches(culprit: Culprit, name: str, module: torch.nn.Module) -> Iterator[Patch]:
+    """The module's tensors replaced by what the weights check's value matching says they were
+    meant to be (see :func:`matched_sources`), one at a time; then its weight and bias together,
+    moved the same way (a fused projection's blocks reordered in both). Needs the original's state dict."""
+    candidates: dict[str, list[tuple[torch.Tensor, str]]] = {}
+    usage = block_usage(culprit.weight_sources)
+    for leaf, tensor in persistent_tensors(module):
+        tensor_name = culprit.tensor_name(name, leaf)
+        source = culprit.weight_sources.get(tensor_name)
+        if source is None:
+            continue
+        current = tensor.detach()
+        found = candidates[leaf] = [
+            (values, text)
+            for values, text in matched_sources(culprit.original_tensors, source, usage)
+            if tuple(values.shape) == tuple(current.shape)
+        ]
+        for values, text in found:
+            if torch.equal(values.to(current.dtype), current):
                 continue
-            for values, transposed in original_sources(tensor, by_name[source_leaf]):
-                how = " (transposed)" if transposed else ""
-                change = partial(replace_values, tensor, values)
-                whole.setdefault(leaf, change)
-                yield Patch(
-                    "weight",
-                    f"{name}.{leaf} <- {counterpart.name}.{source_leaf}{how}",
-                    f"replacing {name}.{leaf} by the original's {counterpart.name}.{source_leaf}{how}",
-                    change,
-                )
-        original_bias = by_name.get("bias")
-        if "bias" in module._parameters and module._parameters["bias"] is None and original_bias is not None and original_bias.dim() == 1:
-            added = torch.nn.Parameter(original_bias.detach().clone(), requires_grad=False)
             yield Patch(
                 "weight",
-                f"{name}.bias <- {counterpart.name}.bias (added)",
-                f"adding the original's bias {counterpart.name}.bias to {name}",
-                partial(set_attribute, module, "bias", added),
+                f"{tensor_name} <- {text}",
+                f"replacing {tensor_name} by the original's {text} (it holds {found_text(source)})",
+                partial(replace_values, tensor, values),
             )
-        if len(whole) > 1:
-            yield Patch(
-                "weight",
-                f"{name}.* <- {counterpart.name}.*",
-                f"replacing every tensor of {name} by the original's in {counterpart.name}",
-                all_of(*whole.values()),
-            )
+    weights, biases = candidates.get("weight", []), candidates.get("bias", [])
+    if not weights or len(weights) != len(biases):  # the same moves, enumerated in the same order, for both
+        return
+    weight, bias = dict(persistent_tensors(module))["weight"], dict(persistent_tensors(module))["bias"]
+    for (weight_values, weight_text), (bias_values, bias_text) in zip(weights, biases, strict=True):
+        weight_name, bias_name = culprit.tensor_name(name, "weight"), culprit.tensor_name(name, "bias")
+        yield Patch(
+            "weight",
+            f"{weight_name} <- {weight_text}, {bias_name} <- {bias_text}",
+            f"replacing {weight_name} by the original's {weight_text} and {bias_name} by {bias_text}",
+            all_of(partial(replace_values, weight, weight_values), partial(replace_values, bias, bias_values)),
+        )
+
+
+def weight_patches(culprit: Culprit) -> Iterator[Patch]:
+    """A parameter or buffer replaced by its counterpart in the paired original module, then by
+    what the weights check's value matching points to (a slice at the wrong offset, blocks in the
+    wrong order, rows permuted)."""
+    for name, module in culprit.submodules():
+        yield from counterpart_weight_patches(culprit, name, module)
+    for name, module in culprit.submodules():
+        yield from value_matched_weight_patches(culprit, name, module)
 
 
 # The kinds in priority order: tried in this order, and exact fixes ranked in it.
@@ -533,9 +862,11 @@ KINDS: dict[str, Callable[[Culprit], Iterator[Patch]]] = {
     "activation": activation_patches,
     "eps": eps_patches,
     "scale": scale_patches,
+    "heads": head_count_patches,
     "rope_permutation": rope_permutation_patches,
     "layout": layout_patches,
     "swap": swap_patches,
+    "dropout": dropout_patches,
     "residual": residual_patches,
     "weight": weight_patches,
 }

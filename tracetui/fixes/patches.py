@@ -91,6 +91,38 @@ def transform_output(module: torch.nn.Module, transform: OutputTransform) -> Und
     return module.register_forward_hook(hook, with_kwargs=True).remove
 
 
+InputTransform = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+def transform_input(module: torch.nn.Module, transform: InputTransform) -> Undo:
+    """Pass the module's first tensor argument through ``transform`` before the call (None leaves it)."""
+
+    def hook(hooked: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        for position, value in enumerate(args):
+            if isinstance(value, torch.Tensor):
+                changed = transform(value)
+                return None if changed is None else ((*args[:position], changed, *args[position + 1 :]), kwargs)
+        for key, value in kwargs.items():
+            if isinstance(value, torch.Tensor):
+                changed = transform(value)
+                return None if changed is None else (args, {**kwargs, key: changed})
+        return None
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True).remove
+
+
+def training_mode(module: torch.nn.Module, training: bool) -> Undo:
+    """The module and every module inside it in training (or eval) mode, each put back as it was."""
+    previous = [(inner, inner.training) for inner in module.modules()]
+    module.train(training)
+
+    def undo() -> None:
+        for inner, was_training in previous:
+            inner.training = was_training
+
+    return undo
+
+
 def add_input_of(inner: torch.nn.Module, outer: torch.nn.Module) -> Undo:
     """Add to ``outer``'s output what ``inner`` (a module called inside it) received as its first
     tensor input on its first call, where the shapes agree: a residual connection taken there."""

@@ -14,7 +14,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ from tracetui.isolate import live_leaves
 from tracetui.numeric import TensorDifference, format_difference
 from tracetui.rows import Row, measure_outputs
 from tracetui.script import ModelScript, seed_everything
+from tracetui.weights import TensorSource, check_weights, state_with_buffers
 
 SECONDS_PER_CULPRIT = 10.0  # the search of one culprit stops trying after this long
 SECONDS_IN_ALL = 60.0  # culprits not reached by then are not searched (a bug repeated in every layer of a big model)
@@ -66,6 +67,7 @@ class FixSearch:
     tried: int
     seconds: float
     attempts: tuple[Attempt, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()  # (kind, why it was not tried)
 
     def ranked(self, tolerance: Tolerance) -> list[Attempt]:
         """Fixes first (exact ones before the rest, the more specific kind first, then the smaller
@@ -104,6 +106,15 @@ class FixSearch:
             f"{format_difference(attempt.max_abs_after)} (was {format_difference(self.max_abs_before)})"
         )
 
+    def skipped_line(self) -> str | None:
+        """The kinds not tried and why, in one line (None: every kind was tried)."""
+        if not self.skipped:
+            return None
+        reasons: dict[str, list[str]] = {}
+        for kind, reason in self.skipped:
+            reasons.setdefault(reason, []).append(kind)
+        return "not tried: " + "; ".join(f"{', '.join(kinds)} ({reason})" for reason, kinds in reasons.items())
+
 
 Progress = Callable[[str], None]
 
@@ -121,14 +132,25 @@ def searchable(comparison: Comparison, row: Row) -> bool:
     )
 
 
+NO_ORIGINAL_MODEL = "the original model is not at hand"
+# The kinds that cannot be tried at all without the original model (the others need only its
+# recorded inputs and outputs; eps and scale then try the usual values, not the original's own).
+NEED_THE_ORIGINAL_MODEL = ("heads", "weight")
+
+
 def search_fixes(
-    comparison: Comparison, ported: ModelScript, original: ModelScript | None = None, progress: Progress | None = None
+    comparison: Comparison,
+    ported: ModelScript,
+    original: ModelScript | None = None,
+    progress: Progress | None = None,
+    why_no_original: str = NO_ORIGINAL_MODEL,
 ) -> dict[int, FixSearch]:
     """Try the library on every culprit of ``comparison``; the searches by row index.
 
     ``ported`` is the port's built script (the one the comparison recorded); ``original`` the
     original's, when ORIG was a script: the hypotheses that read the original's own values (its
-    eps, its weights) need it, the others do not.
+    eps, its weights, its head count) need it, the others do not. Without it, the searches list
+    the kinds they could not try, with ``why_no_original`` as the reason.
     """
     culprits = [row for row in comparison.culprits if searchable(comparison, row)] if comparison.verdict == "diverged" else []
     if not culprits:
@@ -140,6 +162,8 @@ def search_fixes(
     except Exception:  # the port failed where its earlier runs did not: the search is an extra, the comparison stands
         return {}
     counterparts = counterpart_modules(comparison, None if original is None else original.model)
+    original_tensors, sources = weight_sources(original.model, ported.model, culprits) if original is not None else ({}, {})
+    skipped = () if original is not None else tuple((kind, why_no_original) for kind in NEED_THE_ORIGINAL_MODEL)
     searches = {}
     started = time.perf_counter()
     for row in culprits:
@@ -147,9 +171,32 @@ def search_fixes(
             break
         if row.index in captured:
             assert row.ported is not None
-            culprit = Culprit(row.ported.name, submodule(ported.model, row.ported.name), ported.model, counterparts)
-            searches[row.index] = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance)
+            module = submodule(ported.model, row.ported.name)
+            culprit = Culprit(row.ported.name, module, ported.model, counterparts, original_tensors, sources)
+            search = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance)
+            searches[row.index] = replace(search, skipped=skipped)
     return searches
+
+
+def weight_sources(
+    original_model: torch.nn.Module, ported_model: torch.nn.Module, culprits: list[Row]
+) -> tuple[dict[str, torch.Tensor], dict[str, TensorSource]]:
+    """The original's state dict, and where the weights check finds each culprit's tensors in it
+    (by value: same, sliced, assembled, rearranged), by ported tensor name. Empty when the check
+    fails: the weight hypotheses it feeds are an extra."""
+    original_state = state_with_buffers(original_model)
+    ported_state: dict[str, torch.Tensor] = {}
+    for row in culprits:
+        assert row.ported is not None
+        prefix = row.ported.name + "." if row.ported.name else ""
+        for name, tensor in submodule(ported_model, row.ported.name).state_dict(prefix=prefix).items():
+            if tensor.is_floating_point():
+                ported_state[name] = tensor
+    try:
+        report = check_weights(original_state, ported_state)
+    except Exception:
+        return {}, {}
+    return original_state, {source.ported: source for source in report.sources}
 
 
 def submodule(model: torch.nn.Module, name: str) -> torch.nn.Module:

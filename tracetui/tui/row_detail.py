@@ -110,6 +110,9 @@ def row_fixes(comparison: Comparison, row: Row, palette: Palette) -> Text | None
     for attempt in search.suggestions(tolerance):
         style = palette.good if attempt in fixes else palette.dim
         text.append(f"\n  {printable(attempt.patch)}  max |Δ| {format_difference(attempt.max_abs_after)}", style)
+    skipped = search.skipped_line()
+    if skipped is not None and not fixes:
+        text.append(f"\n{printable(skipped)}", palette.dim)
     return text
 
 
