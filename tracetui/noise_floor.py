@@ -160,10 +160,11 @@ class NoiseFloor:
     def pairing_atol(self, atol: float) -> float:
         """The tolerance for pairing calls by their values: rounding moves them too, so that a
         projection whose rows the port permutes (a RoPE layout) is still seen as a reordering.
-        The median of the floor's largest differences, or ``atol`` when it is coarser."""
+        k× the median of the floor's largest differences (a bug nearby moves them further than
+        rounding alone), or ``atol`` when it is coarser."""
         maxima = [largest_noise(self.output_floor(index))[0] for index in range(len(self.original.records))]
         finite = [value for value in maxima if math.isfinite(value)]
-        return max(atol, float(np.median(finite))) if finite else atol
+        return max(atol, FLOOR_FACTOR * float(np.median(finite))) if finite else atol
 
     def figures(self, rows: list[Row], input_blames: tuple[InputBlame, ...]) -> RoundingFigures:
         return RoundingFigures.gather(self, rows, input_blames)

@@ -82,6 +82,14 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         help="skip trying the usual porting mistakes (activation, eps, scale, swapped or unconverted weights, ...) "
         "on each culprit alone; by default the report names the patch that makes a culprit match on the recorded inputs",
     )
+    compare.add_argument(
+        "--precision",
+        choices=("auto", "strict", "rounding"),
+        default="auto",
+        help="auto: when the port runs in bfloat16/float16 and the original in float32, run the original again in the port's "
+        "dtype and count a difference within 3x that rounding (its noise floor) as a match; strict: atol/rtol alone; "
+        "rounding: measure the floor even when both sides share a 16-bit dtype (default: %(default)s)",
+    )
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
@@ -139,6 +147,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             isolate=not arguments.no_isolate,
             fixes=not arguments.no_fixes,
             on_loaded=on_loaded if arguments.stream else None,
+            precision=arguments.precision,
         )
         del sources  # the model built first: the debugger builds its own, fresh
         interface = wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None)
