@@ -104,7 +104,7 @@ def fix_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
                 "detail": attempt.detail,
                 "patch": attempt.patch,
                 "max_abs_diff_after": finite_or_none(attempt.max_abs_after),
-                "within_tolerance": attempt.within(tolerance),
+                "within_tolerance": attempt.within(search.judged_at(tolerance)),
             }
             for attempt in search.suggestions(tolerance)
         ],

@@ -126,9 +126,10 @@ class TensorDifference:
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
         broken_count = 0
-        limit = sentinel_limit(self._original.dtype, self._ported.dtype)
+        dtypes = (self._original.dtype, self._ported.dtype)
         for original, ported in comparable_chunks(self._original, self._ported, self.broadcast_shape):
-            both_finite = (original.abs() < limit) & (ported.abs() < limit)
+            original_finite, ported_finite = finite_masks(original, ported, *dtypes)
+            both_finite = original_finite & ported_finite
             broken = (ported - original).abs() > atol + rtol * original.abs()
             broken_count += int((broken & both_finite).sum())
         return broken_count
@@ -221,14 +222,14 @@ def fill_if_identical(difference: TensorDifference, original: torch.Tensor, port
 def accumulate_differences(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> None:
     """Fill in the tolerance-independent figures, one slice at a time (see CHUNK_ELEMENTS)."""
     shape = difference.broadcast_shape or tuple(real_view(original).shape)
-    limit = sentinel_limit(original.dtype, ported.dtype)
+    dtypes = (original.dtype, ported.dtype)
     absolute_sum = 0.0
     dot = original_square_sum = ported_square_sum = 0.0
     worst_flat: int | None = None
     start = 0
     for original_values, ported_values in comparable_chunks(original, ported, difference.broadcast_shape):
-        original_finite = original_values.abs() < limit  # False for NaN, ±Inf and mask sentinels
-        ported_finite = ported_values.abs() < limit
+        # False for NaN, ±Inf and mask sentinels
+        original_finite, ported_finite = finite_masks(original_values, ported_values, *dtypes)
         both_finite = original_finite & ported_finite
         raw_original, raw_ported = original_values, ported_values
         if not bool(both_finite.all()):
@@ -262,6 +263,28 @@ def accumulate_differences(difference: TensorDifference, original: torch.Tensor,
     # numpy's unravel_index: torch's imports a slow module on first use.
     difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, shape))
     difference.cosine = cosine_from_sums(dot, original_square_sum, ported_square_sum)
+
+
+def finite_masks(
+    original: torch.Tensor, ported: torch.Tensor, original_dtype: torch.dtype, ported_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which elements of each side are numbers, not NaN/Inf or mask sentinels.
+
+    A sentinel is a value from half its own dtype's largest on (``finfo(dtype).min`` masks), or a
+    finite value from half the narrower dtype's largest on when the other side's is one too (a
+    float32 mask built with float16's min). A float32 1e5 against a float16 port's Inf stays a
+    number against an Inf: that is a float16 overflow, not a mask.
+    """
+    original_magnitude, ported_magnitude = original.abs(), ported.abs()
+    narrow = sentinel_limit(original_dtype, ported_dtype)
+    both_large = (original_magnitude >= narrow) & (ported_magnitude >= narrow) & original.isfinite() & ported.isfinite()
+    original_finite = (original_magnitude < own_sentinel_limit(original_dtype)) & ~both_large
+    ported_finite = (ported_magnitude < own_sentinel_limit(ported_dtype)) & ~both_large
+    return original_finite, ported_finite
+
+
+def own_sentinel_limit(dtype: torch.dtype) -> float:
+    return 0.5 * torch.finfo(dtype).max if dtype.is_floating_point else math.inf
 
 
 def sentinel_limit(original_dtype: torch.dtype, ported_dtype: torch.dtype) -> float:

@@ -136,34 +136,31 @@ def rounding_notes(comparison: Comparison) -> list[str]:
 def first_overflow(comparison: Comparison) -> Row | None:
     """The first call, in call order, whose port outputs are Inf/NaN where the original's are
     finite while its port inputs are finite: where a float16 overflow starts."""
+    candidates: set[int] = set()
     for row in comparison.rows:
         if not row.is_paired or comparison.status(row) != "nonfinite":
             continue
         outputs = [pair.difference for pair in row.outputs if pair.difference is not None]
         inputs = [pair.difference for pair in row.inputs if pair.difference is not None]
         if any(difference.nonfinite_ported for difference in outputs) and not any(difference.nonfinite_ported for difference in inputs):
-            return row
-    return None
+            candidates.add(row.index)
+    # The innermost: a call whose submodule overflowed first did not start the overflow itself.
+    enclosing = set()
+    for index in candidates:
+        parent = comparison.rows[index].parent
+        while parent is not None:
+            enclosing.add(parent)
+            parent = comparison.rows[parent].parent
+    return next((comparison.rows[index] for index in sorted(candidates - enclosing)), None)
 
 
 def first_overflow_note(comparison: Comparison) -> str | None:
     row = first_overflow(comparison)
     if row is None:
         return None
-    largest = max(
-        (pair.difference.original_abs_max for pair in row.outputs if pair.difference is not None and pair.difference.nonfinite_ported),
-        default=0.0,
-    )
-    ported_dtypes = {pair.ported.dtype for pair in row.outputs if pair.ported is not None and pair.ported.dtype in HALF_PRECISION_DTYPES}
-    limits = [
-        f"beyond {name}'s largest {torch.finfo(HALF_PRECISION_DTYPES[name]).max:g}"
-        for name in sorted(name for name in ported_dtypes if name is not None)
-        if largest > torch.finfo(HALF_PRECISION_DTYPES[name]).max
-    ]
-    reach = f" (the original's values there reach {largest:.3g}{', ' + limits[0] if limits else ''})"
     return (
         f"{row.label} is the first call whose outputs hold Inf/NaN in the port where the original's are finite, its inputs being "
-        f"finite{reach}: the overflow starts there — compute it in float32, or scale its values down"
+        f"finite: the overflow starts there — compute it in float32, or scale its values down"
     )
 
 

@@ -14,7 +14,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -66,10 +66,18 @@ class FixSearch:
     tried: int
     seconds: float
     attempts: tuple[Attempt, ...] = ()
+    # Judged against a noise floor (tracetui.noise_floor): k× the culprit's own floor, the
+    # difference rounding alone leaves when it is fed the original's values; a patch within it fixes.
+    rounding_atol: float = 0.0
+
+    def judged_at(self, tolerance: Tolerance) -> Tolerance:
+        """``tolerance``, its atol widened to the rounding the culprit's dtype leaves anyway."""
+        return tolerance if self.rounding_atol <= tolerance.atol else replace(tolerance, atol=self.rounding_atol)
 
     def ranked(self, tolerance: Tolerance) -> list[Attempt]:
         """Fixes first (exact ones before the rest, the more specific kind first, then the smaller
         difference), then the attempts that came closest."""
+        tolerance = self.judged_at(tolerance)
         kind_rank = {kind: rank for rank, kind in enumerate(KINDS)}
         fixes = [attempt for attempt in self.attempts if attempt.within(tolerance)]
         others = [attempt for attempt in self.attempts if not attempt.within(tolerance)]
@@ -80,7 +88,7 @@ class FixSearch:
         return fixes + others
 
     def fixes(self, tolerance: Tolerance) -> list[Attempt]:
-        return [attempt for attempt in self.ranked(tolerance) if attempt.within(tolerance)]
+        return [attempt for attempt in self.ranked(tolerance) if attempt.within(self.judged_at(tolerance))]
 
     def suggestions(self, tolerance: Tolerance) -> list[Attempt]:
         """Every fix, else the few attempts that came closest."""
@@ -148,8 +156,18 @@ def search_fixes(
         if row.index in captured:
             assert row.ported is not None
             culprit = Culprit(row.ported.name, submodule(ported.model, row.ported.name), ported.model, counterparts)
-            searches[row.index] = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance)
+            search = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance)
+            searches[row.index] = replace(search, rounding_atol=rounding_atol(comparison, row))
     return searches
+
+
+def rounding_atol(comparison: Comparison, row: Row) -> float:
+    """k× the culprit's own noise floor (0 without one): what rounding leaves after any fix."""
+    figures = comparison.classification.figures.rounding
+    if figures is None:
+        return 0.0
+    floor = figures.isolated_noise(row.index)[0]
+    return figures.rounding.factor * floor if math.isfinite(floor) else 0.0
 
 
 def submodule(model: torch.nn.Module, name: str) -> torch.nn.Module:
