@@ -277,3 +277,22 @@ def test_the_command_takes_the_precision_option(write_script: Callable[[str, str
     assert main(common) == 0
     assert json.loads((tmp_path / "report.json").read_text())["precision"]["mode"] == "rounding"
     assert main([*common, "--precision", "strict"]) == 1
+
+
+@pytest.mark.parametrize("memory_option", ["stream", "spill"])
+def test_stream_and_spill_say_no_floor_was_measured(memory_option: str, tmp_path: Path) -> None:
+    options: dict[str, object] = {"stream": True} if memory_option == "stream" else {"spill": tmp_path / "spill"}
+    comparison = compare_small(torch.bfloat16, **options)
+    assert not comparison.rounding.measured and comparison.classification.figures.rounding is None
+    assert comparison.rounding.note is not None
+    assert f"no noise floor was measured (with --{memory_option} the original's model is not kept" in comparison.rounding.note
+
+
+def test_the_detail_pane_gives_the_floor_beside_the_difference_and_the_ratio(bfloat16_port: Comparison) -> None:
+    from tracetui.tui.row_detail import row_summary
+    from tracetui.tui.tensor_detail import Palette
+
+    linear = bfloat16_port.rows[1]
+    summary = row_summary(bfloat16_port, linear, Palette())
+    assert summary is not None
+    assert "the bfloat16 noise floor here is" in summary.plain and "(the difference is 1.0× it)" in summary.plain
