@@ -38,6 +38,7 @@ examples:
   tracetui compare original.py ported.py --no-tui
   tracetui compare original.py ported.py --map map.toml --json report.json --no-tui
   tracetui compare original.trace ported.py --atol 1e-4 --no-tui
+  tracetui compare original.py ported_bf16.py --precision strict --no-tui
   tracetui compare original.py ported.py --break-on-mismatch
   tracetui compare original.py ported.py --break-at model.layers.0.mlp:2 --side ported
 
