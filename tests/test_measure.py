@@ -26,7 +26,7 @@ def assert_same_figures(measured: TensorDifference, expected: TensorDifference) 
     assert measured.worst_ported == expected.worst_ported
     assert measured.original_abs_max == expected.original_abs_max
     assert measured.nonfinite_mismatches == expected.nonfinite_mismatches
-    assert measured.mean_abs == pytest.approx(expected.mean_abs, rel=1e-12)
+    assert measured.mean_abs == pytest.approx(expected.mean_abs, rel=1e-6)  # summed in float32 slices
     assert measured.max_rel == pytest.approx(expected.max_rel, rel=1e-12)
     assert measured.cosine == pytest.approx(expected.cosine, rel=1e-12)
 
@@ -112,8 +112,8 @@ def test_the_run_to_run_check_agrees_with_the_measurement() -> None:
 
 
 def test_a_rows_detail_figures_wait_until_the_row_is_shown() -> None:
-    """Comparing measures what classifying needs; mean |Δ|, max rel and cosine of a recorded
-    pair are computed when first read, and then equal the float64 figures."""
+    """Comparing measures what classifying needs; max rel and cosine of a recorded pair are
+    computed when first read, and then equal the float64 figures."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, 4)).eval()
     port = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(approximate="tanh"), torch.nn.Linear(16, 4)).eval()
@@ -125,7 +125,7 @@ def test_a_rows_detail_figures_wait_until_the_row_is_shown() -> None:
 
     assert difference.max_abs > 0 and difference._details is None
     expected = reference(difference._original, difference._ported)  # type: ignore[arg-type]
-    assert difference.mean_abs == expected.mean_abs and difference.cosine == expected.cosine
+    assert difference.cosine == expected.cosine and difference.mean_abs == pytest.approx(expected.mean_abs, rel=1e-6)
     assert difference._details is not None
     assert numpy.isclose(difference.max_rel, expected.max_rel)
 

@@ -23,6 +23,7 @@ from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
 from tracetui.global_state import GlobalState
 from tracetui.isolate import isolate as judge_alone
+from tracetui.noise_floor import NoiseFloor, PrecisionMode, Rounding, RoundingPlan, check_precision_mode, measure_noise_floor, plan_rounding
 from tracetui.options import Keep, RunOptions
 from tracetui.output_files import absolute_path
 from tracetui.pairing.alignment import align
@@ -118,6 +119,7 @@ def compare(
     stream: bool = False,
     isolate: bool = True,
     fixes: bool = True,
+    precision: PrecisionMode = "auto",
 ) -> Comparison:
     """Record both models, pair their calls, compare them and name the culprits.
 
@@ -136,7 +138,13 @@ def compare(
     ``fixes`` (the default) tries the usual porting mistakes on each culprit alone, on the
     original's recorded inputs, and keeps those that make it match in ``comparison.fixes``
     (:mod:`tracetui.fixes`); it needs the port's model (not a trace) and the fed run.
+
+    ``precision``: ``"auto"`` (the default) judges a 16-bit port of a float32 original against
+    the original run again in the port's dtype, so that rounding is not a divergence
+    (:mod:`tracetui.noise_floor`); ``"strict"`` judges by atol/rtol alone; ``"rounding"`` also
+    measures the floor when both sides share a 16-bit dtype.
     """
+    check_precision_mode(precision)
     resolved_map = resolve_rename_map(rename_map)
     spill_directory = None if spill is None else absolute_path(spill)  # a script may change the working directory
     options = RunOptions(rerun=rerun, seed=seed, device=device, progress=progress, keep=keep, only=only, spill=spill_directory)
@@ -152,6 +160,7 @@ def compare(
             stream=stream,
             isolate=isolate,
             fixes=fixes,
+            precision=precision,
         )
 
 
@@ -184,6 +193,7 @@ def compare_sources(
     isolate: bool = True,
     fixes: bool = True,
     on_loaded: Callable[[Side, ModelScript | Trace], None] | None = None,
+    precision: PrecisionMode = "auto",
 ) -> Comparison:
     """:func:`compare` with its run options as one value and its rename map resolved.
 
@@ -201,7 +211,7 @@ def compare_sources(
         from tracetui.stream import compare_streaming
 
         streamed = replace(options, progress=report)
-        return compare_streaming(
+        streamed_comparison = compare_streaming(
             lambda: load_checked(original, "original", streamed),
             lambda: load_checked(ported, "ported", streamed),
             streamed,
@@ -211,6 +221,10 @@ def compare_sources(
             isolate=isolate,
             fixes=fixes,
         )
+        plan = plan_rounding(streamed_comparison.original, streamed_comparison.ported, precision)
+        if plan is None:
+            return streamed_comparison
+        return replace(streamed_comparison, rounding=Rounding(plan, note=unmeasured_note(plan, "--stream")))
 
     def stage(name: str, side: Side) -> RunOptions:
         """The options for recording one side: its own progress prefix, and its own spill directory."""
@@ -222,17 +236,28 @@ def compare_sources(
     # Kept for the fix search, which reads the original's own values (its eps, its weights) — not
     # when spilling: that is for models too big to keep both in memory.
     keep_original = fixes and isolate and options.spill is None
+    # Kept until the port's dtype is known, to be run again in it (tracetui.noise_floor).
+    keep_for_rounding = precision != "strict" and options.spill is None
     loaded = load_checked(original, "original", original_options)
     original_trace = record_source(loaded, original_options)
-    original_loaded = loaded if keep_original else None  # else the built model goes now, once recorded
+    original_loaded = loaded if keep_original or keep_for_rounding else None  # else the built model goes now, once recorded
     del loaded
     ported_options = stage("recording the port", "ported")
     ported_loaded = load_checked(ported, "ported", ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
+    noise_floor, rounding = rounding_floor(
+        original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate, keep_original
+    )
+    if not keep_original:
+        original_loaded = None
     report("comparing")
-    alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=tolerance.atol)
+    pairing_atol = tolerance.atol if noise_floor is None else noise_floor.pairing_atol(tolerance.atol)
+    alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=pairing_atol)
     isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate else None
-    comparison = compare_alignment(alignment, tolerance, isolation=isolation, progress=lambda message: report(f"comparing, {message}"))
+    comparison = compare_alignment(
+        alignment, tolerance, isolation=isolation, noise_floor=noise_floor, rounding=rounding,
+        progress=lambda message: report(f"comparing, {message}"),
+    )
     if fixes and isolation is not None and isinstance(ported_loaded, ModelScript):
         from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 
@@ -241,6 +266,46 @@ def compare_sources(
         found = search_fixes(comparison, ported_loaded, original_script, report, why_no_original=f"{NO_ORIGINAL_MODEL}: {why}")
         comparison = replace(comparison, fixes=found)
     return comparison
+
+
+def rounding_floor(
+    original_loaded: ModelScript | Trace | None,
+    original_trace: Trace,
+    ported_trace: Trace,
+    precision: PrecisionMode,
+    tolerance: Tolerance,
+    options: RunOptions,
+    report: Progress,
+    fed: bool,
+    keep_original: bool,
+) -> tuple[NoiseFloor | None, Rounding | None]:
+    """The noise floor ``precision`` asks for, given the dtypes both sides were recorded in; else
+    what to tell the user about rounding (nothing when the dtypes agree or ``strict`` was asked)."""
+    plan = plan_rounding(original_trace, ported_trace, precision)
+    if plan is None:
+        return None, None
+    if options.spill is not None:
+        return None, Rounding(plan, note=unmeasured_note(plan, "--spill"))
+    if not isinstance(original_loaded, ModelScript):
+        return None, Rounding(plan, note=unmeasured_note(plan, "a trace"))
+    # The original's own weights are cast in place unless the fix search still reads them.
+    measured = measure_noise_floor(original_loaded, original_trace, plan, tolerance, report, fed=fed, in_place=not keep_original)
+    if isinstance(measured, str):
+        return None, Rounding(plan, note=measured)
+    return measured, None
+
+
+def unmeasured_note(plan: RoundingPlan, why: str) -> str:
+    """Why no floor was measured although the dtypes differ: rounding is then judged strictly."""
+    cause = (
+        "the original was given as a trace, which cannot be run again"
+        if why == "a trace"
+        else f"with {why} the original's model is not kept to run again"
+    )
+    return (
+        f"{plan.ported_dtype} port vs {plan.original_dtype} original: no noise floor was measured ({cause} in "
+        f"{plan.ported_dtype}), so differences are judged by atol/rtol alone and rounding may show as a divergence"
+    )
 
 
 def assert_match(original: Source, ported: Source, **options: Any) -> Comparison:

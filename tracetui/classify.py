@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from tracetui.errors import UsageError
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import LeafPair, Row, paired_parent
 from tracetui.trace import CallRecord, Trace
+
+if TYPE_CHECKING:
+    from tracetui.noise_floor import RoundingFigures
 
 Status = Literal[
     "match",
@@ -160,6 +163,8 @@ class RowFigures:
     isolated: np.ndarray | None = None  # bool, one per row; None when there was no fed run
     isolated_largest: np.ndarray | None = None
     input_blames: tuple[InputBlame, ...] = ()
+    # The original's low-precision rerun, leaf by leaf (tracetui.noise_floor); None: judged strictly.
+    rounding: RoundingFigures | None = None
 
     @classmethod
     def gather(cls, rows: list[Row], alignment: Alignment) -> RowFigures:
@@ -243,6 +248,8 @@ class Classification:
     # Calls whose fed-run figures cannot decide this tolerance (an rtol not counted while the
     # port's values were at hand): they are not judged on their own here.
     isolation_undecided: int = 0
+    # bool per row, or None: paired, and the outputs agree only within k× the noise floor (rounding).
+    within_rounding: np.ndarray | None = None
 
     @classmethod
     def judge(cls, rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> Classification:
@@ -260,6 +267,10 @@ class Classification:
                 row = rows[position]
                 inputs_agree[position] = leaves_agree(row.inputs, tolerance)
                 outputs_agree[position] = leaves_agree(row.outputs, tolerance)
+        strictly_agree = outputs_agree.copy()
+        if figures.rounding is not None:  # a leaf within k× the noise floor agrees too
+            inputs_agree |= figures.rounding.inputs_agree(tolerance)
+            outputs_agree |= figures.rounding.outputs_agree(tolerance)
         # A source of nondeterminism: the call's outputs changed between two runs of the same
         # model while its inputs did not (NaN, no second run, compares False).
         nondeterministic = np.zeros(len(rows), dtype=bool)
@@ -271,6 +282,7 @@ class Classification:
         return cls(
             tolerance, figures, inputs_agree, outputs_agree, nondeterministic, statuses, disagrees, disagrees & inputs_agree,
             isolated_disagrees, makes_bad_input, isolated_disagrees | makes_bad_input, undecided,
+            figures.paired & outputs_agree & ~strictly_agree,
         )
 
     @property
@@ -313,7 +325,12 @@ def judge_isolation(rows: list[Row], figures: RowFigures, tolerance: Tolerance) 
                 isolated_disagrees[position] = not all(difference.within(atol, rtol) for difference in differences)
             else:
                 undecided += 1
-    for blame in figures.input_blames:
+    if figures.rounding is not None:
+        isolated_disagrees &= ~figures.rounding.isolated_agree(tolerance)
+    explained = figures.rounding.explained_blames if figures.rounding is not None else frozenset()
+    for number, blame in enumerate(figures.input_blames):
+        if number in explained:
+            continue
         difference = blame.pair.difference
         assert difference is not None
         if difference.decides(atol, rtol) and not difference.within(atol, rtol):
@@ -326,6 +343,8 @@ def status_codes(
 ) -> np.ndarray:
     """Each row's status, as a position in STATUSES: the first condition that holds, in order."""
     paired = figures.paired
+    # Judged against the original run in the port's dtype, that very cast is no mismatch.
+    expected_cast = figures.rounding.expected_cast if figures.rounding is not None else np.zeros(len(paired), dtype=bool)
     conditions_and_statuses: list[tuple[np.ndarray, Status]] = [
         (~paired, "unmatched"),
         (nondeterministic, "nondeterministic"),
@@ -333,7 +352,7 @@ def status_codes(
         (figures.output_nonfinite, "nonfinite"),
         (~outputs_agree & inputs_agree, "diverged"),
         (~outputs_agree, "inherited"),
-        (figures.output_dtype_mismatch, "dtype_mismatch"),
+        (figures.output_dtype_mismatch & ~expected_cast, "dtype_mismatch"),
     ]
     return np.select(
         [condition for condition, _ in conditions_and_statuses],

@@ -18,6 +18,7 @@ from tracetui.classify import Classification, RowFigures, Status, Tolerance
 from tracetui.diagnose import Diagnosis, diagnose
 from tracetui.isolate import Isolation
 from tracetui.memory import garbage_collection_paused
+from tracetui.noise_floor import NoiseFloor, Rounding
 from tracetui.pairing.alignment import Alignment
 from tracetui.rows import Measured, Row, build_rows
 from tracetui.sides import Side, pick
@@ -39,6 +40,9 @@ class Comparison:
     # What trying the usual porting mistakes on each culprit found, by row index (tracetui.fixes);
     # empty when no search ran (a port given as a trace, ``fixes=False``, no culprit).
     fixes: dict[int, FixSearch] = field(default_factory=dict, repr=False)
+    # How rounding was judged: against a noise floor measured by running the original in the
+    # port's dtype (tracetui.noise_floor), or strictly — with a note when it could not be measured.
+    rounding: Rounding = field(default_factory=Rounding)
 
     @property
     def original(self) -> Trace:
@@ -109,7 +113,8 @@ class Comparison:
         """The same rows under another tolerance, judged from the figures gathered once (no
         tensor is measured again without an rtol). This comparison stays as it was."""
         judged = judge(self.alignment, self.rows, self.classification.figures, tolerance)
-        return replace(judged, fixes=self.fixes)  # each search keeps its differences: fixes are judged at the new tolerance
+        # Each search keeps its differences: fixes are judged at the new tolerance.
+        return replace(judged, fixes=self.fixes, rounding=self.rounding)
 
     def row_of(self, side: Side, record_index: int) -> Row | None:
         for row in self.rows:
@@ -124,15 +129,25 @@ def compare_alignment(
     tolerance: Tolerance = Tolerance(),
     measured: Measured | None = None,
     isolation: Isolation | None = None,
+    noise_floor: NoiseFloor | None = None,
+    rounding: Rounding | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """Measure every aligned call (or take the calls already ``measured`` while the port ran),
     classify them under ``tolerance`` and find the culprits (every one, given the ``isolation``
-    a fed run of the port found: :mod:`tracetui.isolate`). ``progress`` hears how many calls
-    are measured, a few times a second."""
+    a fed run of the port found: :mod:`tracetui.isolate`). With a ``noise_floor`` (the original
+    run in the port's dtype) a difference rounding explains agrees; ``rounding`` says why there
+    is none when the dtypes differ (:mod:`tracetui.noise_floor`). ``progress`` hears how many
+    calls are measured, a few times a second."""
     with garbage_collection_paused():
         rows = build_rows(alignment, measured, isolation, progress)
-    return judge(alignment, rows, RowFigures.gather(rows, alignment), tolerance)
+        figures = RowFigures.gather(rows, alignment)
+        if noise_floor is not None:
+            figures = replace(figures, rounding=noise_floor.figures(rows, figures.input_blames))
+    judged = judge(alignment, rows, figures, tolerance)
+    if figures.rounding is not None:
+        return replace(judged, rounding=figures.rounding.rounding)
+    return replace(judged, rounding=rounding or Rounding())
 
 
 def judge(alignment: Alignment, rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> Comparison:

@@ -207,7 +207,8 @@ def culprit_reason(culprit: Row, classification: Classification, alignment: Alig
         if one_sided:
             names = ", ".join(f"{row.label} ({'original' if row.original else 'ported'} only)" for row in one_sided[:3])
             reason += f", and at calls with no counterpart that ran just before the difference shows: {names}"
-    if input_difference is not None and input_difference > LOOSE_AGREEMENT_FRACTION * tolerance.atol:
+    loose = input_difference is not None and input_difference > LOOSE_AGREEMENT_FRACTION * tolerance.atol
+    if loose and classification.figures.rounding is None:  # with a floor, rounding is measured, not guessed
         reason += (
             f". Its inputs agree only loosely ({format_difference(input_difference)} against atol {tolerance.atol:g}): "
             "the output difference may be amplified earlier rounding rather than a bug here"
@@ -226,6 +227,8 @@ def in_run_sentence(culprit: Row, classification: Classification) -> str:
         inputs = "it has no paired tensor inputs"
     else:
         inputs = f"its inputs agree (max |Δ| {format_difference(input_difference)} ≤ {classification.tolerance})"
+        if classification.figures.rounding is not None and input_difference > classification.tolerance.atol:
+            inputs = f"its inputs agree within rounding (max |Δ| {format_difference(input_difference)}, within the noise floor)"
     if status == "shape_mismatch":
         shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
         outputs = f"its output shapes differ ({shapes_text(shapes)})"

@@ -13,7 +13,14 @@ from typing import Any
 
 from tracetui.compare import Comparison
 from tracetui.output_files import write_text_atomically
-from tracetui.precision import Precision, describe_precision
+from tracetui.precision import (
+    Precision,
+    describe_precision,
+    isolated_noise_floor,
+    rounding_match_label,
+    row_noise_floor,
+    within_rounding,
+)
 from tracetui.rows import Row
 
 SCHEMA = "tracetui.report/1"
@@ -42,6 +49,26 @@ def row_entry(comparison: Comparison, row: Row) -> dict[str, Any]:
         "depth": row.depth,
         "pairing": row.pairing.method,
         "confidence": row.pairing.confidence,
+        **noise_entries(comparison, row),
+    }
+
+
+def noise_entries(comparison: Comparison, row: Row) -> dict[str, Any]:
+    """``noise_floor``: the original against its own run in the port's dtype at this call (null:
+    no floor measured, or the row is unpaired), and ``within_rounding``: the row agrees only within
+    k× that floor."""
+    floor = row_noise_floor(comparison, row)
+    alone = isolated_noise_floor(comparison, row)
+    return {
+        "noise_floor": None
+        if floor is None
+        else {
+            "max_abs": finite_or_none(floor[0]),
+            "mean_abs": finite_or_none(floor[1]),
+            "isolated_max_abs": None if alone is None else finite_or_none(alone[0]),
+            "isolated_mean_abs": None if alone is None else finite_or_none(alone[1]),
+        },
+        "within_rounding": within_rounding(comparison, row),
     }
 
 
@@ -59,6 +86,7 @@ def culprit_entry(comparison: Comparison, culprit: Row) -> dict[str, Any]:
         "ported_class": None if culprit.ported is None else culprit.ported.class_name,
         "reason": comparison.reason_for(culprit),
         **fix_entries(comparison, culprit),
+        **noise_entries(comparison, culprit),
     }
 
 
@@ -76,7 +104,7 @@ def fix_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
                 "detail": attempt.detail,
                 "patch": attempt.patch,
                 "max_abs_diff_after": finite_or_none(attempt.max_abs_after),
-                "within_tolerance": attempt.within(tolerance),
+                "within_tolerance": attempt.within(search.judged_at(tolerance)),
             }
             for attempt in search.suggestions(tolerance)
         ],
@@ -89,7 +117,7 @@ def fix_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
     }
 
 
-def precision_entry(precision: Precision) -> dict[str, Any]:
+def precision_entry(precision: Precision, comparison: Comparison) -> dict[str, Any]:
     """Recorded dtypes per side and the dtype differences were computed in, so that a reader of
     ``max_abs_diff`` knows whether it is half-precision rounding or a real difference."""
     return {
@@ -97,6 +125,11 @@ def precision_entry(precision: Precision) -> dict[str, Any]:
         "ported": list(precision.ported_dtypes),
         "compared_in": precision.compared_in,
         "note": precision.note,
+        # "rounding": judged against the original run in the port's dtype; "strict": atol/rtol alone.
+        "mode": precision.mode,
+        "judged_against": precision.judged_against,
+        "floor_factor": comparison.rounding.factor if comparison.rounding.measured else None,
+        "floor_note": comparison.rounding.note,
     }
 
 
@@ -113,7 +146,9 @@ def report_document(comparison: Comparison) -> dict[str, Any]:
         "ported_source": comparison.ported.source,
         "counts": dict(comparison.status_counts()),
         "notes": comparison.notes,
-        "precision": precision_entry(describe_precision(comparison)),
+        "precision": precision_entry(describe_precision(comparison), comparison),
+        # "match (within bfloat16 rounding)" when a call agrees only within the noise floor.
+        "verdict_detail": rounding_match_label(comparison) if comparison.verdict == "match" else "diverged",
         "rows": [row_entry(comparison, row) for row in comparison.rows],
     }
 

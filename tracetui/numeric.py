@@ -3,10 +3,10 @@
 Kept apart from the comparison logic: the recorder uses it for the nondeterminism check, the
 comparison for every leaf pair, the interface for its detail pane.
 
-What a row needs — the largest |Δ|, where it is, the largest |original| an rtol could forgive —
+What a row needs — the largest |Δ|, where it is, the mean |Δ|, the largest |original| an rtol could forgive —
 is measured in one pass over cache-sized slices, in the tensors' own precision (float32 for
 16-bit types), and made exact in float64 on the few elements that can be the largest. The rest
-(relative error, mean |Δ|, cosine) is computed in float64 when a row is shown (:class:`Details`).
+(relative error, cosine) is computed in float64 when a row is shown (:class:`Details`).
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ class Details:
     """The figures of a difference that only a person reading the row needs."""
 
     max_rel: float  # |p - o| / |o| over elements with o != 0
-    mean_abs: float
     cosine: float
 
 
-IDENTICAL = Details(max_rel=0.0, mean_abs=0.0, cosine=1.0)
+IDENTICAL = Details(max_rel=0.0, cosine=1.0)
 
 
 @dataclass
@@ -53,6 +52,7 @@ class TensorDifference:
     ported_dtype: str
     numel: int = 0
     max_abs: float = 0.0  # over elements finite on both sides
+    mean_abs: float = 0.0  # likewise (a noise floor judges by it: measured with the largest |Δ|)
     worst_index: tuple[int, ...] | None = None
     worst_original: float | None = None
     worst_ported: float | None = None
@@ -67,7 +67,7 @@ class TensorDifference:
     # then a lower bound of the true largest difference, and the other figures are unknown.
     from_statistics: bool = False
     original_abs_max: float = 0.0  # largest finite |o|: bounds what an rtol can forgive
-    # max_rel, mean_abs and cosine: computed from the kept values when first read (see :meth:`details`).
+    # max_rel and cosine: computed from the kept values when first read (see :meth:`details`).
     _details: Details | None = field(default=None, repr=False)
     _shape_matches: bool | None = field(default=None, repr=False)  # cached: re-classifying asks often
     _original: torch.Tensor | None = field(default=None, repr=False)
@@ -90,10 +90,6 @@ class TensorDifference:
         return self.details().max_rel
 
     @property
-    def mean_abs(self) -> float:
-        return self.details().mean_abs
-
-    @property
     def cosine(self) -> float:
         return self.details().cosine
 
@@ -113,7 +109,7 @@ class TensorDifference:
             elif self.shape_matches and self.numel and self.max_abs == 0.0 and not self.nonfinite_mismatches:
                 return IDENTICAL  # every element equal: nothing to compute, kept or not
             else:
-                return Details(math.nan, math.nan, math.nan)
+                return Details(math.nan, math.nan)
         return self._details
 
     @property
@@ -177,9 +173,10 @@ class TensorDifference:
     def _count_out_of_tolerance(self, atol: float, rtol: float) -> int:
         assert self._original is not None and self._ported is not None
         broken_count = 0
-        limit = sentinel_limit(self._original.dtype, self._ported.dtype)
+        dtypes = (self._original.dtype, self._ported.dtype)
         for original, ported in comparable_chunks(self._original, self._ported, self.broadcast_shape):
-            both_finite = (original.abs() < limit) & (ported.abs() < limit)
+            original_finite, ported_finite = finite_masks(original, ported, *dtypes)
+            both_finite = original_finite & ported_finite
             broken = (ported - original).abs() > atol + rtol * original.abs()
             broken_count += int((broken & both_finite).sum())
         return broken_count
@@ -276,7 +273,8 @@ FAST_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def fill_largest(difference: TensorDifference, original: torch.Tensor, ported: torch.Tensor) -> bool:
-    """The largest |Δ|, its element and the largest |original|, in one pass over cache-sized slices.
+    """The largest |Δ|, its element, the mean |Δ| and the largest |original|, in one pass over
+    cache-sized slices.
 
     Each slice's |p - o| is computed in float32 (float64 if either side is), which rounds, but
     rounding is monotonic: the elements whose exact |Δ| is largest are among those whose rounded
@@ -295,6 +293,7 @@ def fill_largest(difference: TensorDifference, original: torch.Tensor, ported: t
     # Each slice's figures land in these (no host round trip per slice): its largest |Δ| and
     # both sides' extremes, which tell NaN/Inf (a NaN or infinite |Δ|) and sentinels apart.
     slice_maxima = torch.empty(len(starts), dtype=working_dtype, device=ported.device)
+    slice_sums = torch.empty(len(starts), dtype=working_dtype, device=ported.device)  # for the mean |Δ|
     original_extremes = torch.empty(2, len(starts), dtype=original.dtype, device=ported.device)
     ported_extremes = torch.empty(2, len(starts), dtype=ported.dtype, device=ported.device)
 
@@ -309,6 +308,7 @@ def fill_largest(difference: TensorDifference, original: torch.Tensor, ported: t
     for position, start in enumerate(starts):
         differences = slice_differences(start)
         torch.amax(differences, dim=0, out=slice_maxima[position])
+        torch.sum(differences, dim=0, out=slice_sums[position])
         stop = start + FAST_CHUNK_ELEMENTS
         torch.aminmax(original_flat[start:stop], out=(original_extremes[0, position], original_extremes[1, position]))
         torch.aminmax(ported_flat[start:stop], out=(ported_extremes[0, position], ported_extremes[1, position]))
@@ -332,6 +332,9 @@ def fill_largest(difference: TensorDifference, original: torch.Tensor, ported: t
         if float(exact[best]) > largest_exact:
             largest_exact, worst_flat = float(exact[best]), start + int(offsets[best])
     difference.max_abs = largest_exact
+    # Summed per slice in the working precision (pairwise: a relative error near float32's
+    # epsilon), the slices' sums in float64.
+    difference.mean_abs = float(slice_sums.double().sum()) / difference.numel
     difference.original_abs_max = original_abs_max
     difference.worst_original = float(original_flat[worst_flat])
     difference.worst_ported = float(ported_flat[worst_flat])
@@ -359,14 +362,14 @@ def accumulate_differences(difference: TensorDifference, original: torch.Tensor,
     :func:`fill_largest` leaves (NaN/Inf, sentinels, integers, broadcast shapes), and for the
     :meth:`TensorDifference.details` of a row being shown."""
     shape = difference.broadcast_shape or tuple(real_view(original).shape)
-    limit = sentinel_limit(original.dtype, ported.dtype)
+    dtypes = (original.dtype, ported.dtype)
     max_rel = absolute_sum = 0.0
     dot = original_square_sum = ported_square_sum = 0.0
     worst_flat: int | None = None
     start = 0
     for original_values, ported_values in comparable_chunks(original, ported, difference.broadcast_shape):
-        original_finite = original_values.abs() < limit  # False for NaN, ±Inf and mask sentinels
-        ported_finite = ported_values.abs() < limit
+        # False for NaN, ±Inf and mask sentinels
+        original_finite, ported_finite = finite_masks(original_values, ported_values, *dtypes)
         both_finite = original_finite & ported_finite
         raw_original, raw_ported = original_values, ported_values
         if not bool(both_finite.all()):
@@ -398,7 +401,30 @@ def accumulate_differences(difference: TensorDifference, original: torch.Tensor,
     assert worst_flat is not None
     # numpy's unravel_index: torch's imports a slow module on first use.
     difference.worst_index = tuple(int(i) for i in numpy.unravel_index(worst_flat, shape))
-    difference._details = Details(max_rel, absolute_sum / difference.numel, cosine_from_sums(dot, original_square_sum, ported_square_sum))
+    difference.mean_abs = absolute_sum / difference.numel
+    difference._details = Details(max_rel, cosine_from_sums(dot, original_square_sum, ported_square_sum))
+
+
+def finite_masks(
+    original: torch.Tensor, ported: torch.Tensor, original_dtype: torch.dtype, ported_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which elements of each side are numbers, not NaN/Inf or mask sentinels.
+
+    A sentinel is a value from half its own dtype's largest on (``finfo(dtype).min`` masks), or a
+    finite value from half the narrower dtype's largest on when the other side's is one too (a
+    float32 mask built with float16's min). A float32 1e5 against a float16 port's Inf stays a
+    number against an Inf: that is a float16 overflow, not a mask.
+    """
+    original_magnitude, ported_magnitude = original.abs(), ported.abs()
+    narrow = sentinel_limit(original_dtype, ported_dtype)
+    both_large = (original_magnitude >= narrow) & (ported_magnitude >= narrow) & original.isfinite() & ported.isfinite()
+    original_finite = (original_magnitude < own_sentinel_limit(original_dtype)) & ~both_large
+    ported_finite = (ported_magnitude < own_sentinel_limit(ported_dtype)) & ~both_large
+    return original_finite, ported_finite
+
+
+def own_sentinel_limit(dtype: torch.dtype) -> float:
+    return 0.5 * torch.finfo(dtype).max if dtype.is_floating_point else math.inf
 
 
 def sentinel_limit(original_dtype: torch.dtype, ported_dtype: torch.dtype) -> float:
@@ -454,7 +480,7 @@ def measure_summaries(original: TensorSummary, ported: TensorSummary) -> TensorD
         ported_dtype=ported.dtype,
         numel=math.prod(original.shape),
         from_statistics=True,
-        _details=Details(max_rel=0.0, mean_abs=0.0, cosine=math.nan),  # what statistics cannot tell
+        _details=Details(max_rel=0.0, cosine=math.nan),  # what statistics cannot tell
     )
     if not difference.shape_matches or difference.numel == 0:
         return difference
@@ -466,7 +492,7 @@ def measure_summaries(original: TensorSummary, ported: TensorSummary) -> TensorD
         return difference  # the statistics themselves are NaN/Inf: nothing finite to bound
     difference.max_abs = summary_bound(original, ported)
     mean_bound = max(0.0, abs(ported.mean - original.mean) - mean_uncertainty(original) - mean_uncertainty(ported))
-    difference._details = Details(max_rel=0.0, mean_abs=mean_bound, cosine=math.nan)
+    difference.mean_abs = mean_bound
     difference.original_abs_max = max(abs(original.minimum), abs(original.maximum))
     return difference
 

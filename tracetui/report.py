@@ -12,7 +12,14 @@ from rich.text import Text
 
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
-from tracetui.precision import describe_precision, notes_with_precision
+from tracetui.precision import (
+    describe_precision,
+    floor_sentence,
+    notes_with_precision,
+    rounding_match_label,
+    row_noise_floor,
+    within_rounding,
+)
 from tracetui.rows import LeafPair, Row
 from tracetui.safe_text import for_markup, printable
 from tracetui.text import first_few
@@ -42,7 +49,10 @@ def summary_line(comparison: Comparison) -> str:
         measured = [row for row in comparison.rows if row.output_max_abs is not None]
         largest = max(measured, key=lambda row: row.output_max_abs or 0.0, default=None)
         where = f" (largest output |Δ| {format_difference(largest.output_max_abs)} at {largest.label})" if largest else ""
-        return f"match: all {paired} paired calls agree within {comparison.tolerance}{where}; {unmatched}."
+        within = f"{comparison.tolerance}"
+        if comparison.rounding.measured:
+            within += f" or {comparison.rounding.factor:g}× the noise floor"
+        return f"{rounding_match_label(comparison)}: all {paired} paired calls agree within {within}{where}; {unmatched}."
     inherited = counts["inherited"]
     if culprit is None:
         return f"diverged: {comparison.reason}; {unmatched}."
@@ -93,6 +103,9 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("in |Δ|", justify="right", no_wrap=True)
     table.add_column("out |Δ|", justify="right", no_wrap=True)
+    floors = comparison.rounding.measured  # the original run in the port's dtype: rounding's share
+    if floors:
+        table.add_column("floor |Δ|", justify="right", no_wrap=True)
     alone = any(row.isolated is not None for row in rows)
     if alone:  # the ported call fed the original's values: its own error
         table.add_column("alone |Δ|", justify="right", no_wrap=True)
@@ -104,6 +117,8 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
         is_culprit = comparison.is_culprit(row)
         row_status = comparison.status(row)
         status = Text(row_status, style=STATUS_STYLES[row_status])
+        if row_status == "match" and within_rounding(comparison, row):
+            status.append(" (rounding)", style="dim")
         if is_culprit:
             status.append(" ◀ culprit", style="bold red")
         cells: list[RenderableType] = [
@@ -115,6 +130,9 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             bound_label(row.input_max_abs, row.inputs),
             bound_label(row.output_max_abs, row.outputs),
         ]
+        if floors:
+            floor = row_noise_floor(comparison, row)
+            cells.append("" if floor is None else format_difference(floor[0]))
         if alone:
             cells.append("" if row.isolated is None else format_difference(row.isolated_max_abs))
         table.add_row(
@@ -122,6 +140,12 @@ def rows_table(comparison: Comparison, rows: list[Row]) -> Table:
             style="bold" if is_culprit else ("dim" if row_status == "unmatched" else ""),
         )
     return table
+
+
+def why_line(comparison: Comparison, culprit: Row) -> str:
+    """The culprit's reason, and the noise floor beside its difference when one was measured."""
+    floor = floor_sentence(comparison, culprit)
+    return comparison.reason_for(culprit) + (f"; {floor}" if floor else "")
 
 
 def print_fix(comparison: Comparison, culprit: Row, console: Console, indent: str) -> None:
@@ -145,7 +169,7 @@ def print_other_culprits(comparison: Comparison, console: Console) -> None:
     console.print(Text(heading, style="bold"))
     for culprit in others[: CULPRITS_SHOWN - 1]:
         console.print(Text.assemble("  • ", (printable(culprit.label), "bold"), f"  {printable(culprit.class_label)}"))
-        console.print(Text(f"    why: {printable(comparison.reason_for(culprit))}"))
+        console.print(Text(f"    why: {printable(why_line(comparison, culprit))}"))
         print_fix(comparison, culprit, console, "    ")
     if len(others) > CULPRITS_SHOWN - 1:
         console.print(Text(f"  … and {len(others) - CULPRITS_SHOWN + 1} more (--json lists them all)", style="dim"))
@@ -156,13 +180,15 @@ def print_report(comparison: Comparison, console: Console, full: bool = False) -
     console.print(f"[bold]tracetui[/]  original [cyan]{original_source}[/]  ported [cyan]{ported_source}[/]  {comparison.tolerance}")
     precision = describe_precision(comparison)
     console.print(Text(f"precision: {printable(precision)}", style="dim"))
+    if precision.judged_against:
+        console.print(Text(f"mode: {printable(precision.judged_against)}", style="dim"))
     culprit = comparison.culprit
     if comparison.verdict == "match":
-        console.print(Text("MATCH", style="bold green"))
+        console.print(Text(rounding_match_label(comparison).upper(), style="bold green"))
     elif culprit is not None:
         console.print(Text.assemble(("DIVERGED", "bold red"), "  first divergence: ", (printable(culprit.label), "bold")))
         console.print(Text(f"  class: {printable(culprit.class_label)}"))
-        console.print(Text(f"  why: {printable(comparison.reason)}"))
+        console.print(Text(f"  why: {printable(why_line(comparison, culprit))}"))
         print_fix(comparison, culprit, console, "  ")
         print_other_culprits(comparison, console)
     else:

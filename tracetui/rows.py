@@ -276,7 +276,7 @@ def measure_values(original: Leaf, ported: Leaf) -> TensorDifference | None:
         return measure(torch.tensor(values[0], dtype=torch.float64), torch.tensor(values[1], dtype=torch.float64))
     if original.value_type == ported.value_type == "str":
         same = original.value_repr == ported.value_repr
-        details = IDENTICAL if same else Details(max_rel=0.0, mean_abs=0.0, cosine=0.0)
+        details = IDENTICAL if same else Details(max_rel=0.0, cosine=0.0)
         return TensorDifference((), (), "str", "str", numel=1, max_abs=0.0 if same else math.inf, _details=details)
     return None
 

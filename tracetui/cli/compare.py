@@ -38,6 +38,7 @@ examples:
   tracetui compare original.py ported.py --no-tui
   tracetui compare original.py ported.py --map map.toml --json report.json --no-tui
   tracetui compare original.trace ported.py --atol 1e-4 --no-tui
+  tracetui compare original.py ported_bf16.py --precision strict --no-tui
   tracetui compare original.py ported.py --break-on-mismatch
   tracetui compare original.py ported.py --break-at model.layers.0.mlp:2 --side ported
 
@@ -81,6 +82,14 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip trying the usual porting mistakes (activation, eps, scale, swapped or unconverted weights, ...) "
         "on each culprit alone; by default the report names the patch that makes a culprit match on the recorded inputs",
+    )
+    compare.add_argument(
+        "--precision",
+        choices=("auto", "strict", "rounding"),
+        default="auto",
+        help="auto: when the port runs in bfloat16/float16 and the original in float32, run the original again in the port's "
+        "dtype and count a difference within 3x that rounding (its noise floor) as a match; strict: atol/rtol alone; "
+        "rounding: measure the floor even when both sides share a 16-bit dtype (default: %(default)s)",
     )
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
@@ -139,6 +148,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             isolate=not arguments.no_isolate,
             fixes=not arguments.no_fixes,
             on_loaded=on_loaded if arguments.stream else None,
+            precision=arguments.precision,
         )
         del sources  # the model built first: the debugger builds its own, fresh
         interface = wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None)

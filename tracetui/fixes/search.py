@@ -71,10 +71,18 @@ class FixSearch:
     seconds: float
     attempts: tuple[Attempt, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()  # (kind, why it was not tried)
+    # Judged against a noise floor (tracetui.noise_floor): k× the culprit's own floor, the
+    # difference rounding alone leaves when it is fed the original's values; a patch within it fixes.
+    rounding_atol: float = 0.0
+
+    def judged_at(self, tolerance: Tolerance) -> Tolerance:
+        """``tolerance``, its atol widened to the rounding the culprit's dtype leaves anyway."""
+        return tolerance if self.rounding_atol <= tolerance.atol else replace(tolerance, atol=self.rounding_atol)
 
     def ranked(self, tolerance: Tolerance) -> list[Attempt]:
         """Fixes first (exact ones before the rest, the more specific kind first, then the smaller
         difference), then the attempts that came closest."""
+        tolerance = self.judged_at(tolerance)
         kind_rank = {kind: rank for rank, kind in enumerate(KINDS)}
         fixes = [attempt for attempt in self.attempts if attempt.within(tolerance)]
         others = [attempt for attempt in self.attempts if not attempt.within(tolerance)]
@@ -85,7 +93,7 @@ class FixSearch:
         return fixes + others
 
     def fixes(self, tolerance: Tolerance) -> list[Attempt]:
-        return [attempt for attempt in self.ranked(tolerance) if attempt.within(tolerance)]
+        return [attempt for attempt in self.ranked(tolerance) if attempt.within(self.judged_at(tolerance))]
 
     def suggestions(self, tolerance: Tolerance) -> list[Attempt]:
         """Every fix, else the few attempts that came closest."""
@@ -177,7 +185,7 @@ def search_fixes(
             module = submodule(ported.model, row.ported.name)
             culprit = Culprit(row.ported.name, module, ported.model, counterparts, original_tensors, sources)
             search = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance)
-            searches[row.index] = replace(search, skipped=skipped)
+            searches[row.index] = replace(search, skipped=skipped, rounding_atol=rounding_atol(comparison, row))
     return searches
 
 
@@ -200,6 +208,15 @@ def weight_sources(
     except Exception:
         return {}, {}
     return original_state, {source.ported: source for source in report.sources}
+
+
+def rounding_atol(comparison: Comparison, row: Row) -> float:
+    """k× the culprit's own noise floor (0 without one): what rounding leaves after any fix."""
+    figures = comparison.classification.figures.rounding
+    if figures is None:
+        return 0.0
+    floor = figures.isolated_noise(row.index)[0]
+    return figures.rounding.factor * floor if math.isfinite(floor) else 0.0
 
 
 def submodule(model: torch.nn.Module, name: str) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from textual.widgets import Label
 from tracetui.classify import STATUSES
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
-from tracetui.precision import Precision, describe_precision, half_precision_note, notes_with_precision
+from tracetui.precision import Precision, describe_precision, half_precision_note, notes_with_precision, rounding_match_label
 from tracetui.safe_text import printable
 from tracetui.trace import Trace
 from tracetui.tui.listing import classes_differ
@@ -79,7 +79,8 @@ class ComparisonHeader(Vertical):
         if self._precision is not None:
             original, ported, precision = self._precision
             if original is comparison.original and ported is comparison.ported:
-                note = half_precision_note(precision.original_dtypes, precision.ported_dtypes, comparison.tolerance)
+                measured = comparison.rounding.measured  # judged against a floor: rounding needs no rtol
+                note = None if measured else half_precision_note(precision.original_dtypes, precision.ported_dtypes, comparison.tolerance)
                 return replace(precision, note=note)
         precision = describe_precision(comparison)
         self._precision = (comparison.original, comparison.ported, precision)
@@ -164,10 +165,10 @@ class ComparisonHeader(Vertical):
         self._labels["original-source"].tooltip = printable(comparison.original.source)
         self._labels["ported-source"].tooltip = printable(comparison.ported.source)
         self.set_text("tolerance", str(comparison.tolerance))
-        self.set_text("verdict", verdict.upper())
+        self.set_text("verdict", (rounding_match_label(comparison) if verdict == "match" else verdict).upper())
         self._labels["verdict"].set_class(verdict == "diverged", "-diverged")
         self._labels["verdict"].set_class(verdict == "match", "-match")
-        self.set_text("precision", precision.short_description)
+        self.set_text("precision", precision.mode_description)
 
         culprit = comparison.culprit
         assert self._culprit_line is not None

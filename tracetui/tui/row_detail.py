@@ -11,6 +11,7 @@ from rich.text import Text
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
+from tracetui.precision import floor_sentence
 from tracetui.rows import LeafPair, Row, largest_difference
 from tracetui.safe_text import printable
 from tracetui.trace import CallRecord, Leaf
@@ -89,6 +90,10 @@ def row_summary(comparison: Comparison, row: Row, palette: Palette) -> Text | No
             summary.append(f"max |Δ| {format_difference(alone)}", palette.bad if wrong else palette.good)
             if comparison.classification.makes_bad_input[row.index]:
                 summary.append(", but it makes a wrong input (why:)", palette.bad)
+    floor = floor_sentence(comparison, row)  # the original run in the port's dtype: rounding's share, and the ratio
+    if floor:
+        summary.append(" · ", palette.dim)
+        summary.append(floor, palette.dim)
     return summary
 
 
