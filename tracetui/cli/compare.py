@@ -11,8 +11,10 @@ from rich.console import Console
 from tracetui import api
 from tracetui.classify import Tolerance
 from tracetui.cli.common import (
+    THEMES,
     add_memory_options,
     add_run_options,
+    add_theme_option,
     check_tolerance,
     progress_line,
     wants_interface,
@@ -83,6 +85,7 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         "on each culprit alone; by default the report names the patch that makes a culprit match on the recorded inputs",
     )
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
+    add_theme_option(compare)
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
     add_debugger_options(compare)
@@ -148,7 +151,9 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     exit_status = 0 if comparison.verdict == "match" else 1
     if interface:
         write_json_report(comparison, arguments.json, json_path, printed=False)
-        open_comparison(comparison)
+        from tracetui.tui.summary import headless_command
+
+        open_comparison(comparison, theme=THEMES[arguments.theme], command=headless_command(arguments.command_line))
         return exit_status
     print_report(comparison, console, full=arguments.full)  # first: a JSON that cannot be written must not lose it
     write_json_report(comparison, arguments.json, json_path, printed=True)
