@@ -5,6 +5,7 @@ when a signal ends it, or when there is no terminal to draw on."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import sys
@@ -78,6 +79,27 @@ def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -
     finally:
         child.close()
     assert child.exitstatus == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_quitting_prints_the_verdict_the_culprit_and_the_headless_command() -> None:
+    """The alternate screen goes with the app; one line stays in the terminal: the verdict, the
+    culprit's name and the command that prints the report without the interface."""
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun", "--theme", "light")
+    try:
+        child.expect("CULPRIT")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    after_the_app = re.sub(r"\x1b\[[?0-9;]*[a-zA-Z]", "", (child.before or "").rsplit(LEAVE_ALTERNATE_SCREEN, 1)[1])
+    summary = [line.rstrip("\r") for line in after_the_app.splitlines() if line.startswith("tracetui: ")]
+    expected = (
+        "tracetui: DIVERGED · 3 culprits: h.0.attn ↔ layers.0.self_attn, h.1.attn ↔ layers.1.self_attn, h.2.attn ↔ layers.2.self_attn · "
+        "headless: tracetui compare original.py ported.py --map map.toml --no-rerun --no-tui"
+    )
+    assert summary == [expected], repr(after_the_app)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")

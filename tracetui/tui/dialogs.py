@@ -104,7 +104,7 @@ class PathDialog(ModalScreen[list[Path] | None]):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Input(self.default, id="path", compact=True)
             yield Label("", id="path-message", markup=False)  # quotes paths and the system's messages
-            yield Label("enter writes · escape cancels · paths are from the folder tracetui was started in", classes="dialog-hint")
+            yield Label("enter writes · escape cancels · from the working folder", classes="dialog-hint")
 
     def say(self, text: str, warning: bool = False) -> None:
         message = self.query_one("#path-message", Label)
