@@ -37,7 +37,7 @@ def default_map_path(comparison: Comparison) -> str:
     """``tracetui.map.toml`` next to the ported script (or trace), shown relative to the working folder;
     in the working folder when the port was not read from a file."""
     source = Path(str(comparison.ported.source))
-    folder = source.parent if source.suffix and source.parent.is_dir() else Path()
+    folder = source.parent if source.exists() else Path()  # a script, a trace file or a trace folder
     return shown_path(folder / MAP_FILE_NAME)
 
 
