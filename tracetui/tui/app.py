@@ -271,7 +271,8 @@ class TracetuiApp(App[None]):
         return self.is_comparison or action not in COMPARISON_ACTIONS
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Textual's own commands but its screenshot, which S replaces (it asks where, and writes whole)."""
+        """Textual's own commands (the theme, quit, …) but its screenshot, which S replaces (it asks
+        where, and writes whole), and its keys panel, which ? replaces."""
         for command in super().get_system_commands(screen):
             if command.title not in ("Screenshot", "Keys"):
                 yield command
