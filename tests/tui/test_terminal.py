@@ -48,7 +48,7 @@ def test_compare_opens_the_interface_and_q_restores_the_terminal() -> None:
         child.expect("CULPRIT")
         for key in ("f", "j", "d", "d", "x", "x", "?"):
             child.send(key)
-        child.expect("status colours")  # the help screen opened after the other keys
+        child.expect("tracetui — keys")  # the help screen opened after the other keys
         child.send("?")  # closes it (a lone escape followed at once by q would read as alt+q)
         child.send("q")
         child.expect(pexpect.EOF)
@@ -131,7 +131,7 @@ def test_b_suspends_the_interface_for_ipdb_and_comes_back() -> None:
         child.expect("DIVERGED", timeout=120)
         child.expect("debugger: the run finished")
         child.send("?")  # and answers keys
-        child.expect("status colours")
+        child.expect("tracetui — keys")
         child.send("?")
         child.send("q")
         child.expect(pexpect.EOF)
