@@ -397,13 +397,14 @@ def test_a_misspelt_break_at_name_fails_before_either_model_runs(tmp_path: Path,
     assert original_marker.exists() and ported_marker.exists()
 
 
-def test_a_misspelt_break_at_name_with_stream_fails_before_the_port_runs(tmp_path: Path) -> None:
-    """--stream builds one model at a time: the port's name is checked when the port is built,
-    after the original is recorded but before the port runs."""
+@pytest.mark.parametrize("side", ["ported", "original"])
+def test_a_misspelt_break_at_name_with_stream_fails_before_either_model_runs(tmp_path: Path, side: str) -> None:
+    """--stream builds one model at a time: the port is built once more to check its name first,
+    so a misspelt name fails before the original's recording, not after it."""
     original, ported, original_marker, ported_marker = marking_pair(tmp_path)
-    result = run_tracetui("compare", str(original), str(ported), "--no-tui", "--stream", "--break-at", "shraed")
+    result = run_tracetui("compare", str(original), str(ported), "--no-tui", "--stream", "--side", side, "--break-at", "shraed")
     assert result.returncode == 2 and "Closest names: shared" in " ".join(result.stderr.split())
-    assert original_marker.exists() and not ported_marker.exists()
+    assert not original_marker.exists() and not ported_marker.exists()
 
 
 def test_break_on_mismatch_on_a_matching_pair_has_nothing_to_break_at(tiny_pair, tracetui_main) -> None:

@@ -14,7 +14,7 @@ import pytest
 from textual import events
 from textual.events import MouseScrollDown
 from textual.pilot import Pilot
-from textual.widgets import Label
+from textual.widgets import Input, Label
 
 import tracetui
 from tracetui.compare import Comparison
@@ -24,7 +24,7 @@ from tracetui.trace import Trace
 from tracetui.tui import TracetuiApp
 from tracetui.tui.call_list import CallList, Columns
 from tracetui.tui.detail import DetailPane
-from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
+from tracetui.tui.dialogs import HelpScreen, PathDialog, ToleranceDialog
 from tracetui.tui.header import ComparisonHeader
 from tracetui.tui.status_line import StatusLine
 
@@ -265,7 +265,7 @@ async def test_f_jumps_to_the_culprit_and_the_detail_pane_describes_it(compariso
         assert "max |Δ| 2.26e-01" in text and "max rel" in text and "cosine" in text
         assert "96 of 112 elements (85.7%) break atol 0.001" in text
         assert "worst 5" in text and "[0, 2, 12]" in text and "+2.263e-01" in text
-        assert "|Δ| along dim 1 (7)" in text and "|Δ| histogram" in text
+        assert "|Δ| along dim 1 (7; each bar = 1 position; █ = 2.26e-01)" in text and "|Δ| histogram" in text
         assert "original [0, :, :]" in text and "ported [0, :, :]" in text
         assert "[[ 0.5499," in text  # the preview reads like a printed tensor
 
@@ -679,7 +679,12 @@ async def test_m_pairs_two_unmatched_rows_by_hand_unpairs_and_w_writes_the_map(
         assert (paired.original_name, paired.ported_name, paired.pairing.method) == ("ln_f", "norm", "manual")
         assert app.comparison.status(paired) == "inherited"  # the planted bug is upstream, in layer 0
 
-        await pilot.press("w")
+        await pilot.press("w")  # asks where; the port's folder is not under this one: here
+        assert isinstance(app.screen, PathDialog)
+        assert app.screen.query_one("#path", Input).value == "tracetui.map.toml"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, PathDialog)
         rename_map = load_rename_map(tmp_path / "tracetui.map.toml")
         assert rename_map.apply("ln_f") == "norm" and rename_map.apply("h.1.attn") == "layers.1.self_attn"
 
@@ -699,11 +704,19 @@ async def test_w_that_cannot_write_the_map_says_so_and_keeps_the_session(
     (tmp_path / "tracetui.map.toml").mkdir()  # where the map goes is a folder: the write fails
     app = TracetuiApp(comparison)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("w")
+        await pilot.press("w", "enter")
         await pilot.pause()
-        assert app.is_running
-        messages = [notification.message for notification in app._notifications]
-        assert any("tracetui.map.toml: could not be written" in message for message in messages), messages
+        assert app.is_running and isinstance(app.screen, PathDialog)  # said in the dialog, which stays
+        assert "tracetui.map.toml: that is a folder" in str(app.screen.query_one("#path-message", Label).content)
+        path_input = app.screen.query_one("#path", Input)
+        path_input.value = "missing/map.toml"
+        await pilot.press("enter")
+        await pilot.pause()
+        message = str(app.screen.query_one("#path-message", Label).content)
+        assert "the folder" in message and "does not exist" in message, message
+        await pilot.press("escape")
+        assert not isinstance(app.screen, PathDialog) and app.is_running
+        assert [path.name for path in tmp_path.iterdir()] == ["tracetui.map.toml"]  # nothing written, nothing left behind
 
 
 async def test_tab_moves_focus_to_the_detail_pane_where_j_scrolls(comparison: Comparison, settle) -> None:
@@ -816,7 +829,8 @@ async def test_on_a_narrow_terminal_the_side_stays_and_the_rest_is_cut(compariso
         await pilot.press("x", "s", "slash", *"attn", "enter")
         await settle(pilot)
         status = str(app.query_one(StatusLine).render())
-        assert status.endswith("… · b debugs original (s switches)") and status.startswith("row #4 · ")
+        # Shortened, never cut: every count whole, the side b debugs still said.
+        assert status == "row #4 · 12 of 42 rows · /attn/ · x differing · 8 hidden · b: original", status
         assert len(status) <= 80 - 2  # the line's padding
 
 

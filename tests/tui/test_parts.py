@@ -107,7 +107,7 @@ def test_statistics_worst_elements_profiles_and_histogram() -> None:
     worst = worst_elements(original, ported, absolute)
     assert [element.index for element in worst] == [(1, 2), (0, 1)]
     assert worst[0].difference == 0.5
-    profiles = dict(dimension_profiles(absolute))
+    profiles = {profile.dimension: profile.values for profile in dimension_profiles(absolute)}
     assert profiles[0] == pytest.approx([0.01, 0.5]) and profiles[1] == pytest.approx([0.0, 0.01, 0.5])
     counts = dict(histogram(absolute, atol=1e-3))
     assert sum(counts.values()) == 6 and counts[">1e-01"] == 1

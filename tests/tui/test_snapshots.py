@@ -53,3 +53,19 @@ def test_several_culprits_each_marked_with_its_own_figure(snap_compare, fed_comp
 
 def test_x_shows_the_rows_that_differ_and_counts_the_rest(snap_compare, comparison: Comparison, settle: Settle) -> None:
     assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 36), run_before=pressing(settle, "x", "d"))
+
+
+def test_light_theme(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    assert snap_compare(TracetuiApp(comparison, theme="textual-light"), terminal_size=(120, 44), run_before=pressing(settle))
+
+
+def test_a_marked_row_and_the_path_dialog_of_w(snap_compare, comparison: Comparison, settle: Settle) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        pilot.app.selected_row = 14  # the port's first unmatched dropout
+        await pilot.press("m")
+        pilot.app.clear_notifications()  # the toast would hide the row's mark in the picture
+        await pilot.press("j", "w")
+        await settle(pilot)
+
+    assert snap_compare(TracetuiApp(comparison), terminal_size=(120, 36), run_before=run_before)

@@ -5,6 +5,7 @@ when a signal ends it, or when there is no terminal to draw on."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import sys
@@ -47,7 +48,7 @@ def test_compare_opens_the_interface_and_q_restores_the_terminal() -> None:
         child.expect("CULPRIT")
         for key in ("f", "j", "d", "d", "x", "x", "?"):
             child.send(key)
-        child.expect("status colours")  # the help screen opened after the other keys
+        child.expect("tracetui — keys")  # the help screen opened after the other keys
         child.send("?")  # closes it (a lone escape followed at once by q would read as alt+q)
         child.send("q")
         child.expect(pexpect.EOF)
@@ -81,6 +82,27 @@ def test_at_80_by_24_it_opens_on_the_culprit_and_every_key_of_a_batch_counts() -
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_quitting_prints_the_verdict_the_culprit_and_the_headless_command() -> None:
+    """The alternate screen goes with the app; one line stays in the terminal: the verdict, the
+    culprit's name and the command that prints the report without the interface."""
+    child = spawn("compare", "original.py", "ported.py", "--map", "map.toml", "--no-rerun", "--theme", "light")
+    try:
+        child.expect("CULPRIT")
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    after_the_app = re.sub(r"\x1b\[[?0-9;]*[a-zA-Z]", "", (child.before or "").rsplit(LEAVE_ALTERNATE_SCREEN, 1)[1])
+    summary = [line.rstrip("\r") for line in after_the_app.splitlines() if line.startswith("tracetui: ")]
+    expected = (
+        "tracetui: DIVERGED · 3 culprits: h.0.attn ↔ layers.0.self_attn, h.1.attn ↔ layers.1.self_attn, h.2.attn ↔ layers.2.self_attn · "
+        "headless: tracetui compare original.py ported.py --map map.toml --no-rerun --no-tui"
+    )
+    assert summary == [expected], repr(after_the_app)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_show_opens_the_interface_for_one_trace() -> None:
     child = spawn("show", "original.py", "--no-rerun")
     try:
@@ -109,7 +131,7 @@ def test_b_suspends_the_interface_for_ipdb_and_comes_back() -> None:
         child.expect("DIVERGED", timeout=120)
         child.expect("debugger: the run finished")
         child.send("?")  # and answers keys
-        child.expect("status colours")
+        child.expect("tracetui — keys")
         child.send("?")
         child.send("q")
         child.expect(pexpect.EOF)

@@ -69,7 +69,7 @@ async def test_comparison_of_untrusted_names_opens_and_shows_them_escaped(tmp_pa
         await pilot.press("f", "m")  # unpairs the culprit's row, and says so in a toast
         await settle(pilot)
         toasts = " ".join(str(toast.render()) for toast in app.screen.query(Toast))
-        assert f"unpaired {SHOWN_MODULE_NAME}" in toasts
+        assert f"unpaired #1 {SHOWN_MODULE_NAME}" in toasts  # with its row number
         assert_no_injected_sequence(toasts)
 
 

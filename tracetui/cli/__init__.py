@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
+    # As typed: the interface, quitting, prints the command that gives the report without it.
+    arguments.command_line = list(sys.argv[1:] if argv is None else argv)
     if arguments.command is None:
         parser.print_help()
         return 2

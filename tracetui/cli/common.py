@@ -14,6 +14,18 @@ from tracetui.errors import OutputError, UsageError
 from tracetui.safe_text import printable
 from tracetui.script import DEFAULT_SEED
 
+THEMES = {"dark": "textual-dark", "light": "textual-light"}  # --theme → Textual's theme
+
+
+def add_theme_option(command: argparse.ArgumentParser) -> None:
+    """--theme: the interface's colours (ctrl+p, Theme, switches them while it runs)."""
+    command.add_argument(
+        "--theme",
+        choices=tuple(THEMES),
+        default="dark",
+        help="the interface's colours: dark, or light for a light terminal (default: %(default)s; ctrl+p → Theme switches)",
+    )
+
 
 def add_run_options(command: argparse.ArgumentParser, rerun: bool) -> None:
     """--seed, --device, --debug (and --no-rerun for commands that run each model twice)."""

@@ -11,8 +11,10 @@ from rich.console import Console
 from tracetui import api
 from tracetui.classify import Tolerance
 from tracetui.cli.common import (
+    THEMES,
     add_memory_options,
     add_run_options,
+    add_theme_option,
     check_tolerance,
     progress_line,
     wants_interface,
@@ -49,8 +51,8 @@ sides' recorded inputs and outputs for the call: `p ctx`, `p ctx.diff(hidden_sta
 `p ctx.diff_output(result)`, `ctx.other.inputs[...]`. `c` runs to the end, `q` stops the
 run; the exit status is the comparison's (0 match, 1 diverged), 2 for an unknown or
 never-run module or a side given as a trace file. A name the model does not have is caught
-as soon as that side's script is built, before anything is recorded (with --stream, a
-name of the port once the original is recorded)."""
+as soon as that side's script is built, before anything is recorded (with --stream the
+port is built once more for that check, then let go before the original runs)."""
 
 
 def add_compare_command(commands: argparse._SubParsersAction) -> None:
@@ -92,6 +94,7 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         "rounding: measure the floor even when both sides share a 16-bit dtype (default: %(default)s)",
     )
     compare.add_argument("--no-tui", action="store_true", help="print the report instead of opening the interface")
+    add_theme_option(compare)
     compare.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema tracetui.report/1)")
     compare.add_argument("--full", action="store_true", help="headless: print every row, not only the culprit's neighbourhood")
     add_debugger_options(compare)
@@ -131,12 +134,15 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
         on_loaded = break_at_check(arguments)
         if on_loaded is not None and not arguments.stream:
             # The side to stop in is built first and checked before either model is recorded; the
-            # comparison then records that very script. (--stream builds one model at a time, so
-            # there the port's name is checked once the original is recorded, as the port is built.)
+            # comparison then records that very script.
             side = arguments.side
             show_stage(f"building {sources[side]}")
             sources[side] = api.load_source(sources[side], options)
             on_loaded(side, sources[side])
+        elif on_loaded is not None and arguments.side == "ported":
+            # --stream builds one model at a time, the original first: the port is built once
+            # more, here, to check the name before the original's (long) recording, and let go.
+            check_before_streaming(sources["ported"], options, on_loaded, show_stage)
         comparison = api.compare_sources(
             sources["original"],
             sources["ported"],
@@ -158,7 +164,9 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     exit_status = 0 if comparison.verdict == "match" else 1
     if interface:
         write_json_report(comparison, arguments.json, json_path, printed=False)
-        open_comparison(comparison)
+        from tracetui.tui.summary import headless_command
+
+        open_comparison(comparison, theme=THEMES[arguments.theme], command=headless_command(arguments.command_line))
         return exit_status
     print_report(comparison, console, full=arguments.full)  # first: a JSON that cannot be written must not lose it
     write_json_report(comparison, arguments.json, json_path, printed=True)
@@ -237,6 +245,19 @@ def break_at_check(arguments: argparse.Namespace) -> Callable[[Side, ModelScript
             check_module_name(name, side, loaded, other_names)
 
     return check
+
+
+def check_before_streaming(
+    ported: str, options: RunOptions, check: Callable[[Side, ModelScript | Trace], None], show_stage: Callable[[str], None]
+) -> None:
+    """Build the port, check the --break-at name in it, and let the model go before anything runs."""
+    import gc
+
+    show_stage(f"building {ported} to check --break-at")
+    loaded = api.load_source(ported, options)
+    check("ported", loaded)
+    del loaded
+    gc.collect()  # its weights go before the original's are built
 
 
 def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_status: int, console: Console, errors: Console) -> int:

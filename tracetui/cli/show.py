@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracetui import api
-from tracetui.cli.common import add_run_options, wants_interface
+from tracetui.cli.common import THEMES, add_run_options, add_theme_option, wants_interface
 from tracetui.options import RunOptions
 from tracetui.safe_text import printable
 from tracetui.trace import Trace
@@ -25,6 +25,7 @@ def add_show_command(commands: argparse._SubParsersAction) -> None:
     )
     show.add_argument("source", metavar="SCRIPT|TRACEFILE")
     show.add_argument("--no-tui", action="store_true", help="print the calls instead of opening the interface")
+    add_theme_option(show)
     add_run_options(show, rerun=True)
 
 
@@ -34,7 +35,7 @@ def run_show(arguments: argparse.Namespace, console: Console, errors: Console) -
     if wants_interface(arguments, console):
         from tracetui.tui import open_trace
 
-        open_trace(trace)
+        open_trace(trace, theme=THEMES[arguments.theme])
         return 0
     print_trace(trace, console)
     return 0

@@ -11,21 +11,25 @@ from tracetui.errors import InternalError
 from tracetui.interruption import INTERRUPTING_SIGNALS, interruption_for, restored_signal_handlers
 from tracetui.trace import Trace
 from tracetui.tui.app import TracetuiApp
+from tracetui.tui.summary import quit_summary
 
 __all__ = ["TracetuiApp", "open_comparison", "open_trace"]
 
 
-def open_comparison(comparison: Comparison) -> None:
-    """Run the interface on a comparison until the user quits (q).
+def open_comparison(comparison: Comparison, *, theme: str | None = None, command: str | None = None) -> None:
+    """Run the interface on a comparison until the user quits (q), then print one line: the
+    verdict, the culprits and ``command``, the way to get the report without the interface.
 
     Raises KeyboardInterrupt if SIGINT, SIGTERM or SIGHUP ended it (see :func:`run_until_quit`).
     """
-    run_until_quit(TracetuiApp(comparison, freeze_garbage_collector=True, exit_on_signals=True))
+    app = TracetuiApp(comparison, freeze_garbage_collector=True, exit_on_signals=True, theme=theme)
+    run_until_quit(app)
+    print(quit_summary(app.comparison or comparison, command), flush=True)
 
 
-def open_trace(trace: Trace) -> None:
+def open_trace(trace: Trace, *, theme: str | None = None) -> None:
     """Run the interface on one model's trace: the same list and detail pane, one side, no Δ."""
-    run_until_quit(TracetuiApp(trace, freeze_garbage_collector=True, exit_on_signals=True))
+    run_until_quit(TracetuiApp(trace, freeze_garbage_collector=True, exit_on_signals=True, theme=theme))
 
 
 def run_until_quit(app: TracetuiApp) -> None:

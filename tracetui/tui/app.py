@@ -10,7 +10,8 @@ State (reactive attributes of :class:`TracetuiApp`):
 - ``selected_row``: the row under the cursor (an index into ``comparison.rows``): the first
   culprit when the app opens on a comparison that has one, else the first row;
 - ``show_detail``: whether the detail pane is shown;
-- ``debug_side``: the model ``b`` and ``B`` re-run (``s`` switches it; the status line shows it).
+- ``debug_side``: the model ``b`` and ``B`` re-run (``s`` switches it; the status line shows it);
+- ``marked_row``: the unmatched row ``m`` marked, until it is paired or escape cancels it.
 
 Widgets are bound to these (``data_bind``) and redraw when they change; they ask for changes
 with the messages of :mod:`tracetui.tui.messages`, handled here, except the call list's cursor
@@ -24,15 +25,17 @@ import asyncio
 import gc
 import re
 import signal
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from tracetui.classify import Tolerance, judged_from_figures
@@ -49,14 +52,15 @@ from tracetui.interruption import (
     terminal_output_streams,
 )
 from tracetui.pairing.alignment import Alignment
-from tracetui.pairing.map_writer import write_rename_map
 from tracetui.rows import Row
 from tracetui.safe_text import printable
 from tracetui.sides import Side, other_side, pick
-from tracetui.trace import Trace
+from tracetui.trace import CallRecord, Trace
+from tracetui.tui import saving
 from tracetui.tui.call_list import CallList
+from tracetui.tui.commands import ActionCommands
 from tracetui.tui.detail import DetailPane
-from tracetui.tui.dialogs import HelpScreen, ToleranceDialog
+from tracetui.tui.dialogs import HelpScreen, PathDialog, ToleranceDialog
 from tracetui.tui.header import ComparisonHeader
 from tracetui.tui.key_footer import KeyFooter
 from tracetui.tui.listing import Listing, make_listing
@@ -64,7 +68,11 @@ from tracetui.tui.messages import FilterChanged, FilterDone, Reclassified
 from tracetui.tui.outline import Outline, ViewOptions, compile_filter
 from tracetui.tui.status_line import StatusLine
 
-MAP_FILE_NAME = "tracetui.map.toml"  # written by w, in the folder tracetui was started from
+# Off for a single trace (``tracetui show``): it has no tolerance, statuses or other side.
+COMPARISON_ACTIONS = frozenset(
+    ("tolerance", "only_problems", "only_unmatched", "break_selected", "break_culprit", "switch_side")
+    + ("pair_by_hand", "write_map", "save_report")
+)
 SWITCH_SIDE_KEY = "s (switch side)"  # how the debugger's messages name the way to the other side
 
 
@@ -73,7 +81,7 @@ class TracetuiApp(App[None]):
 
     CSS_PATH = Path(__file__).with_name("tracetui.tcss")
     TITLE = "tracetui"
-    ENABLE_COMMAND_PALETTE = False
+    COMMANDS = App.COMMANDS | {ActionCommands}
     AUTO_FOCUS = "CallList"
 
     BINDINGS = [
@@ -86,6 +94,9 @@ class TracetuiApp(App[None]):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("slash", "filter", "filter", key_display="/"),
         Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("c", "copy_names", "copy", show=False),
+        Binding("S", "save_screenshot", "screenshot", show=False),
+        Binding("R", "save_report", "save report", show=False),
         Binding("x", "only_problems", "problems"),
         Binding("u", "only_unmatched", "unmatched", show=False),
         Binding("t", "tolerance", "tolerance"),
@@ -103,8 +114,17 @@ class TracetuiApp(App[None]):
     # The unmatched row marked by m, waiting for its counterpart (the next m).
     marked_row: reactive[int | None] = reactive(None, init=False, repaint=False)
 
-    def __init__(self, source: Comparison | Trace, *, freeze_garbage_collector: bool = False, exit_on_signals: bool = False) -> None:
+    def __init__(
+        self,
+        source: Comparison | Trace,
+        *,
+        freeze_garbage_collector: bool = False,
+        exit_on_signals: bool = False,
+        theme: str | None = None,
+    ) -> None:
         super().__init__()
+        if theme is not None:
+            self.theme = theme  # textual-dark (the default) or textual-light; ctrl+p → Theme switches
         self.freeze_garbage_collector = freeze_garbage_collector
         self.exit_on_signals = exit_on_signals
         self.ending_signal: int | None = None  # SIGINT, SIGTERM or SIGHUP, when one ended the app
@@ -137,7 +157,9 @@ class TracetuiApp(App[None]):
     def compose(self) -> ComposeResult:
         yield ComparisonHeader(id="header").data_bind(TracetuiApp.source)
         with Vertical(id="rows-pane"):
-            yield CallList(self, id="calls").data_bind(TracetuiApp.outline, cursor_row=TracetuiApp.selected_row)
+            yield CallList(self, id="calls").data_bind(
+                TracetuiApp.outline, TracetuiApp.marked_row, cursor_row=TracetuiApp.selected_row
+            )
             yield StatusLine(id="status").data_bind(TracetuiApp.outline, TracetuiApp.debug_side, row=TracetuiApp.selected_row)
         yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
         yield KeyFooter(id="footer")
@@ -245,15 +267,22 @@ class TracetuiApp(App[None]):
     # -- app-wide keys ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """A single trace has no tolerance, statuses or other side: t, x, u, b, B, s, m and w are off there."""
-        return self.is_comparison or action not in (
-            "tolerance", "only_problems", "only_unmatched", "break_selected", "break_culprit", "switch_side", "pair_by_hand", "write_map"
-        )
+        """A single trace has no tolerance, statuses or other side: t, x, u, b, B, s, m, w and R are off there."""
+        return self.is_comparison or action not in COMPARISON_ACTIONS
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands (the theme, quit, …) but its screenshot, which S replaces (it asks
+        where, and writes whole), and its keys panel, which ? replaces."""
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Screenshot", "Keys"):
+                yield command
 
     # -- pairing by hand --------------------------------------------------------------------
 
     def action_pair_by_hand(self) -> None:
-        """m on a paired row unpairs it; m on an unmatched row marks it, m on its counterpart pairs them."""
+        """m on a paired row unpairs it; m on an unmatched row marks it, m on its counterpart pairs them.
+
+        The toasts name calls in full, with their row and call number: a model has many ``dropout``s."""
         comparison = self.comparison
         if comparison is None:
             return
@@ -261,15 +290,20 @@ class TracetuiApp(App[None]):
         if row.original is not None and row.ported is not None:
             self.marked_row = None
             self.realign(comparison.alignment.without_pair(original_index=row.original.index), ("original", row.original.index))
-            self.notify(f"unpaired {printable(row.label)}", timeout=3, markup=False)
+            self.notify(f"unpaired #{row.index} {printable(row.label)}", timeout=3, markup=False)
             return
         marked = None if self.marked_row is None else comparison.rows[self.marked_row]
         if marked is None or marked is row:
             self.marked_row = None if marked is row else row.index
             side: Side = "original" if row.original is not None else "ported"
             if self.marked_row is not None:
-                marked_text = f"marked {printable(row.label)} ({side} only): press m on its {other_side(side)} counterpart"
+                marked_text = (
+                    f"marked #{row.index} {printable(row.label)} ({side} only): press m on its {other_side(side)} counterpart, "
+                    "escape cancels"
+                )
                 self.notify(marked_text, timeout=5, markup=False)
+            else:
+                self.notify(f"mark on #{row.index} cancelled", timeout=3, markup=False)
             return
         original = marked.original or row.original
         ported = marked.ported or row.ported
@@ -278,7 +312,7 @@ class TracetuiApp(App[None]):
             return
         self.marked_row = None
         self.realign(comparison.alignment.with_manual_pair(original.index, ported.index), ("original", original.index))
-        paired_text = f"paired {printable(original.display_name)} ↔ {printable(ported.display_name)} by hand; w writes the rename map"
+        paired_text = f"paired {printable(call_label(original))} ↔ {printable(call_label(ported))} by hand; w writes the rename map"
         self.notify(paired_text, timeout=5, markup=False)
 
     @work(thread=True, exclusive=True, group="tolerance", description="compare the new pairing")
@@ -289,15 +323,59 @@ class TracetuiApp(App[None]):
             self.post_message(Reclassified(comparison, make_listing(comparison), select=comparison.row_of(*keep_selected)))
 
     def action_write_map(self) -> None:
+        """Ask where (next to the ported script by default), then write the pairing as a rename map."""
         comparison = self.comparison
         if comparison is None:
             return
-        try:
-            path = write_rename_map(comparison.alignment, MAP_FILE_NAME, header="written by tracetui's interface (m pairs by hand)")
-        except TracetuiError as error:  # a full disk, a read-only folder: say so and keep the session
-            self.notify(printable(error.message, multiline=True), severity="error", timeout=10, markup=False)
+
+        def write(path: Path, shown: str) -> list[Path]:
+            return saving.write_map(comparison, path, shown)
+
+        def written(paths: list[Path] | None) -> None:
+            if paths:
+                shown = saving.shown_path(paths[0])
+                self.notify(f"wrote {printable(shown)}: pass --map {printable(shown)} next time", timeout=6, markup=False)
+
+        title = "Write the pairing as a rename map (for --map)"
+        self.push_screen(PathDialog(title, saving.default_map_path(comparison), lambda path: [path], write), written)
+
+    def action_save_screenshot(self) -> None:
+        """The screen as the user saw it when pressing S (not the dialog that asks where), as SVG."""
+        svg = self.export_screenshot()
+
+        def write(path: Path, shown: str) -> list[Path]:
+            return saving.write_screenshot(svg, path, shown)
+
+        self.push_screen(PathDialog("Save a screenshot (SVG)", saving.SCREENSHOT_FILE_NAME, lambda path: [path], write), self.say_written)
+
+    def action_save_report(self) -> None:
+        """The headless report as text, and the JSON report beside it."""
+        comparison = self.comparison
+        if comparison is None:
             return
-        self.notify(f"wrote {printable(path)}: pass --map {printable(path)} next time", timeout=6, markup=False)
+
+        def write(path: Path, shown: str) -> list[Path]:
+            return saving.write_report_files(comparison, path, shown)
+
+        title = "Save the report (text here, JSON beside it)"
+        self.push_screen(PathDialog(title, saving.REPORT_FILE_NAME, saving.report_paths, write), self.say_written)
+
+    def say_written(self, paths: list[Path] | None) -> None:
+        if paths:
+            self.notify("wrote " + " and ".join(printable(saving.shown_path(path)) for path in paths), timeout=6, markup=False)
+
+    # -- the clipboard ----------------------------------------------------------------------
+
+    def action_copy_names(self) -> None:
+        """Both sides' full names (one, for an unmatched row), as in the filter and --break-at."""
+        source = self.source
+        if isinstance(source, Comparison):
+            row = source.rows[self.selected_row]
+            text = " ↔ ".join(call_label(record) for record in (row.original, row.ported) if record is not None)
+        else:
+            text = call_label(source.records[self.selected_row])
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {printable(text)}", timeout=3, markup=False)
 
     # -- the debugger -----------------------------------------------------------------------
 
@@ -350,6 +428,11 @@ class TracetuiApp(App[None]):
         self.query_one(CallList).focus()
 
     def action_clear_filter(self) -> None:
+        """Escape: cancels a pending m mark first, else clears the filter."""
+        if self.marked_row is not None:
+            self.notify(f"mark on #{self.marked_row} cancelled", timeout=3, markup=False)
+            self.marked_row = None
+            return
         if self.view.filter_text:
             self.view = replace(self.view, filter_text="")
 
@@ -402,3 +485,8 @@ class TracetuiApp(App[None]):
         if select is not None:
             self.reveal(select.index)
             self.selected_row = select.index
+
+
+def call_label(record: CallRecord) -> str:
+    """A call's full name, with its call number when the module runs more than once: unique in its model."""
+    return record.display_name + (f" (call {record.call})" if record.call else "")

@@ -34,6 +34,7 @@ INDENT = 2
 MAX_INDENT_FRACTION = 0.4  # of a name column
 MARKER_WIDTH = 2
 EXPANDED, COLLAPSED, LEAF = "▾ ", "▸ ", "  "
+MARKED_LABEL = "◆ marked"  # the status cell of the row m marked, until it is paired (escape cancels)
 ROW_STYLES = {"diverged": "diverged", "inherited": "inherited", "unmatched": "unmatched"}
 
 
@@ -171,6 +172,7 @@ class CallList(ScrollView, can_focus=True):
         "call-list--row-diverged",
         "call-list--row-inherited",
         "call-list--row-unmatched",
+        "call-list--marked",
         "call-list--status-culprit",
         "call-list--status-match",
         "call-list--status-diverged",
@@ -184,6 +186,9 @@ class CallList(ScrollView, can_focus=True):
 
     outline: reactive[Outline | None] = reactive(None, repaint=False, always_update=True)
     cursor_row: reactive[int] = reactive(0, repaint=False)
+    # The row `m` marked, waiting for its counterpart: marked in the # column and the status
+    # column until it is paired or the mark is cancelled (escape).
+    marked_row: reactive[int | None] = reactive(None, repaint=False)
 
     def __init__(self, owner: CursorOwner, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -220,6 +225,13 @@ class CallList(ScrollView, can_focus=True):
             if position is not None:
                 self.refresh_line(position + 1)
         self.follow_cursor()
+
+    def watch_marked_row(self, previous: int | None, row: int | None) -> None:
+        self._strips.clear()  # a line's strip is cached without its mark
+        for line_row in (previous, row):
+            position = None if line_row is None else self._position(line_row)
+            if position is not None:
+                self.refresh_line(position + 1)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -450,8 +462,10 @@ class CallList(ScrollView, can_focus=True):
         original_lead, ported_lead = (LEAF, marker) if cells.fold_on_ported else (marker, LEAF)
         gap = Segment(" ", line_style)
         segments: list[Segment] = []
+        is_marked = row == self.marked_row
         if columns.index:
-            segments += [*fit([(str(row).rjust(columns.index), line_style + self.style("number"))], columns.index), gap]
+            number_style = line_style + self.style("marked" if is_marked else "number")
+            segments += [*fit([(str(row).rjust(columns.index), number_style)], columns.index), gap]
         segments += name_cell(cells.original, cells.original_depth, original_lead, columns.original)
         if listing.mode == "trace":
             if columns.shape:
@@ -470,7 +484,10 @@ class CallList(ScrollView, can_focus=True):
                 delta_style = line_style + self.style("delta")
             segments += [gap, *fit([(cells.difference.rjust(columns.difference), delta_style)], columns.difference)]
             status_style = line_style + self.style("status-culprit" if cells.is_culprit else f"status-{cells.status}")
-            segments += [gap, *fit([(cells.status_label, status_style)], columns.status)]
+            status_label = cells.status_label
+            if is_marked:
+                status_label, status_style = MARKED_LABEL, line_style + self.style("marked")
+            segments += [gap, *fit([(status_label, status_style)], columns.status)]
         used = sum(segment.cell_length for segment in segments)
         if used < width:
             segments.append(Segment(" " * (width - used), line_style))

@@ -22,10 +22,11 @@ from textual.strip import Strip
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
+from tracetui.safe_text import printable
 from tracetui.tui.lines import component_style, set_virtual_size
 from tracetui.tui.listing import ComparisonListing, Listing, TraceListing
 from tracetui.tui.messages import DetailReady
-from tracetui.tui.row_detail import describe_record, describe_row
+from tracetui.tui.row_detail import describe_record, describe_row, worst_elements_text, worst_output
 from tracetui.tui.tensor_detail import Palette
 
 DescriptionKey = tuple[int, int, int]  # (listing generation, row, width)
@@ -52,6 +53,7 @@ class DetailPane(ScrollView, can_focus=True):
     BINDINGS = [
         Binding("k", "scroll_up", "scroll up", show=False),
         Binding("j", "scroll_down", "scroll down", show=False),
+        Binding("c", "copy_worst", "copy worst", show=False),
     ]
     COMPONENT_CLASSES = {
         "detail--heading",
@@ -62,6 +64,7 @@ class DetailPane(ScrollView, can_focus=True):
         "detail--culprit",
         "detail--warning",
         "detail--class-mismatch",
+        "detail--worst",
     }
     # How long the cursor rests on a row before it is described.
     SETTLE_SECONDS = 0.06
@@ -128,6 +131,7 @@ class DetailPane(ScrollView, can_focus=True):
             culprit=style("culprit"),
             warning=style("warning"),
             class_mismatch=style("class-mismatch"),
+            worst=style("worst"),
         )
 
     def describe(self) -> None:
@@ -176,6 +180,22 @@ class DetailPane(ScrollView, can_focus=True):
         set_virtual_size(self, Size(max((line.cell_length for line in lines), default=0), len(lines)))
         self.scroll_to(0, 0, animate=False)
         self.refresh()
+
+    # -- the clipboard ----------------------------------------------------------------------
+
+    def action_copy_worst(self) -> None:
+        """c here: the selected row's worst output elements (index, original, ported, Δ), to paste."""
+        listing = self.listing
+        if not isinstance(listing, ComparisonListing):
+            self.app.action_copy_names()  # type: ignore[attr-defined]  # a single trace has no Δ
+            return
+        row = listing.rows[self.row]
+        pair = worst_output(row)
+        if pair is None:
+            self.notify("nothing to copy: no element of this row differs", timeout=3)
+            return
+        self.app.copy_to_clipboard(worst_elements_text(row, pair))
+        self.notify(f"copied the worst elements of #{row.index} {printable(row.label)} {printable(pair.name)}", timeout=3, markup=False)
 
     # -- drawing ----------------------------------------------------------------------------
 

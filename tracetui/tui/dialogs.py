@@ -1,9 +1,11 @@
-"""The two screens over the list: the tolerance dialog (`t`) and the help screen (`?`)."""
+"""The screens over the list: the tolerance dialog (`t`), the path dialog (`w`, `S`, `R`) and the help screen (`?`)."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from tracetui.classify import Tolerance
+from tracetui.errors import TracetuiError
 from tracetui.safe_text import printable
 from tracetui.tui.listing import CULPRIT_LABEL, STATUS_LABELS
 
@@ -71,6 +74,75 @@ class ToleranceDialog(ModalScreen[Tolerance | None]):
         self.dismiss(None)
 
 
+class PathDialog(ModalScreen[list[Path] | None]):
+    """Where to write a file: enter writes, escape cancels; an existing file is overwritten only
+    after a second enter. A file that cannot be written is said here, and the dialog stays.
+
+    ``targets`` gives the files a path stands for (the report writes two); ``write`` writes
+    them and returns them, or raises a :class:`TracetuiError` whose message is shown.
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "cancel"), Binding("enter", "write", "write", show=False, priority=True)]
+    AUTO_FOCUS = "#path"
+
+    def __init__(
+        self,
+        title: str,
+        default: str,
+        targets: Callable[[Path], list[Path]],
+        write: Callable[[Path, str], list[Path]],
+    ) -> None:
+        super().__init__()
+        self.title_text = title
+        self.default = default
+        self.targets = targets
+        self.write = write
+        self.confirmed: str | None = None  # the path whose overwriting the user confirmed (a second enter)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="path-dialog"):
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            yield Input(self.default, id="path", compact=True)
+            yield Label("", id="path-message", markup=False)  # quotes paths and the system's messages
+            yield Label("enter writes · escape cancels · from the working folder", classes="dialog-hint")
+
+    def say(self, text: str, warning: bool = False) -> None:
+        message = self.query_one("#path-message", Label)
+        message.update(printable(text, multiline=True))
+        message.set_class(warning, "-warning")
+
+    def action_write(self) -> None:
+        from tracetui.tui.saving import given_path
+
+        text = self.query_one("#path", Input).value
+        if not text.strip():
+            self.say("type a path")
+            return
+        path = given_path(text)
+        # A folder in the way is not "overwritten": the write says what is wrong with it.
+        existing = [target for target in self.targets(path) if os.path.lexists(target) and not os.path.isdir(target)]
+        if existing and self.confirmed != text:
+            names = " and ".join(target.name for target in existing)
+            self.confirmed = text
+            self.say(f"{names} already exists: enter again overwrites it, or change the path", warning=True)
+            return
+        try:
+            written = self.write(path, text)
+        except TracetuiError as error:  # a full disk, a read-only folder, a folder in the way
+            self.confirmed = None
+            self.say(error.message)
+            return
+        self.dismiss(written)
+
+    def on_input_changed(self) -> None:
+        if self.confirmed is not None:
+            self.confirmed = None
+            self.say("")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 KEYS = [
     ("↑ ↓  j k", "move the cursor"),
     ("pgup pgdn", "a page up or down"),
@@ -79,7 +151,6 @@ KEYS = [
     ("f", "jump to the culprit (the first call that introduces a difference)"),
     ("enter space", "fold or unfold the selected row's submodules (click ▸/▾ too)"),
     ("/", "filter rows by name: a regex over both sides' names; enter keeps it"),
-    ("escape", "clear the filter"),
     ("x", "only rows that differ (culprits, diverged, inherited, …) with their ancestors; x again shows all"),
     ("u", "only unmatched rows (calls one model makes), with their ancestors; with x, both"),
     ("t", "change atol / rtol: rows re-classify at once"),
@@ -88,7 +159,12 @@ KEYS = [
     ("B", "debug: the same at the culprit"),
     ("s", "switch the side b and B re-run: ported (default) or original; the status line shows it"),
     ("m", "pair by hand: m on an original-only row, then m on its ported counterpart; m on a paired row unpairs it"),
-    ("w", "write the pairing as a rename map (tracetui.map.toml) for --map next time"),
+    ("escape", "cancel a pending m mark (the ◆ marked row), else clear the filter"),
+    ("w", "write the pairing as a rename map for --map next time (asks where: next to the ported script)"),
+    ("c", "copy the selected row's names; in the detail pane, its worst output elements"),
+    ("S", "save a screenshot of the screen (SVG)"),
+    ("R", "save the report: text (as --no-tui --full) and JSON beside it (as --json)"),
+    ("ctrl+p", "the command palette: every action by name, and the theme (light or dark)"),
     ("tab", "move focus between the list and the detail pane"),
     ("?", "this help"),
     ("q", "quit"),

@@ -16,7 +16,15 @@ from tracetui.rows import LeafPair, Row, largest_difference
 from tracetui.safe_text import printable
 from tracetui.trace import CallRecord, Leaf
 from tracetui.tui.listing import STATUS_LABELS, classes_differ, culprit_label
-from tracetui.tui.tensor_detail import Palette, describe_leaf, side_previews, statistics_table
+from tracetui.tui.tensor_detail import (
+    WORST_COUNT,
+    Palette,
+    absolute_difference,
+    describe_leaf,
+    side_previews,
+    statistics_table,
+    worst_elements,
+)
 
 
 def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
@@ -121,6 +129,44 @@ def row_fixes(comparison: Comparison, row: Row, palette: Palette) -> Text | None
     return text
 
 
+def outputs_first(comparison: Comparison, row: Row) -> bool:
+    """A row whose inputs agree and outputs do not (a culprit, a diverged row): its outputs, where
+    the difference is, come before its inputs, which agree."""
+    return row.is_paired and (comparison.is_culprit(row) or comparison.status(row) == "diverged")
+
+
+def differing_first(pairs: list[LeafPair], tolerance: Tolerance) -> list[LeafPair]:
+    """The leaves that break the tolerance first (in their order), then the others."""
+    breaking = [pair for pair in pairs if pair.difference is not None and not pair.difference.within(tolerance.atol, tolerance.rtol)]
+    return breaking + [pair for pair in pairs if pair not in breaking]
+
+
+def has_values(pair: LeafPair) -> bool:
+    """Both sides' tensors were kept (not statistics only), in the same shape."""
+    original, ported = pair.original, pair.ported
+    same_shape = pair.difference is not None and pair.difference.shape_matches
+    return same_shape and original is not None and original.tensor is not None and ported is not None and ported.tensor is not None
+
+
+def worst_output(row: Row) -> LeafPair | None:
+    """The output leaf (else input leaf) with the largest |Δ| that both sides kept the values of."""
+    for pairs in (row.outputs, row.inputs):
+        kept = [pair for pair in pairs if has_values(pair) and pair.difference is not None and pair.difference.max_abs > 0]
+        if kept:
+            return max(kept, key=lambda pair: pair.difference.max_abs)  # type: ignore[union-attr]
+    return None
+
+
+def worst_elements_text(row: Row, pair: LeafPair) -> str:
+    """The worst elements of a leaf as tab-separated lines to paste: index, original, ported, Δ."""
+    assert pair.original is not None and pair.original.tensor is not None and pair.ported is not None and pair.ported.tensor is not None
+    absolute = absolute_difference(pair.original.tensor, pair.ported.tensor)
+    lines = [f"# {row.label} {pair.name}: the {WORST_COUNT} largest |ported - original|", "index\toriginal\tported\tdelta"]
+    for element in worst_elements(pair.original.tensor, pair.ported.tensor, absolute):
+        lines.append(f"{list(element.index)}\t{element.original!r}\t{element.ported!r}\t{element.difference!r}")
+    return "\n".join(lines) + "\n"
+
+
 def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette) -> RenderableType:
     parts: list[RenderableType] = [row_title(comparison, row, palette)]
     summary = row_summary(comparison, row, palette)
@@ -143,9 +189,11 @@ def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette)
             ("inputs", [LeafPair(leaf, None) if in_original else LeafPair(None, leaf) for leaf in record.inputs]),
             ("outputs", [LeafPair(leaf, None) if in_original else LeafPair(None, leaf) for leaf in record.outputs]),
         )
+    if outputs_first(comparison, row):
+        sections = (sections[1], sections[0])
     for heading, pairs in sections:
         parts.append(Text(f"\n{heading.upper()}" + ("" if pairs else "  none"), palette.label))
-        for pair in pairs:
+        for pair in differing_first(pairs, tolerance) if row.is_paired else pairs:
             parts.append(describe_leaf(pair, tolerance, width, palette))
     return Group(*parts)
 

@@ -25,6 +25,9 @@ FILTER_HINT = "  regex over both sides' names · enter keeps · escape clears"
 class StatusLine(Widget, can_focus=False):
     """``row #4 · 42 rows · filter /mlp/ · b debugs ported (s switches)``; after `/`, ``/mlp▏`` with the filter applied as you type.
 
+    On a narrow line the parts shorten (``/mlp/``, ``8 hidden``, ``b: ported``), then the last
+    ones are left out whole: a count is never cut.
+
     A row is named by its number (``#4``), the one the list's ``#`` column, the detail pane, the
     debugger and the headless report show, whatever folds and filters hide above it.
     """
@@ -127,41 +130,101 @@ class StatusLine(Widget, can_focus=False):
         return self.status()
 
     def status(self) -> Text:
+        """The parts that apply, each in full or, when the line is too narrow, in short; parts that
+        still do not fit are left out whole (``…``): a count is never cut. The side b debugs stays."""
         outline = self.outline
-        line = Text(no_wrap=True, overflow="ellipsis")
         if outline is None:
-            return line
+            return Text(no_wrap=True, overflow="ellipsis")
         total = len(outline.listing)
+        parts: list[tuple[Text, Text]] = []  # (in full, in short)
         if outline.position_of(self.row) is not None:
-            line.append(f"row #{self.row} · ")
-        line.append(f"{total} rows" if len(outline) == total else f"{len(outline)} of {total} rows")
+            parts.append(same(Text(f"row #{self.row}")))
+        parts.append(same(Text(f"{total} rows" if len(outline) == total else f"{len(outline)} of {total} rows")))
         options = outline.options
         filter_style = component_style(self, "status-line--filter")
         if options.filter_text:
-            line.append(" · ")
-            line.append(f"filter /{printable(options.filter_text)}/", filter_style)
-            line.append(" (escape clears)")
+            shown_filter = Text(f"/{printable(options.filter_text)}/", filter_style)
+            parts.append((Text.assemble("filter ", shown_filter, " (escape clears)"), shown_filter))
         if options.by_status:
-            line.append(" · ")
-            line.append(by_status_label(options.only_problems, options.only_unmatched), filter_style)
+            parts.append(
+                (
+                    Text(by_status_label(options.only_problems, options.only_unmatched), filter_style),
+                    Text(by_status_label(options.only_problems, options.only_unmatched, short=True), filter_style),
+                )
+            )
             if outline.set_aside:
-                line.append(" · hidden: " + hidden_rows(outline.set_aside))
+                parts.append((Text("hidden: " + hidden_rows(outline.set_aside)), Text(f"{sum(outline.set_aside.values())} hidden")))
         if options.collapsed:
-            line.append(f" · {len(options.collapsed)} folded")
+            parts.append(same(Text(f"{len(options.collapsed)} folded")))
+        end = None
         if outline.listing.mode == "comparison":
             # Always on screen, whatever precedes it: b on the wrong side re-runs the wrong model,
-            # which can take minutes. What does not fit before it is cut, with an ellipsis.
+            # which can take minutes.
             side_style = component_style(self, "status-line--side-original" if self.debug_side == "original" else "status-line--side")
-            side = Text.assemble(" · b debugs ", (self.debug_side, side_style), " (s switches)")
-            room = self.content_region.width - side.cell_len
-            if self.content_region.width and line.cell_len > room:
-                line.truncate(max(0, room), overflow="ellipsis")
-            line.append_text(side)
+            end = (
+                Text.assemble("b debugs ", (self.debug_side, side_style), " (s switches)"),
+                Text.assemble("b: ", (self.debug_side, side_style)),
+            )
+        return fit_parts(parts, end, self.content_region.width)
+
+
+def same(text: Text) -> tuple[Text, Text]:
+    """A part with no shorter form."""
+    return (text, text)
+
+
+SEPARATOR = " · "
+
+
+def fit_parts(parts: list[tuple[Text, Text]], end: tuple[Text, Text] | None, width: int) -> Text:
+    """The parts joined by `` · `` within ``width`` (0: no limit), ``end`` last.
+
+    In turn: every part in full; the parts in short, from the last; ``end`` in short; then the
+    last parts left out whole, ``…`` in their place. A part is never cut in the middle, so a count
+    shows whole or not at all; only a line too narrow for the first parts is ellipsized."""
+
+    def joined(chosen: list[Text], left_out: bool, last: Text | None) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for position, part in enumerate(chosen):
+            if position:
+                line.append(SEPARATOR)
+            line.append_text(part)
+        if left_out:
+            line.append(SEPARATOR + "…")
+        if last is not None:
+            line.append(SEPARATOR)
+            line.append_text(last)
         return line
 
+    chosen = [full for full, _ in parts]
+    last = None if end is None else end[0]
+    line = joined(chosen, False, last)
+    if not width or line.cell_len <= width:
+        return line
+    for position in reversed(range(len(parts))):
+        chosen[position] = parts[position][1]
+        line = joined(chosen, False, last)
+        if line.cell_len <= width:
+            return line
+    if end is not None:
+        last = end[1]
+        line = joined(chosen, False, last)
+        if line.cell_len <= width:
+            return line
+    while len(chosen) > 1:
+        chosen.pop()
+        line = joined(chosen, True, last)
+        if line.cell_len <= width:
+            return line
+    line.truncate(width, overflow="ellipsis")
+    return line
 
-def by_status_label(only_problems: bool, only_unmatched: bool) -> str:
-    """What `x` and `u` keep: ``only rows that differ``, ``only unmatched rows``, or both."""
+
+def by_status_label(only_problems: bool, only_unmatched: bool, short: bool = False) -> str:
+    """What `x` and `u` keep: ``only rows that differ``, ``only unmatched rows``, or both
+    (``short``: ``x differing``, ``u unmatched``, ``x+u``)."""
+    if short:
+        return "x+u" if only_problems and only_unmatched else ("x differing" if only_problems else "u unmatched")
     kept = ["rows that differ"] * only_problems + ["unmatched rows"] * only_unmatched
     return "only " + " and ".join(kept)
 

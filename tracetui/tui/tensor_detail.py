@@ -53,6 +53,7 @@ class Palette:
     culprit: Style = field(default_factory=Style)
     warning: Style = field(default_factory=Style)
     class_mismatch: Style = field(default_factory=Style)  # GELU ↔ SiLU
+    worst: Style = field(default_factory=Style)  # the worst element in a preview
 
 
 # -- numbers -------------------------------------------------------------------------------
@@ -115,19 +116,38 @@ def worst_elements(original: torch.Tensor, ported: torch.Tensor, absolute: torch
     return worst
 
 
-def dimension_profiles(absolute: torch.Tensor) -> list[tuple[int, list[float]]]:
+@dataclass(frozen=True)
+class DimensionProfile:
+    """Max |Δ| along one dimension: one value per bin of ``bin_width`` consecutive positions."""
+
+    dimension: int
+    values: list[float]
+    bin_width: int = 1
+
+
+def dimension_profiles(absolute: torch.Tensor) -> list[DimensionProfile]:
     """Max |Δ| at each index of each dimension longer than 1 (the last few), binned to fit."""
     profiles = []
     dimensions = [dimension for dimension in range(absolute.dim()) if absolute.shape[dimension] > 1]
     for dimension in dimensions[-MAX_PROFILED_DIMENSIONS:]:
         other = [axis for axis in range(absolute.dim()) if axis != dimension]
         profile = absolute.amax(dim=other) if other else absolute
+        bins = 1
         if profile.numel() > MAX_PROFILE_BINS:
             bins = math.ceil(profile.numel() / MAX_PROFILE_BINS)
             padded = torch.nn.functional.pad(profile, (0, bins * MAX_PROFILE_BINS - profile.numel()))
             profile = padded.view(MAX_PROFILE_BINS, bins).amax(dim=1)[: math.ceil(absolute.shape[dimension] / bins)]
-        profiles.append((dimension, profile.tolist()))
+        profiles.append(DimensionProfile(dimension, profile.tolist(), bins))
     return profiles
+
+
+def profile_line(profile: DimensionProfile, length: int, threshold: float, palette: Palette) -> Text:
+    """``|Δ| along dim 2 (768; each bar = 16 positions; █ = 1.93e-01): ▁▁█▁``: the bars' scale and bin width."""
+    bars = "each bar = 1 position" if profile.bin_width == 1 else f"each bar = {profile.bin_width} positions"
+    top = format_difference(max(profile.values, default=0.0))
+    text = Text(f"|Δ| along dim {profile.dimension} ({length}; {bars}; █ = {top}): ", palette.label)
+    text.append_text(sparkline(profile.values, threshold, palette))
+    return text
 
 
 def histogram(absolute: torch.Tensor, atol: float) -> list[tuple[str, int]]:
@@ -196,6 +216,43 @@ class PreviewLayout:
             return ""
         return "[" + ", ".join([str(index) for index in self.prefix] + [":", ":"]) + "]"
 
+    def caption(self, shape: tuple[int, ...]) -> str:
+        """Which part of the tensor is printed: ``rows 0-2, 9, 253-255 of 256, columns 0-3, 767 of 768
+        of [4, 256, 768] at [0, :, :]``."""
+        if not shape:
+            return "a scalar"
+        if len(shape) == 1:
+            return f"elements {index_ranges(self.columns)} of {shape[0]}"
+        text = f"rows {index_ranges(self.rows)} of {shape[-2]}, columns {index_ranges(self.columns)} of {shape[-1]}"
+        if len(shape) > 2:
+            text += f" of {shape_text(shape, as_list=True)} at {self.title(len(shape))}"
+        return text
+
+    def position_of(self, index: tuple[int, ...] | None) -> tuple[int, int] | None:
+        """Where element ``index`` is printed (row, column of the preview), or None if it is not."""
+        if index is None:
+            return None
+        if not index:
+            return (0, 0)
+        row = 0 if len(index) == 1 else index[-2]
+        rows = [0] if len(index) == 1 else self.rows
+        if tuple(index[:-2]) != self.prefix or row not in rows or index[-1] not in self.columns:
+            return None
+        return rows.index(row), self.columns.index(index[-1])
+
+
+def index_ranges(indices: list[int | None]) -> str:
+    """``0-2, 9, 253-255``: the indices shown (None stands for the ones left out)."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if index is None:
+            continue
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
 
 def preview_layout(shape: tuple[int, ...], focus: tuple[int, ...] | None, columns_that_fit: int) -> PreviewLayout:
     if len(shape) == 0:
@@ -231,8 +288,10 @@ def render_preview(
     width: int,
     broken: set[tuple[int, int]],
     palette: Palette,
+    worst: tuple[int, int] | None = None,
 ) -> Text:
-    """Rows like torch prints them: ``[[ 0.1234, -0.5678, ...,  0.9012],``; ``broken`` cells highlighted."""
+    """Rows like torch prints them: ``[[ 0.1234, -0.5678, ...,  0.9012],``; ``broken`` cells
+    highlighted, the ``worst`` one (max |Δ|) marked apart."""
     opening = "[" * min(dimensions, 2)
     closing = "]" * min(dimensions, 2)
     text = Text(no_wrap=True, overflow="ellipsis")
@@ -253,6 +312,8 @@ def render_preview(
                 text.append("...".rjust(width), palette.dim)
             else:
                 style = palette.bad if (row_position, column_position) in broken else Style()
+                if (row_position, column_position) == worst:
+                    style += palette.worst
                 text.append(number.format(value).rjust(width), style)
         text.append(closing if row_position == last else ("]," if dimensions >= 2 else ",") + "\n")
     return text
@@ -385,11 +446,10 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
         parts.append(worst_table(worst, tolerance, palette))
         threshold = tolerance.atol
         profile_text = Text()
-        for dimension, profile in dimension_profiles(absolute):
+        for profile in dimension_profiles(absolute):
             if profile_text:
                 profile_text.append("\n")
-            profile_text.append(f"|Δ| along dim {dimension} ({absolute.shape[dimension]}): ", palette.label)
-            profile_text.append_text(sparkline(profile, threshold, palette))
+            profile_text.append_text(profile_line(profile, absolute.shape[profile.dimension], threshold, palette))
         if profile_text:
             parts.append(profile_text)
         buckets = histogram(absolute, tolerance.atol)
@@ -454,6 +514,8 @@ def side_previews(
     grid = Table.grid(padding=(0, 4))
     headings = []
     bodies = []
+    captions: list[tuple[str, str]] = []  # (side, which part it shows)
+    worst_shown = False
     for name, leaf, layout, matrix in matrices:
         assert leaf.tensor is not None
         if layout is None or matrix is None:
@@ -461,16 +523,36 @@ def side_previews(
             bodies.append(Text(""))
             continue
         # Recompute with the real cell width now that the format is known.
-        layout = preview_layout(tuple(leaf.tensor.shape), focus, max(3, (side_width - 6) // (cell_width + 2)))
+        shape = tuple(leaf.tensor.shape)
+        layout = preview_layout(shape, focus, max(3, (side_width - 6) // (cell_width + 2)))
         matrix = preview_values(leaf.tensor, layout)
         broken = broken_cells(layout, absolute, leaf.tensor, pair, tolerance) if name == "ported" and absolute is not None else set()
+        worst = layout.position_of(focus)
+        worst_shown = worst_shown or worst is not None
+        captions.append((name, layout.caption(shape)))
         headings.append(Text(f"{name} {layout.title(leaf.tensor.dim())}".rstrip(), palette.label))
-        bodies.append(render_preview(matrix, leaf.tensor.dim(), number, cell_width, broken, palette))
+        bodies.append(render_preview(matrix, leaf.tensor.dim(), number, cell_width, broken, palette, worst))
     for _ in matrices:
         grid.add_column(no_wrap=True, overflow="ellipsis", max_width=side_width)
     grid.add_row(*headings)
     grid.add_row(*bodies)
-    return [grid]
+    parts: list[RenderableType] = []
+    if captions:
+        # One line when both sides show the same part (the usual case), else each side's.
+        parts_shown = {caption for _, caption in captions}
+        shown_part = captions[0][1] if len(parts_shown) == 1 else "; ".join(f"{name} {caption}" for name, caption in captions)
+        parts.append(Text(f"showing {shown_part}", palette.dim))
+    parts.append(grid)
+    if worst_shown and focus is not None:
+        legend = Text("", palette.dim)
+        legend.append(" worst ", palette.worst)
+        legend.append(f" = the element with the largest |Δ|, {list(focus)}", palette.dim)
+        if absolute is not None:
+            legend.append(";  ", palette.dim)
+            legend.append("this colour", palette.bad)
+            legend.append(f" = breaks {tolerance}", palette.dim)
+        parts.append(legend)
+    return parts
 
 
 def broken_cells(
