@@ -160,3 +160,15 @@ def test_measuring_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None
     tracetui.compare((model, inputs), (model, inputs), rerun=False, progress=messages.append)
     measuring = [message for message in messages if message.startswith("comparing, measured")]
     assert measuring[0] == "comparing, measured 0 of 6 calls" and measuring[-1] == "comparing, measured 5 of 6 calls"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_two_16_bit_sides_are_subtracted_in_float32(dtype: torch.dtype) -> None:
+    """256 - 0.5 is 255.5, which neither bfloat16 nor float16 (at 2048) can hold: the mean |Δ|
+    must not be the 16-bit rounding of each difference."""
+    large = 256.0 if dtype == torch.bfloat16 else 2048.0
+    original = torch.full((FAST_CHUNK_ELEMENTS + 10,), large, dtype=dtype)
+    ported = torch.full((FAST_CHUNK_ELEMENTS + 10,), 0.25, dtype=dtype)
+    difference = measure(original, ported)
+    assert difference.mean_abs == large - 0.25 and difference.max_abs == large - 0.25
+    assert_same_figures(difference, reference(original, ported))

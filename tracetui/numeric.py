@@ -297,11 +297,19 @@ def fill_largest(difference: TensorDifference, original: torch.Tensor, ported: t
     original_extremes = torch.empty(2, len(starts), dtype=original.dtype, device=ported.device)
     ported_extremes = torch.empty(2, len(starts), dtype=ported.dtype, device=ported.device)
 
+    # Two 16-bit sides would be subtracted in their own dtype (and only then written to the
+    # float32 buffer): the port's slice is copied up first, and the subtraction done in float32.
+    widen_first = torch.promote_types(original.dtype, ported.dtype) != working_dtype
+
     def slice_differences(start: int) -> torch.Tensor:
         """|p - o| of the slice from ``start``, in the buffer (overwritten by the next slice)."""
         original_slice = original_flat[start : start + FAST_CHUNK_ELEMENTS]
+        ported_slice = ported_flat[start : start + FAST_CHUNK_ELEMENTS]
         absolute = buffer[: original_slice.numel()]
-        torch.sub(ported_flat[start : start + FAST_CHUNK_ELEMENTS], original_slice, out=absolute)
+        if widen_first:
+            absolute.copy_(ported_slice).sub_(original_slice)
+        else:
+            torch.sub(ported_slice, original_slice, out=absolute)
         return absolute.abs_()
 
     differences = buffer
