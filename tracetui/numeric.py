@@ -499,8 +499,7 @@ def measure_summaries(original: TensorSummary, ported: TensorSummary) -> TensorD
     if original.nonfinite or ported.nonfinite:
         return difference  # the statistics themselves are NaN/Inf: nothing finite to bound
     difference.max_abs = summary_bound(original, ported)
-    mean_bound = max(0.0, abs(ported.mean - original.mean) - mean_uncertainty(original) - mean_uncertainty(ported))
-    difference.mean_abs = mean_bound
+    difference.mean_abs = max(0.0, abs(ported.mean - original.mean) - mean_uncertainty(original) - mean_uncertainty(ported))
     difference.original_abs_max = max(abs(original.minimum), abs(original.maximum))
     return difference
 

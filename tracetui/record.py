@@ -448,7 +448,7 @@ class ChangeCache:
         return change
 
 
-def largest_change(first: list[Leaf], second: list[Leaf], changes: ChangeCache | None = None) -> float:
+def largest_change(first: list[Leaf], second: list[Leaf], changes: ChangeCache) -> float:
     """Largest |Δ| between same-named tensors of two runs (compared by statistics where the first run kept only those)."""
     second_by_name = {leaf.name: leaf.tensor for leaf in second if leaf.tensor is not None}
     change = 0.0
@@ -457,7 +457,7 @@ def largest_change(first: list[Leaf], second: list[Leaf], changes: ChangeCache |
         if other is None:
             continue
         if leaf.tensor is not None:
-            change = max(change, max_abs_difference(leaf.tensor, other) if changes is None else changes.change(leaf.tensor, other))
+            change = max(change, changes.change(leaf.tensor, other))
         elif leaf.summary is not None:
             change = max(change, summary_change(leaf.summary, summarize(other)))
     return change
