@@ -345,6 +345,39 @@ def test_the_command_lists_every_culprit(write_script, tmp_path: Path) -> None:
     assert all(row["isolated_max_abs_diff"] is None for row in document["rows"])
 
 
+def test_a_headless_report_runs_the_fed_run_only_for_a_port_that_diverged(write_script, tmp_path: Path) -> None:
+    source = f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_isolation import stack_pair
+
+        def build():
+            return stack_pair({{BUGS}})[{{SIDE}}]
+    """
+    original = write_script("original.py", source.replace("{BUGS}", "{}").replace("{SIDE}", "0"))
+    clean = write_script("clean.py", source.replace("{BUGS}", "{}").replace("{SIDE}", "1"))
+    buggy = write_script("buggy.py", source.replace("{BUGS}", "{1: 'activation', 3: 'norm_eps'}").replace("{SIDE}", "1"))
+    report = tmp_path / "report.json"
+    # Every output agrees: no culprit to name at this (final) tolerance, so no fed run.
+    assert main(["compare", str(original), str(clean), "--no-tui", "--no-rerun", "--json", str(report)]) == 0
+    document = json.loads(report.read_text())
+    assert document["verdict"] == "match" and document["culprits"] == []
+    assert all(row["isolated_max_abs_diff"] is None for row in document["rows"])
+    # A port that diverged gets it after the comparison: the same culprits and figures as a fed
+    # run made before it (the Python API's way, which keeps it for another tolerance).
+    assert main(["compare", str(original), str(buggy), "--no-tui", "--no-rerun", "--json", str(report)]) == 1
+    headless = json.loads(report.read_text())
+    always = report_document(tracetui.compare(str(original), str(buggy), rerun=False))
+    assert [entry["ported"] for entry in headless["culprits"]] == ["blocks.1.act", "blocks.3.norm"]
+    # (The fix search's own figures, such as the CPU time it took, vary from run to run.)
+    def without_search(entries: list[dict]) -> list[dict]:
+        return [{key: value for key, value in entry.items() if key != "fix_search"} for entry in entries]
+
+    assert without_search(headless["culprits"]) == without_search(always["culprits"])
+    assert [row["isolated_max_abs_diff"] for row in headless["rows"]] == [row["isolated_max_abs_diff"] for row in always["rows"]]
+    assert any(row["isolated_max_abs_diff"] is not None for row in headless["rows"])
+
+
 @pytest.mark.parametrize("rtol", [0.0, 1e-2])
 def test_another_tolerance_reclassifies_the_culprits(rtol: float) -> None:
     comparison = tracetui.compare(*stack_pair({1: "activation", 3: "norm_eps"}), rerun=False)

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from tracetui.classify import Tolerance
-from tracetui.compare import Comparison, compare_alignment
+from tracetui.compare import Comparison, compare_alignment, with_isolation
 from tracetui.errors import ScriptError
 from tracetui.global_state import GlobalState
+from tracetui.isolate import IsolateWhen
 from tracetui.isolate import isolate as judge_alone
 from tracetui.noise_floor import NoiseFloor, PrecisionMode, Rounding, RoundingPlan, check_precision_mode, measure_noise_floor, plan_rounding
 from tracetui.options import Keep, RunOptions
@@ -158,7 +159,7 @@ def compare(
             rename_map=resolved_map,
             infer=infer,
             stream=stream,
-            isolate=isolate,
+            isolate="always" if isolate else "never",
             fixes=fixes,
             precision=precision,
         )
@@ -190,12 +191,16 @@ def compare_sources(
     rename_map: RenameMap | None,
     infer: bool,
     stream: bool,
-    isolate: bool = True,
+    isolate: IsolateWhen = "always",
     fixes: bool = True,
     on_loaded: Callable[[Side, ModelScript | Trace], None] | None = None,
     precision: PrecisionMode = "auto",
 ) -> Comparison:
     """:func:`compare` with its run options as one value and its rename map resolved.
+
+    ``isolate="if diverged"`` runs the fed run only for a port that diverged: where nothing can
+    change the tolerance afterwards (a headless report), a port whose outputs all agree has no
+    culprit to name, and is spared one more forward pass.
 
     ``on_loaded`` sees each side's script (or trace) as soon as it is loaded, before it is
     recorded (the command line checks a --break-at name there)."""
@@ -235,7 +240,7 @@ def compare_sources(
     original_options = stage("recording the original", "original")
     # Kept for the fix search, which reads the original's own values (its eps, its weights) — not
     # when spilling: that is for models too big to keep both in memory.
-    keep_original = fixes and isolate and options.spill is None
+    keep_original = fixes and isolate != "never" and options.spill is None
     # Kept until the port's dtype is known, to be run again in it (tracetui.noise_floor).
     keep_for_rounding = precision != "strict" and options.spill is None
     loaded = load_checked(original, "original", original_options)
@@ -246,18 +251,22 @@ def compare_sources(
     ported_loaded = load_checked(ported, "ported", ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     noise_floor, rounding = rounding_floor(
-        original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate, keep_original
+        original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate != "never", keep_original
     )
     if not keep_original:
         original_loaded = None
     report("comparing")
     pairing_atol = tolerance.atol if noise_floor is None else noise_floor.pairing_atol(tolerance.atol)
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=pairing_atol)
-    isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate else None
+    isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate == "always" else None
     comparison = compare_alignment(
         alignment, tolerance, isolation=isolation, noise_floor=noise_floor, rounding=rounding,
         progress=lambda message: report(f"comparing, {message}"),
     )
+    if isolate == "if diverged" and comparison.verdict == "diverged":
+        isolation = judge_alone(ported_loaded, alignment, tolerance, report)
+        if isolation is not None:
+            comparison = with_isolation(comparison, isolation, noise_floor)
     if fixes and isolation is not None and isinstance(ported_loaded, ModelScript):
         from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 

@@ -294,6 +294,10 @@ class Classification:
     def status(self, position: int) -> Status:
         return STATUSES[self.status_codes[position]]
 
+    def positions_with(self, status: Status) -> list[int]:
+        """The rows of one status, in order (a look at 20,000 rows in the interface's time)."""
+        return np.flatnonzero(self.status_codes == STATUSES.index(status)).tolist()
+
     def statuses(self) -> list[Status]:
         """Every row's status, in order."""
         return STATUS_ARRAY[self.status_codes].tolist()

@@ -20,7 +20,7 @@ from tracetui.isolate import Isolation
 from tracetui.memory import garbage_collection_paused
 from tracetui.noise_floor import NoiseFloor, Rounding
 from tracetui.pairing.alignment import Alignment
-from tracetui.rows import Measured, Row, build_rows
+from tracetui.rows import Measured, Row, build_rows, isolated_call
 from tracetui.sides import Side, pick
 from tracetui.trace import Trace
 
@@ -141,6 +141,22 @@ def compare_alignment(
     calls are measured, a few times a second."""
     with garbage_collection_paused():
         rows = build_rows(alignment, measured, isolation, progress)
+    return classify_rows(alignment, rows, tolerance, noise_floor, rounding)
+
+
+def with_isolation(comparison: Comparison, isolation: Isolation, noise_floor: NoiseFloor | None) -> Comparison:
+    """The same measured rows once a fed run has judged every ported module on its own: run
+    after the comparison, and only for a port that diverged, it names every culprit (nothing
+    is measured again)."""
+    rows = [replace(row, isolated=isolated_call(row.original, row.ported, isolation)) for row in comparison.rows]
+    judged = classify_rows(comparison.alignment, rows, comparison.tolerance, noise_floor, comparison.rounding)
+    return replace(judged, fixes=comparison.fixes)
+
+
+def classify_rows(
+    alignment: Alignment, rows: list[Row], tolerance: Tolerance, noise_floor: NoiseFloor | None, rounding: Rounding | None
+) -> Comparison:
+    with garbage_collection_paused():
         figures = RowFigures.gather(rows, alignment)
         if noise_floor is not None:
             figures = replace(figures, rounding=noise_floor.figures(rows, figures.input_blames))

@@ -72,6 +72,10 @@ class Isolated:
 # The fed run's findings, by (original record index, ported record index).
 Isolation = dict[tuple[int, int], Isolated]
 
+# When to run the port once more, fed the original's values: "if diverged" skips it for a port whose
+# every output agrees (no culprit to name) — where the tolerance cannot change afterwards (headless).
+IsolateWhen = Literal["always", "if diverged", "never"]
+
 
 def fitted(original: torch.Tensor, live: torch.Tensor) -> torch.Tensor | None:
     """The original's tensor in the live tensor's shape, dtype and device — a fresh copy, so that

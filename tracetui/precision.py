@@ -137,8 +137,9 @@ def first_overflow(comparison: Comparison) -> Row | None:
     """The first call, in call order, whose port outputs are Inf/NaN where the original's are
     finite while its port inputs are finite: where a float16 overflow starts."""
     candidates: set[int] = set()
-    for row in comparison.rows:
-        if not row.is_paired or comparison.status(row) != "nonfinite":
+    for position in comparison.classification.positions_with("nonfinite"):
+        row = comparison.rows[position]
+        if not row.is_paired:
             continue
         outputs = [pair.difference for pair in row.outputs if pair.difference is not None]
         inputs = [pair.difference for pair in row.inputs if pair.difference is not None]

@@ -325,17 +325,23 @@ def build_rows(
             parent = None
         inputs: list[LeafPair] = []
         outputs: list[LeafPair] = []
-        isolated = None
         if original is not None and ported is not None:
-            isolated = None if isolation is None else isolation.get((original.index, ported.index))
             already = None if measured is None else measured.get((original.index, ported.index))
             if already is not None:
                 inputs, outputs = already
             else:
                 inputs = measure_inputs(original.inputs, ported.inputs, cache)
                 outputs = measure_outputs(original.outputs, ported.outputs, cache)
+        isolated = isolated_call(original, ported, isolation)
         rows.append(Row(position, original, ported, pair, record.depth, parent, inputs, outputs, isolated))
     return rows
+
+
+def isolated_call(original: CallRecord | None, ported: CallRecord | None, isolation: Isolation | None) -> Isolated | None:
+    """What the fed run found of a paired call's ported side (None: not judged alone)."""
+    if isolation is None or original is None or ported is None:
+        return None
+    return isolation.get((original.index, ported.index))
 
 
 PROGRESS_SECONDS = 0.25

@@ -22,8 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from tracetui.classify import Tolerance
-from tracetui.compare import Comparison, compare_alignment
+from tracetui.compare import Comparison, compare_alignment, with_isolation
 from tracetui.errors import UsageError
+from tracetui.isolate import IsolateWhen
 from tracetui.isolate import isolate as judge_alone
 from tracetui.memory import release_free_memory
 from tracetui.options import RunOptions
@@ -88,7 +89,7 @@ def compare_streaming(
     rename_map: RenameMap | None,
     tolerance: Tolerance,
     infer: bool,
-    isolate: bool = True,
+    isolate: IsolateWhen = "always",
     fixes: bool = True,
 ) -> Comparison:
     """Record the original into ``options.spill`` (a temporary directory if None), then stream the port.
@@ -139,8 +140,13 @@ def compare_streaming(
             late_check = StreamCheck(late_pairs, tolerance)
             record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
             measured |= late_check.by_record_index(ported)
-        isolation = judge_alone(ported_script, alignment, tolerance, progress) if isolate else None  # the original's values from disk
+        # The fed run reads the original's values from disk.
+        isolation = judge_alone(ported_script, alignment, tolerance, progress) if isolate == "always" else None
         comparison = compare_alignment(alignment, tolerance, measured, isolation)
+        if isolate == "if diverged" and comparison.verdict == "diverged":
+            isolation = judge_alone(ported_script, alignment, tolerance, progress)
+            if isolation is not None:
+                comparison = with_isolation(comparison, isolation, None)
         if fixes and isolation is not None:
             from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 

@@ -22,6 +22,7 @@ from tracetui.cli.common import (
 )
 from tracetui.compare import Comparison
 from tracetui.errors import ScriptError, UsageError
+from tracetui.isolate import IsolateWhen
 from tracetui.options import RunOptions
 from tracetui.output_files import absolute_path, check_output_directory, check_output_file, is_within
 from tracetui.report import print_report
@@ -129,6 +130,8 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     json_path = check_outputs(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
     sources = {"original": arguments.original, "ported": arguments.ported}
+    debugging = arguments.break_on_mismatch or arguments.break_at is not None
+    interface = not debugging and wants_interface(arguments, console)
     with progress_line(errors, "starting") as show_stage:
         options = RunOptions.from_arguments(arguments, progress=show_stage)
         on_loaded = break_at_check(arguments)
@@ -151,13 +154,12 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             rename_map=rename_map,
             infer=not arguments.no_infer,
             stream=arguments.stream,
-            isolate=not arguments.no_isolate,
+            isolate=when_to_isolate(arguments, interface or debugging),
             fixes=not arguments.no_fixes,
             on_loaded=on_loaded if arguments.stream else None,
             precision=arguments.precision,
         )
         del sources  # the model built first: the debugger builds its own, fresh
-        interface = wants_interface(arguments, console) and not (arguments.break_on_mismatch or arguments.break_at is not None)
         if interface:
             show_stage("opening the interface")  # importing Textual takes a moment too
             from tracetui.tui import open_comparison
@@ -173,6 +175,15 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     if arguments.break_on_mismatch or arguments.break_at is not None:
         return run_debugger(arguments, comparison, exit_status, console, errors)
     return exit_status
+
+
+def when_to_isolate(arguments: argparse.Namespace, interactive: bool) -> IsolateWhen:
+    """The fed run judges every module on its own, to name every culprit. A headless report is
+    final at its tolerance: a port whose outputs all agree has no culprit, and is spared that
+    run; the interface (which can change the tolerance) and the debugger always get it."""
+    if arguments.no_isolate:
+        return "never"
+    return "always" if interactive else "if diverged"
 
 
 def check_outputs(arguments: argparse.Namespace) -> Path | None:
