@@ -31,6 +31,10 @@ STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when stopping the ranks
 LOG_TAIL = 40  # lines of the launcher's own output shown when a rank died without a word
 
 
+# Errors a rank gets because another one failed (its collective broke off), not the script's own.
+COLLATERAL_KINDS = ("InternalError", "DistBackendError", "RuntimeError")
+
+
 class DistributedError(TracetuiError):
     """A rank failed, hung past the timeout, or the launcher could not start the ranks."""
 
@@ -188,12 +192,20 @@ def timeout_message(script: str, nproc: int, timeout: float, folder: Path) -> st
 
 
 def rank_failure(script: str, nproc: int, exit_code: int, folder: Path, log_path: Path) -> TracetuiError:
-    """The first rank's own error (by rank number), named with its rank; else the launcher's last words."""
-    for path in sorted((folder / "errors").glob("rank*.json"), key=lambda found: int(found.stem.removeprefix("rank"))):
+    """The error of the rank that failed first, named with its rank; else the launcher's last words.
+
+    A rank that raises makes the others fail too, in the collective it no longer joins: those
+    errors are tracetui's own (a closed connection) and come later, so the user's error is the
+    one shown — the earliest written, an error of the script before an error of tracetui.
+    """
+    entries = []
+    for path in (folder / "errors").glob("rank*.json"):
         try:
-            entry = json.loads(path.read_text())
+            entries.append((json.loads(path.read_text()), path.stat().st_mtime_ns))
         except (OSError, json.JSONDecodeError):
             continue
+    entries.sort(key=lambda found: (found[0].get("kind") in COLLATERAL_KINDS, found[1], found[0]["rank"]))
+    for entry, _ in entries:
         failure = DistributedError(f"rank {entry['rank']} of {nproc}: {entry['message']}", entry.get("detail"))
         failure.exit_status = int(entry.get("exit_status", 2))
         return failure

@@ -122,9 +122,10 @@ def record_ranks(script: ModelScript, options: RunOptions, place: RankPlace, bac
 
 def error_document(error: BaseException, rank: int) -> dict[str, Any]:
     if isinstance(error, TracetuiError):
-        return {"rank": rank, "message": error.message, "detail": error.detail, "exit_status": error.exit_status}
+        return {"rank": rank, "kind": type(error).__name__, "message": error.message, "detail": error.detail, "exit_status": error.exit_status}
     return {
         "rank": rank,
+        "kind": type(error).__name__,
         "message": f"tracetui failed: {type(error).__name__}: {error}. This is tracetui's failure, not your model's.",
         "detail": "".join(traceback.format_exception(error)),
         "exit_status": 2,
