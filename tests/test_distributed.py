@@ -25,7 +25,9 @@ RANK_FAILURES = REPO_ROOT / "tests" / "distributed" / "rank_failures.py"
 COMMAND_TIMEOUT = 300
 
 
-def run_tracetui(arguments: list[str], environment: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_tracetui(
+    arguments: list[str], environment: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tracetui", *arguments],
         env=os.environ | (environment or {}),

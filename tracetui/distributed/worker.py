@@ -122,7 +122,8 @@ def record_ranks(script: ModelScript, options: RunOptions, place: RankPlace, bac
 
 def error_document(error: BaseException, rank: int) -> dict[str, Any]:
     if isinstance(error, TracetuiError):
-        return {"rank": rank, "kind": type(error).__name__, "message": error.message, "detail": error.detail, "exit_status": error.exit_status}
+        kind = type(error).__name__
+        return {"rank": rank, "kind": kind, "message": error.message, "detail": error.detail, "exit_status": error.exit_status}
     return {
         "rank": rank,
         "kind": type(error).__name__,
