@@ -143,6 +143,11 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             # The port runs in other processes and cannot be checked live: both traces go to disk
             # instead (--spill, a temporary folder without it) and are compared memory-mapped.
             stream = False
+            errors.print(
+                "note: --stream with --nproc: the port runs in other processes and cannot be checked live; both traces are "
+                "written to disk (--spill, or a temporary folder) and compared memory-mapped instead",
+                markup=False, highlight=False, soft_wrap=True,
+            )
             if options.spill is None:
                 temporary = temporary_folders.enter_context(tempfile.TemporaryDirectory(prefix="tracetui-stream-"))
                 options = replace(options, spill=Path(temporary))

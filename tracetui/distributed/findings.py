@@ -27,7 +27,8 @@ def annotate_diagnosis(diagnosis: Diagnosis, info: DistributedInfo, tolerance: T
         ranks = culprit_ranks(culprit, info, tolerance)
         if ranks:
             reasons[culprit.index] = reasons[culprit.index] + "; " + rank_sentence(ranks, info)
-    return replace(diagnosis, reasons=reasons, notes=[*diagnosis.notes, *distributed_notes(info, tolerance)])
+    notes = distributed_notes(info, tolerance, found_by_descent=bool(diagnosis.culprits))
+    return replace(diagnosis, reasons=reasons, notes=[*diagnosis.notes, *notes])
 
 
 def rank_sentence(ranks: list[RankShare], info: DistributedInfo) -> str:
@@ -86,12 +87,17 @@ def disagreements_beyond(info: DistributedInfo, tolerance: Tolerance) -> list[Ra
     return [disagreement for disagreement in info.disagreements if not disagreement.max_abs_diff <= tolerance.atol]
 
 
-def distributed_notes(info: DistributedInfo, tolerance: Tolerance) -> list[str]:
-    notes = [
+def distributed_notes(info: DistributedInfo, tolerance: Tolerance, found_by_descent: bool) -> list[str]:
+    ran = (
         f"the port ran on {info.world_size} processes ({info.backend}); its trace is rank 0's, with {len(info.gathered)} "
-        "sharded inputs/outputs gathered into full tensors; the port was not run again with each module fed the "
-        "original's inputs (that needs the port's model in this process), so the culprit is found by descent"
-    ]
+        "sharded inputs/outputs gathered into full tensors"
+    )
+    if found_by_descent:
+        ran += (
+            "; the port was not run again with each module fed the original's inputs (that needs the port's model in "
+            "this process), so the first culprit is found by descent"
+        )
+    notes = [ran]
     beyond = disagreements_beyond(info, tolerance)
     for disagreement in beyond[:NOTED_DISAGREEMENTS]:
         notes.append(disagreement.describe() + ": a value every rank should hold alike")
