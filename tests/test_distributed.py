@@ -142,10 +142,24 @@ def test_a_rank_that_hangs_is_stopped_after_the_timeout_and_no_process_is_left(t
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert "did not finish on 2 processes within --timeout 20 s" in completed.stderr
     assert time.monotonic() - started < 20 + 60
-    rank_pids = [int(path.read_text()) for path in pids.iterdir()]
-    assert len(rank_pids) == 2  # both ranks started (rank 1 hangs in build())
-    for pid in rank_pids:
+    for pid in [int(path.read_text()) for path in pids.iterdir() if path.read_text()]:
         assert not process_alive(pid), f"rank process {pid} outlived the command"
+    # Whatever stage the ranks reached on a loaded machine: no process started for this command is left.
+    assert processes_started_with(str(pids)) == []
+
+
+def processes_started_with(marker: str) -> list[int]:
+    """The live processes whose environment holds ``marker`` (this test's own folder): torchrun, its agent, the ranks."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes() and process_alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def process_alive(pid: int) -> bool:
@@ -168,3 +182,33 @@ def test_the_debugger_in_a_distributed_port_is_refused_clearly(tmp_path: Path) -
     completed = run_tracetui(["compare", str(SINGLE_PROCESS), str(TENSOR_PARALLEL), "--nproc", "2", "--break-at", "model"])
     assert completed.returncode == 2
     assert "not supported yet" in completed.stderr
+
+
+def test_terminating_the_command_stops_every_rank(tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C) while the ranks run: exit 130, and no rank outlives the command."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    command = subprocess.Popen(
+        [sys.executable, "-m", "tracetui", "record", str(RANK_FAILURES), "--nproc", "2", "-o", str(tmp_path / "t.trace")],
+        env=os.environ | {"TRACETUI_TEST_RANK_FAILURE": "hang", "TRACETUI_TEST_PID_FOLDER": str(pids)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while not (len(list(pids.iterdir())) == 2 and all(path.read_text() for path in pids.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # rank 1 is asleep in build(); rank 0 goes on to wait for it
+        rank_pids = [int(path.read_text()) for path in pids.iterdir()]
+        assert len(rank_pids) == 2
+        command.terminate()
+        _, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 130, stderr
+    assert "interrupted" in stderr
+    for pid in rank_pids:
+        assert not process_alive(pid), f"rank process {pid} outlived the command"
+    assert processes_started_with(str(pids)) == []

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import torch
+
 from tracetui.distributed.worker import TRACE_FOLDER
 from tracetui.errors import RecordingError, TracetuiError, UsageError
 from tracetui.options import RunOptions
@@ -88,12 +90,13 @@ def record_distributed(script: str, options: RunOptions, nproc: int, timeout: fl
 
 def in_memory(trace: Trace) -> Trace:
     """The trace's tensors copied out of the memory-mapped files that are about to be removed."""
-    copies: dict[int, object] = {}
+    copies: dict[int, torch.Tensor] = {}
     for record in trace.records:
         for leaf in record.inputs + record.outputs:
             if leaf.tensor is not None:
-                tensor = leaf.tensor
-                leaf.tensor = copies.setdefault(id(tensor), tensor.clone())  # type: ignore[assignment]
+                if id(leaf.tensor) not in copies:
+                    copies[id(leaf.tensor)] = leaf.tensor.clone()
+                leaf.tensor = copies[id(leaf.tensor)]
     return trace
 
 

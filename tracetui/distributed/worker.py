@@ -59,6 +59,7 @@ def write_status(folder: Path | None, rank: int, stage: str) -> None:
 def record_on_this_rank(script_path: str, options: RunOptions, output: Path | None, status: Path | None = None) -> Trace | None:
     """Record the port on this rank; rank 0 returns the trace (and saves it to ``output``), the others None."""
     place = RankPlace.from_environment()
+    write_status(status, place.rank, "starting")  # the process id first: a rank stuck in the rendezvous is stopped too
     device = options.device
     if torch.device(device).type == "cuda":
         device = f"cuda:{place.local_rank}"
