@@ -168,4 +168,9 @@ def classify_rows(
 
 def judge(alignment: Alignment, rows: list[Row], figures: RowFigures, tolerance: Tolerance) -> Comparison:
     classification = Classification.judge(rows, figures, tolerance)
-    return Comparison(alignment, rows, classification, diagnose(rows, classification, alignment))
+    diagnosis = diagnose(rows, classification, alignment)
+    if alignment.ported.distributed is not None:  # a port recorded on several ranks (--nproc)
+        from tracetui.distributed.findings import annotate_diagnosis
+
+        diagnosis = annotate_diagnosis(diagnosis, alignment.ported.distributed, tolerance)
+    return Comparison(alignment, rows, classification, diagnosis)

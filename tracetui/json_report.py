@@ -85,9 +85,32 @@ def culprit_entry(comparison: Comparison, culprit: Row) -> dict[str, Any]:
         "original_class": None if culprit.original is None else culprit.original.class_name,
         "ported_class": None if culprit.ported is None else culprit.ported.class_name,
         "reason": comparison.reason_for(culprit),
+        **rank_entries(comparison, culprit),
         **fix_entries(comparison, culprit),
         **noise_entries(comparison, culprit),
     }
+
+
+def rank_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
+    """``ranks``: for a port run on several processes, the ranks whose shard of the culprit's
+    output breaks the tolerance ([] when none can be told apart; absent for a single process)."""
+    info = comparison.ported.distributed
+    if info is None:
+        return {}
+    from tracetui.distributed.findings import culprit_ranks
+
+    return {"ranks": [share.rank for share in culprit_ranks(culprit, info, comparison.tolerance)]}
+
+
+def distributed_entry(comparison: Comparison) -> dict[str, Any] | None:
+    """``distributed``: how the port ran on several processes (null for one): the leaves gathered
+    from shards and every value that differed between ranks."""
+    info = comparison.ported.distributed
+    if info is None:
+        return None
+    from tracetui.distributed.findings import report_entry
+
+    return report_entry(info, comparison.tolerance)
 
 
 def fix_entries(comparison: Comparison, culprit: Row) -> dict[str, Any]:
@@ -149,6 +172,7 @@ def report_document(comparison: Comparison) -> dict[str, Any]:
         "precision": precision_entry(describe_precision(comparison), comparison),
         # "match (within bfloat16 rounding)" when a call agrees only within the noise floor.
         "verdict_detail": rounding_match_label(comparison) if comparison.verdict == "match" else "diverged",
+        "distributed": distributed_entry(comparison),
         "rows": [row_entry(comparison, row) for row in comparison.rows],
     }
 

@@ -37,6 +37,9 @@ Progress = Callable[[str], None]
 # Called with a call's record, "inputs" or "outputs", and its leaves while their tensors are
 # still the live ones: a streamed comparison measures them here, before they are let go.
 LiveCheck = Callable[[CallRecord, str, list[Leaf]], None]
+# Called the same way before anything else sees the leaves, and may replace their live tensors:
+# a distributed port's ranks gather sharded tensors into full ones here (tracetui.distributed).
+LeafTransform = Callable[[CallRecord, str, list[Leaf]], None]
 
 
 @dataclass(frozen=True)
@@ -129,11 +132,13 @@ class Recorder:
         progress: Progress | None = None,
         keep: KeepPolicy = KeepPolicy(),
         live_check: LiveCheck | None = None,
+        leaf_transform: LeafTransform | None = None,
     ) -> None:
         self.model = model
         self.trace = Trace(source=source)
         self.keep = keep
         self.live_check = live_check
+        self.leaf_transform = leaf_transform
         self._progress = progress
         self._spill: SpillStore | None = None
         if keep.spill is not None:
@@ -243,6 +248,8 @@ class Recorder:
                     leaves.append(Leaf(name=path, tensor=item))  # the live tensor, until _keep replaces it
                 else:
                     leaves.append(Leaf(name=path, value_type=type(item).__name__, value_repr=short_repr(item)))
+        if self.leaf_transform is not None:
+            self.leaf_transform(record, part, leaves)
         if self.live_check is not None:
             self.live_check(record, part, leaves)
         keep_values = self.keep.keeps_values(record.name)
@@ -356,9 +363,10 @@ def record_script(
     progress: Progress | None = None,
     keep: KeepPolicy = KeepPolicy(),
     live_check: LiveCheck | None = None,
+    leaf_transform: LeafTransform | None = None,
 ) -> Trace:
     """Run a built model script once with hooks on every module and return its trace."""
-    recorder = Recorder(script.model, script.label, progress, keep, live_check)
+    recorder = Recorder(script.model, script.label, progress, keep, live_check, leaf_transform)
     with garbage_collection_paused(), recorder.attached():
         script.run(seed=seed)
     recorder.trace.seed = script.seed if seed is None else seed
@@ -384,7 +392,9 @@ def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
         )
 
 
-def record_twice(script: ModelScript, progress: Progress | None = None, keep: KeepPolicy = KeepPolicy()) -> Trace:
+def record_twice(
+    script: ModelScript, progress: Progress | None = None, keep: KeepPolicy = KeepPolicy(), leaf_transform: LeafTransform | None = None
+) -> Trace:
     """Record the model, then run it again with another seed to find nondeterministic calls.
 
     The second run keeps nothing: each of its calls is measured against the first run's as it
@@ -393,9 +403,12 @@ def record_twice(script: ModelScript, progress: Progress | None = None, keep: Ke
     def run_progress(run: str) -> Progress | None:
         return None if progress is None else (lambda message: progress(f"{run}: {message}"))
 
-    trace = record_script(script, progress=run_progress("run 1 of 2"), keep=keep)
+    trace = record_script(script, progress=run_progress("run 1 of 2"), keep=keep, leaf_transform=leaf_transform)
     check = RerunCheck(trace)
-    record_script(script, seed=script.seed + 1, progress=run_progress("run 2 of 2"), keep=KeepPolicy(values="none"), live_check=check)
+    record_script(
+        script, seed=script.seed + 1, progress=run_progress("run 2 of 2"), keep=KeepPolicy(values="none"), live_check=check,
+        leaf_transform=leaf_transform,
+    )
     if keep.spill is not None:  # the run-to-run differences belong in the index written by the first run
         from tracetui.tracefile import rewrite_index_document
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from tracetui.text import shape_text
+
+if TYPE_CHECKING:
+    from tracetui.distributed.info import DistributedInfo
 
 RecordKind = Literal["module", "tap"]
 
@@ -134,6 +137,8 @@ class Trace:
     # each record between the two runs (None when the model was run once).
     rerun_output_diff: list[float] | None = field(default=None, repr=False)
     rerun_input_diff: list[float] | None = field(default=None, repr=False)
+    # Recorded on several ranks (--nproc): what was gathered, and where ranks disagreed.
+    distributed: DistributedInfo | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.records)

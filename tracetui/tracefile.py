@@ -79,7 +79,7 @@ def trace_document(trace: Trace, tensor_key: Callable[[torch.Tensor], str]) -> d
         "rerun_output_diff": trace.rerun_output_diff,
         "rerun_input_diff": trace.rerun_input_diff,
         "records": records,
-    }
+    } | ({} if trace.distributed is None else {"distributed": trace.distributed.to_document()})
 
 
 def save_trace(trace: Trace, path: str | Path, progress: Progress | None = None) -> Path:
@@ -146,11 +146,14 @@ def write_index(directory: Path, document: dict[str, Any], store: SpillStore) ->
 
 
 def rewrite_index_document(directory: Path, trace: Trace) -> None:
-    """Store the run-to-run differences found after a directory trace's index was written."""
+    """Store what was found after a directory trace's index was written: the run-to-run
+    differences, and what a distributed recording learnt about its ranks."""
     index_path = directory / INDEX_NAME
     index = json.loads(index_path.read_text())
     index["trace"]["rerun_output_diff"] = trace.rerun_output_diff
     index["trace"]["rerun_input_diff"] = trace.rerun_input_diff
+    if trace.distributed is not None:
+        index["trace"]["distributed"] = trace.distributed.to_document()
     write_text_atomically(index_path, json.dumps(index))
 
 
@@ -268,6 +271,10 @@ def build_trace(document: dict[str, Any], tensors: dict[str, torch.Tensor], path
         rerun_output_diff=document.get("rerun_output_diff"),
         rerun_input_diff=document.get("rerun_input_diff"),
     )
+    if document.get("distributed") is not None:
+        from tracetui.distributed.info import DistributedInfo
+
+        trace.distributed = DistributedInfo.from_document(document["distributed"])
     for position, entry in enumerate(document["records"]):
         record = CallRecord(
             index=position,

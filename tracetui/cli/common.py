@@ -42,6 +42,27 @@ def add_run_options(command: argparse.ArgumentParser, rerun: bool) -> None:
     command.add_argument("--debug", action="store_true", help="show tracetui's own traceback on errors")
 
 
+def add_distributed_options(command: argparse.ArgumentParser, side: str) -> None:
+    """--nproc and --timeout: run a script that splits itself across ranks (tracetui.distributed)."""
+    from tracetui.distributed.launch import DEFAULT_TIMEOUT
+
+    group = command.add_argument_group("distributed (ports too big for one device)")
+    group.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help=f"run {side} on N processes with torch.distributed.run (gloo on CPU, nccl on CUDA), the default process group "
+        "initialised before build(); each rank records, sharded tensors are gathered, rank 0 writes one trace (default: one process)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="with --nproc: stop every rank and fail (exit 2) when the ranks have not finished after this long (default: %(default)g)",
+    )
+
+
 def add_memory_options(command: argparse.ArgumentParser, stream: bool) -> None:
     """What a recording keeps of each tensor and where: for models whose traces outgrow memory."""
     group = command.add_argument_group("memory (models whose traces do not fit in memory)")

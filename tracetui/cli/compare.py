@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -12,6 +15,7 @@ from tracetui import api
 from tracetui.classify import Tolerance
 from tracetui.cli.common import (
     THEMES,
+    add_distributed_options,
     add_memory_options,
     add_run_options,
     add_theme_option,
@@ -44,6 +48,7 @@ examples:
   tracetui compare original.py ported_bf16.py --precision strict --no-tui
   tracetui compare original.py ported.py --break-on-mismatch
   tracetui compare original.py ported.py --break-at model.layers.0.mlp:2 --side ported
+  tracetui compare original.py ported_tensor_parallel.py --nproc 2 --no-tui
 
 debugger: --break-on-mismatch and --break-at print the headless report, then build the
 chosen side's script again and run it, stopping ipdb at the first line of that module's
@@ -101,6 +106,7 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
     add_debugger_options(compare)
     add_run_options(compare, rerun=True)
     add_memory_options(compare, stream=True)
+    add_distributed_options(compare, "PORTED (ORIG runs in one process, as always)")
 
 
 def add_debugger_options(compare: argparse.ArgumentParser) -> None:
@@ -127,25 +133,47 @@ def add_debugger_options(compare: argparse.ArgumentParser) -> None:
 def run_compare(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     check_tolerance(arguments)
     check_break_options(arguments)
+    check_nproc_options(arguments)
     json_path = check_outputs(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
-    sources = {"original": arguments.original, "ported": arguments.ported}
+    sources: dict[Side, str | Trace | ModelScript] = {"original": arguments.original, "ported": arguments.ported}
     debugging = arguments.break_on_mismatch or arguments.break_at is not None
     interface = not debugging and wants_interface(arguments, console)
-    with progress_line(errors, "starting") as show_stage:
+    with progress_line(errors, "starting") as show_stage, contextlib.ExitStack() as temporary_folders:
         options = RunOptions.from_arguments(arguments, progress=show_stage)
+        stream = arguments.stream
+        if arguments.nproc is not None and stream:
+            # The port runs in other processes and cannot be checked live: both traces go to disk
+            # instead (--spill, a temporary folder without it) and are compared memory-mapped.
+            stream = False
+            errors.print(
+                "note: --stream with --nproc: the port runs in other processes and cannot be checked live; both traces are "
+                "written to disk (--spill, or a temporary folder) and compared memory-mapped instead",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            if options.spill is None:
+                temporary = temporary_folders.enter_context(tempfile.TemporaryDirectory(prefix="tracetui-stream-"))
+                options = replace(options, spill=Path(temporary))
+        if arguments.nproc is not None:
+            from tracetui.distributed.launch import record_distributed
+
+            show_stage(f"recording the port on {arguments.nproc} processes")
+            ported_spill = None if options.spill is None else options.spill / "ported"
+            ported_options = replace(options, spill=ported_spill)
+            sources["ported"] = record_distributed(arguments.ported, ported_options, arguments.nproc, arguments.timeout)
         on_loaded = break_at_check(arguments)
-        if on_loaded is not None and not arguments.stream:
+        if on_loaded is not None and not stream:
             # The side to stop in is built first and checked before either model is recorded; the
             # comparison then records that very script.
             side = arguments.side
             show_stage(f"building {sources[side]}")
-            sources[side] = api.load_source(sources[side], options)
-            on_loaded(side, sources[side])
-        elif on_loaded is not None and arguments.side == "ported":
+            loaded = api.load_source(sources[side], options)
+            sources[side] = loaded
+            on_loaded(side, loaded)
+        elif on_loaded is not None and arguments.side == "ported" and arguments.nproc is None:
             # --stream builds one model at a time, the original first: the port is built once
             # more, here, to check the name before the original's (long) recording, and let go.
-            check_before_streaming(sources["ported"], options, on_loaded, show_stage)
+            check_before_streaming(arguments.ported, options, on_loaded, show_stage)
         comparison = api.compare_sources(
             sources["original"],
             sources["ported"],
@@ -153,10 +181,10 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
             tolerance=Tolerance(atol=arguments.atol, rtol=arguments.rtol),
             rename_map=rename_map,
             infer=not arguments.no_infer,
-            stream=arguments.stream,
+            stream=stream,
             isolate=when_to_isolate(arguments, interface or debugging),
             fixes=not arguments.no_fixes,
-            on_loaded=on_loaded if arguments.stream else None,
+            on_loaded=on_loaded if stream else None,
             precision=arguments.precision,
         )
         del sources  # the model built first: the debugger builds its own, fresh
@@ -184,6 +212,25 @@ def when_to_isolate(arguments: argparse.Namespace, interactive: bool) -> Isolate
     if arguments.no_isolate:
         return "never"
     return "always" if interactive else "if diverged"
+
+
+def check_nproc_options(arguments: argparse.Namespace) -> None:
+    """--nproc runs the port's script on N ranks: it takes a script, and the debugger stops in the original only."""
+    if arguments.nproc is None:
+        return
+    from tracetui.distributed.launch import check_nproc
+
+    check_nproc(arguments.nproc, arguments.timeout)
+    if not api.is_script_path(arguments.ported):
+        raise UsageError(
+            f"--nproc {arguments.nproc}: PORTED ({arguments.ported}) is a trace; --nproc runs a model script (.py) on N processes."
+        )
+    if (arguments.break_on_mismatch or arguments.break_at is not None) and arguments.side == "ported":
+        raise UsageError(
+            f"--nproc {arguments.nproc} with {'--break-on-mismatch' if arguments.break_on_mismatch else '--break-at'}: stopping ipdb "
+            "inside a port that runs on several processes is not supported yet. Use --side original, or debug the port on one "
+            "process (without --nproc)."
+        )
 
 
 def check_outputs(arguments: argparse.Namespace) -> Path | None:

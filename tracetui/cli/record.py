@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tracetui import api
-from tracetui.cli.common import add_memory_options, add_run_options
+from tracetui.cli.common import add_distributed_options, add_memory_options, add_run_options
 from tracetui.errors import UsageError
 from tracetui.options import RunOptions
 from tracetui.output_files import absolute_path, check_output_directory, check_output_file, directory_written_whole
@@ -24,7 +24,9 @@ def add_record_command(commands: argparse._SubParsersAction) -> None:
         "record",
         help="save a model's trace to a file",
         description="Record SCRIPT's forward pass and save it (safetensors) to compare later or elsewhere.",
-        epilog="example:\n  tracetui record original.py -o original.trace\n  tracetui compare original.trace ported.py --no-tui",
+        epilog="example:\n  tracetui record original.py -o original.trace\n  tracetui compare original.trace ported.py --no-tui\n"
+        "  tracetui record ported_tp.py --nproc 2 -o ported.trace\n"
+        "  torchrun --nproc-per-node 2 -m tracetui record ported_tp.py -o ported.trace   # the same, under your own torchrun",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     record.add_argument("script", metavar="SCRIPT", help="model script (.py)")
@@ -34,12 +36,21 @@ def add_record_command(commands: argparse._SubParsersAction) -> None:
     )
     add_run_options(record, rerun=True)
     add_memory_options(record, stream=False)
+    add_distributed_options(record, "SCRIPT")
 
 
 def run_record(arguments: argparse.Namespace, console: Console, errors: Console) -> int:
     if not api.is_script_path(arguments.script):
         raise UsageError(f"{arguments.script}: `tracetui record` takes a model script (.py); this is already a trace or not a script.")
     output = check_trace_output(arguments)
+    from tracetui.distributed.worker import under_launcher
+
+    if under_launcher():  # one rank of `torchrun … -m tracetui record`: every rank records, rank 0 writes
+        return record_as_rank(arguments, output, console)
+    if arguments.nproc is not None:
+        from tracetui.distributed.launch import check_nproc
+
+        check_nproc(arguments.nproc, arguments.timeout)
     if is_directory_trace(output):
         # Recorded into a new folder that replaces the old trace only when complete.
         with directory_written_whole(output, shown=f"-o {arguments.output}") as working:
@@ -58,12 +69,33 @@ def record_and_save(arguments: argparse.Namespace, output: Path, errors: Console
         options = RunOptions.from_arguments(arguments, progress=lambda message: status.update(f"recording, {for_markup(message)} …"))
         if arguments.spill:  # the tensors go straight to the trace's folder as they are recorded
             options = replace(options, spill=output)
-        trace = api.record_source(arguments.script, options)
+        if arguments.nproc is not None:
+            from tracetui.distributed.launch import record_distributed
+
+            status.update(f"recording on {arguments.nproc} processes …")
+            trace = record_distributed(arguments.script, options, arguments.nproc, arguments.timeout)
+        else:
+            trace = api.record_source(arguments.script, options)
     if not arguments.spill:  # a spilled trace is already on disk, index and all
         with errors.status(f"saving {len(trace)} calls …") as status:
             saving = f"saving {len(trace)} calls"
             save_trace(trace, output, progress=lambda message: status.update(f"{saving}, {for_markup(message)} …"))
     return trace
+
+
+def record_as_rank(arguments: argparse.Namespace, output: Path, console: Console) -> int:
+    """Under torchrun: this process is one rank. The trace goes to ``output`` as it is (rank 0 alone writes it)."""
+    from tracetui.distributed.worker import record_on_this_rank
+
+    options = RunOptions.from_arguments(arguments)
+    if arguments.spill:
+        options = replace(options, spill=output)
+    trace = record_on_this_rank(arguments.script, options, None if arguments.spill else output)
+    if trace is not None:
+        processes = trace.distributed.world_size if trace.distributed else 1
+        shown = f"{for_markup(arguments.script)} on {processes} processes → {for_markup(arguments.output)}"
+        console.print(f"recorded {len(trace)} calls of {shown}")
+    return 0
 
 
 def check_trace_output(arguments: argparse.Namespace) -> Path:

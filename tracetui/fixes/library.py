@@ -872,6 +872,7 @@ KINDS: dict[str, Callable[[Culprit], Iterator[Patch]]] = {
 }
 
 
-def patches_for(culprit: Culprit) -> Iterator[Patch]:
-    for patches in KINDS.values():
-        yield from patches(culprit)
+def patches_for(culprit: Culprit, skip: frozenset[str] = frozenset()) -> Iterator[Patch]:
+    for kind, patches in KINDS.items():
+        if kind not in skip:
+            yield from patches(culprit)

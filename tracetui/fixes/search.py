@@ -147,6 +147,10 @@ NO_ORIGINAL_MODEL = "the original model is not at hand"
 # The kinds that cannot be tried at all without the original model (the others need only its
 # recorded inputs and outputs; eps and scale then try the usual values, not the original's own).
 NEED_THE_ORIGINAL_MODEL = ("heads", "weight")
+# The kinds that patch the port's weights in place: of no use where the weights are offloaded
+# (accelerate's hooks load them from their offload folder for each forward, over any patch).
+PATCH_THE_WEIGHTS = ("heads", "rope_permutation", "layout", "swap", "weight")
+OFFLOADED_WEIGHTS = "its weights are offloaded (on the meta device until accelerate's hooks load them): a patch to them is not used"
 
 
 def search_fixes(
@@ -184,8 +188,12 @@ def search_fixes(
             assert row.ported is not None
             module = submodule(ported.model, row.ported.name)
             culprit = Culprit(row.ported.name, module, ported.model, counterparts, original_tensors, sources)
-            search = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance)
-            searches[row.index] = replace(search, skipped=skipped, rounding_atol=rounding_atol(comparison, row))
+            row_skipped = skipped
+            if holds_offloaded_weights(module):
+                row_skipped += tuple((kind, OFFLOADED_WEIGHTS) for kind in PATCH_THE_WEIGHTS if kind not in dict(skipped))
+            skip = frozenset(kind for kind, _ in row_skipped)
+            search = search_culprit(culprit, row, captured[row.index], ported, comparison.tolerance, skip)
+            searches[row.index] = replace(search, skipped=row_skipped, rounding_atol=rounding_atol(comparison, row))
     return searches
 
 
@@ -324,9 +332,16 @@ def try_patch(patch: Patch, culprit: Culprit, row: Row, arguments: Arguments, po
     return Attempt(patch.kind, patch.detail, patch.description, largest, differences)
 
 
-def search_culprit(culprit: Culprit, row: Row, arguments: Arguments, ported: ModelScript, tolerance: Tolerance) -> FixSearch:
-    """Every applicable patch in priority order, within the time budget; the first exact fix of a
-    kind ends that kind."""
+def holds_offloaded_weights(module: torch.nn.Module) -> bool:
+    """A parameter or buffer of the module (or a submodule) on the meta device: an accelerate-dispatched model's offloaded weights."""
+    return any(tensor.device.type == "meta" for tensor in (*module.parameters(), *module.buffers()))
+
+
+def search_culprit(
+    culprit: Culprit, row: Row, arguments: Arguments, ported: ModelScript, tolerance: Tolerance, skip: frozenset[str] = frozenset()
+) -> FixSearch:
+    """Every applicable patch in priority order (but the ``skip`` kinds), within the time budget;
+    the first exact fix of a kind ends that kind."""
     started = time.perf_counter()
     cpu_started = time.process_time()
     try:
@@ -336,7 +351,7 @@ def search_culprit(culprit: Culprit, row: Row, arguments: Arguments, ported: Mod
     attempts = []
     exact_kinds: set[str] = set()
     tried = 0
-    for patch in patches_for(culprit):
+    for patch in patches_for(culprit, skip):
         if time.process_time() - cpu_started > SECONDS_PER_CULPRIT:
             break
         if patch.kind in exact_kinds:
