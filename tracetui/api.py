@@ -21,6 +21,7 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment
 from tracetui.errors import ScriptError
+from tracetui.frameworks import FRAMEWORKS, ForeignScript
 from tracetui.global_state import GlobalState
 from tracetui.isolate import isolate as judge_alone
 from tracetui.noise_floor import NoiseFloor, PrecisionMode, Rounding, RoundingPlan, check_precision_mode, measure_noise_floor, plan_rounding
@@ -29,12 +30,12 @@ from tracetui.output_files import absolute_path
 from tracetui.pairing.alignment import align
 from tracetui.pairing.rename_map import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.record import Progress, record_script, record_twice
-from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
+from tracetui.script import DEFAULT_SEED, ModelScript, check_built, foreign_script, load_script, prepare
 from tracetui.sides import Side
 from tracetui.trace import Trace
 from tracetui.tracefile import load_trace
 
-Source = str | Path | Trace | ModelScript | tuple[torch.nn.Module, Any]
+Source = str | Path | Trace | ModelScript | ForeignScript | tuple[Any, Any]
 RenameRules = str | Path | RenameMap | list[list[str]] | list[tuple[str, str]] | None
 
 
@@ -42,12 +43,17 @@ def is_script_path(path: str | Path) -> bool:
     return Path(path).suffix == ".py"
 
 
-def load_source(source: Source, options: RunOptions) -> ModelScript | Trace:
-    """Resolve what the caller passed into a built script or a loaded trace."""
-    if isinstance(source, (Trace, ModelScript)):
+def load_source(source: Source, options: RunOptions) -> ModelScript | ForeignScript | Trace:
+    """Resolve what the caller passed into a built script (PyTorch, or Flax/Keras) or a loaded trace."""
+    if isinstance(source, (Trace, ModelScript, ForeignScript)):
         return source
     if isinstance(source, tuple):
-        model, inputs = prepare(*check_built(Path("<python>"), source), options.device)
+        model, inputs = check_built(Path("<python>"), source)
+        foreign = foreign_script(Path(f"<{type(model).__name__}>"), Path.cwd() / "<python>", model, inputs, None, options.seed)
+        if foreign is not None:
+            foreign.global_state = GlobalState.capture()
+            return foreign
+        model, inputs = prepare(model, inputs, options.device)
         # Built in the caller's own code: it runs under the caller's settings (a float64 default, say).
         return ModelScript(
             path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=options.seed, global_state=GlobalState.capture()
@@ -202,8 +208,14 @@ def compare_sources(
     report = options.progress or (lambda message: None)
     check = on_loaded or (lambda side, loaded: None)
 
-    def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | Trace:
+    def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | ForeignScript | Trace:
         loaded = load_source(source, side_options)
+        if side == "ported" and isinstance(loaded, ForeignScript):
+            raise ScriptError(
+                f"{loaded.label}: the port must be a PyTorch model (a torch.nn.Module), and build() returned a "
+                f"{loaded.framework} model ({type(loaded.model).__name__}). tracetui compares an original written in "
+                "Flax or Keras with its PyTorch port: pass the Flax/Keras script as ORIG."
+            )
         check(side, loaded)
         return loaded
 
@@ -240,13 +252,15 @@ def compare_sources(
     keep_for_rounding = precision != "strict" and options.spill is None
     loaded = load_checked(original, "original", original_options)
     original_trace = record_source(loaded, original_options)
-    original_loaded = loaded if keep_original or keep_for_rounding else None  # else the built model goes now, once recorded
+    # A Flax or Keras original is then treated as a trace: only the port runs again.
+    foreign_framework = loaded.framework if isinstance(loaded, ForeignScript) else None
+    original_loaded = loaded if (keep_original or keep_for_rounding) and foreign_framework is None else None  # else the built model goes now
     del loaded
     ported_options = stage("recording the port", "ported")
     ported_loaded = load_checked(ported, "ported", ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     noise_floor, rounding = rounding_floor(
-        original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate, keep_original
+        original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate, keep_original, foreign_framework
     )
     if not keep_original:
         original_loaded = None
@@ -262,7 +276,11 @@ def compare_sources(
         from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 
         original_script = original_loaded if isinstance(original_loaded, ModelScript) else None
-        why = "--spill let it go once recorded" if options.spill is not None else "ORIG was given as a trace"
+        why = (
+            "--spill let it go once recorded" if options.spill is not None
+            else f"the original is a {foreign_framework} model, which tracetui does not patch" if foreign_framework is not None
+            else "ORIG was given as a trace"
+        )
         found = search_fixes(comparison, ported_loaded, original_script, report, why_no_original=f"{NO_ORIGINAL_MODEL}: {why}")
         comparison = replace(comparison, fixes=found)
     return comparison
@@ -278,6 +296,7 @@ def rounding_floor(
     report: Progress,
     fed: bool,
     keep_original: bool,
+    foreign_framework: str | None = None,
 ) -> tuple[NoiseFloor | None, Rounding | None]:
     """The noise floor ``precision`` asks for, given the dtypes both sides were recorded in; else
     what to tell the user about rounding (nothing when the dtypes agree or ``strict`` was asked)."""
@@ -286,6 +305,8 @@ def rounding_floor(
         return None, None
     if options.spill is not None:
         return None, Rounding(plan, note=unmeasured_note(plan, "--spill"))
+    if foreign_framework is not None:
+        return None, Rounding(plan, note=unmeasured_note(plan, foreign_framework))
     if not isinstance(original_loaded, ModelScript):
         return None, Rounding(plan, note=unmeasured_note(plan, "a trace"))
     # The original's own weights are cast in place unless the fix search still reads them.
@@ -300,6 +321,8 @@ def unmeasured_note(plan: RoundingPlan, why: str) -> str:
     cause = (
         "the original was given as a trace, which cannot be run again"
         if why == "a trace"
+        else f"the original is a {why} model, which tracetui does not cast to run again"
+        if why in FRAMEWORKS
         else f"with {why} the original's model is not kept to run again"
     )
     return (
