@@ -198,7 +198,7 @@ def compare_sources(
     stream: bool,
     isolate: bool = True,
     fixes: bool = True,
-    on_loaded: Callable[[Side, ModelScript | Trace], None] | None = None,
+    on_loaded: Callable[[Side, ModelScript | ForeignScript | Trace], None] | None = None,
     precision: PrecisionMode = "auto",
 ) -> Comparison:
     """:func:`compare` with its run options as one value and its rename map resolved.
@@ -210,13 +210,18 @@ def compare_sources(
 
     def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | ForeignScript | Trace:
         loaded = load_source(source, side_options)
-        if side == "ported" and isinstance(loaded, ForeignScript):
+        check(side, loaded)
+        return loaded
+
+    def load_port(source: Source, side_options: RunOptions) -> ModelScript | Trace:
+        loaded = load_source(source, side_options)
+        if isinstance(loaded, ForeignScript):
             raise ScriptError(
                 f"{loaded.label}: the port must be a PyTorch model (a torch.nn.Module), and build() returned a "
                 f"{loaded.framework} model ({type(loaded.model).__name__}). tracetui compares an original written in "
                 "Flax or Keras with its PyTorch port: pass the Flax/Keras script as ORIG."
             )
-        check(side, loaded)
+        check("ported", loaded)
         return loaded
 
     if stream:
@@ -225,7 +230,7 @@ def compare_sources(
         streamed = replace(options, progress=report)
         streamed_comparison = compare_streaming(
             lambda: load_checked(original, "original", streamed),
-            lambda: load_checked(ported, "ported", streamed),
+            lambda: load_port(ported, streamed),
             streamed,
             rename_map=rename_map,
             tolerance=tolerance,
@@ -254,10 +259,11 @@ def compare_sources(
     original_trace = record_source(loaded, original_options)
     # A Flax or Keras original is then treated as a trace: only the port runs again.
     foreign_framework = loaded.framework if isinstance(loaded, ForeignScript) else None
-    original_loaded = loaded if (keep_original or keep_for_rounding) and foreign_framework is None else None  # else the built model goes now
+    keep_loaded = (keep_original or keep_for_rounding) and foreign_framework is None
+    original_loaded = loaded if keep_loaded else None  # else the built model goes now, once recorded
     del loaded
     ported_options = stage("recording the port", "ported")
-    ported_loaded = load_checked(ported, "ported", ported_options)
+    ported_loaded = load_port(ported, ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     noise_floor, rounding = rounding_floor(
         original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate, keep_original, foreign_framework
@@ -287,7 +293,7 @@ def compare_sources(
 
 
 def rounding_floor(
-    original_loaded: ModelScript | Trace | None,
+    original_loaded: ModelScript | ForeignScript | Trace | None,
     original_trace: Trace,
     ported_trace: Trace,
     precision: PrecisionMode,

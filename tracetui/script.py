@@ -280,7 +280,8 @@ def check_built(path: Path, built: Any) -> tuple[Any, Any]:
         )
     if not isinstance(inputs, (torch.Tensor, tuple, dict)) and not (detect_framework(model) is not None and is_array(inputs)):
         raise ScriptError(
-            f"{path}: build() returned a {type(inputs).__name__} as the inputs; they must be a tensor (or an array, for a Flax or Keras model) "
+            f"{path}: build() returned a {type(inputs).__name__} as the inputs; they must be a tensor "
+            "(or an array, for a Flax or Keras model) "
             "(one positional argument), a tuple (positional arguments) or a dict (keyword arguments)."
         )
     if isinstance(inputs, dict) and not all(isinstance(key, str) for key in inputs):

@@ -52,4 +52,4 @@ def watched(model: Any, watch: CallWatch) -> Iterator[None]:
 
 def module_function(module: Any) -> Callable[..., Any]:
     """The function whose first line the debugger stops at: the module class's own ``__call__``."""
-    return type(module).__call__  # type: ignore[no-any-return]
+    return type(module).__call__

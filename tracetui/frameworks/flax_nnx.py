@@ -45,23 +45,23 @@ def watched(model: Any, watch: CallWatch) -> Iterator[None]:
             signature = method_signature(type(self), "__call__")
             return watch(self, name, type(self).__name__, signature, lambda *a, **k: inherited(self, *a, **k), args, kwargs)
 
-        watched_call.__wrapped__ = inherited  # type: ignore[attr-defined]
+        setattr(watched_call, "__wrapped__", inherited)  # noqa: B010  (module_function unwraps it)
         return watched_call
 
     try:
         for cls in classes:
             restored.append((cls, cls.__dict__.get("__call__", _MISSING)))
-            cls.__call__ = wrapped(cls.__call__)  # type: ignore[method-assign]
+            cls.__call__ = wrapped(cls.__call__)
         yield
     finally:
         for cls, original in reversed(restored):
             if original is _MISSING:
                 delattr(cls, "__call__")
             else:
-                cls.__call__ = original  # type: ignore[method-assign]
+                cls.__call__ = original
 
 
 def module_function(module: Any) -> Callable[..., Any]:
     """The function whose first line the debugger stops at: the module class's own ``__call__``."""
     function = type(module).__call__
-    return getattr(function, "__wrapped__", function)  # type: ignore[no-any-return]
+    return getattr(function, "__wrapped__", function)
