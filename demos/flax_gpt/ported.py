@@ -197,4 +197,4 @@ def build():
     _, variables, input_ids = load_original().build_model()
     model = GptForCausalLM(config, bugs)
     model.load_state_dict(convert_flax_params(variables["params"], config, bugs), strict=True)
-    return model.eval(), torch.from_numpy(numpy.asarray(input_ids)).long()
+    return model.eval(), torch.from_numpy(numpy.array(input_ids)).long()

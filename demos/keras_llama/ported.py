@@ -82,8 +82,9 @@ def llama_config(original: ModuleType) -> LlamaConfig:
     )
 
 
-def to_torch(array: object) -> torch.Tensor:
-    return torch.from_numpy(numpy.array(array, dtype=numpy.float32))
+def to_torch(variable: object) -> torch.Tensor:
+    """A Keras variable's values as a float32 torch tensor."""
+    return torch.from_numpy(numpy.array(variable.numpy(), dtype=numpy.float32))  # type: ignore[attr-defined]
 
 
 def convert_keras_weights(keras_model: object, config: LlamaConfig, bugs: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
