@@ -91,13 +91,22 @@ def test_each_planted_bug_names_its_ported_culprit_with_the_map(demo: str, bug: 
     assert comparison.culprit.ported.name == culprit, [row.label for row in comparison.culprits]
 
 
-@pytest.mark.xfail(
-    reason="pairing Flax/Keras kinds with torch ones (Dense ↔ Linear, layouts) without a map is the `layouts` branch's "
-    "work (issue 11 items 3 and 4), not merged here",
-    strict=False,
-)
-@pytest.mark.parametrize(("demo", "bug", "culprit"), BUG_CASES, ids=BUG_IDS)
-def test_each_planted_bug_names_its_ported_culprit_without_a_map(demo: str, bug: str, culprit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+NO_MAP_XFAIL = {
+    # Without the map, h_1.mlp.proj and fc_out are not paired (their inputs differ by the bug, and
+    # Dense ↔ Linear is no kind pair on this branch), so the MLP is blamed instead of act_fn.
+    ("flax_gpt", "activation"): "cross-framework kind pairing (Dense ↔ Linear) is the `layouts` branch's work (issue 11 item 4)",
+}
+NO_MAP_CASES = [
+    pytest.param(demo, bug, culprit, id=f"{demo}-{bug}", marks=[pytest.mark.xfail(reason=NO_MAP_XFAIL[demo, bug], strict=False)])
+    if (demo, bug) in NO_MAP_XFAIL else pytest.param(demo, bug, culprit, id=f"{demo}-{bug}")
+    for demo, bug, culprit in BUG_CASES
+]
+
+
+@pytest.mark.parametrize(("demo", "bug", "culprit"), NO_MAP_CASES)
+def test_each_planted_bug_names_its_ported_culprit_without_a_map(
+    demo: str, bug: str, culprit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(BUG_ENV_VAR, bug)
     comparison = compare_demo(demo, rename_map=None)
     assert comparison.culprit is not None and comparison.culprit.ported is not None
@@ -402,7 +411,9 @@ def terminal(tmp_path: Path) -> Iterator[list[pexpect.spawn]]:
             child.terminate(force=True)
 
 
-def test_break_at_on_a_flax_original_stops_in_the_modules_call_with_the_ports_tensors(tmp_path: Path, terminal: list[pexpect.spawn]) -> None:
+def test_break_at_on_a_flax_original_stops_in_the_modules_call_with_the_ports_tensors(
+    tmp_path: Path, terminal: list[pexpect.spawn]
+) -> None:
     env = {key: value for key, value in os.environ.items() if key not in ("IPY_TEST_SIMPLE_PROMPT", BUG_ENV_VAR)}
     env.update({"TERM": "dumb", "IPYTHONDIR": str(tmp_path / "ipython"), "PYTHONUNBUFFERED": "1", BUG_ENV_VAR: "attention_scale"})
     child = pexpect.spawn(
