@@ -237,6 +237,27 @@ def test_rerun_of_a_foreign_original_finds_no_nondeterminism_with_deterministic_
     assert max(trace.rerun_output_diff) == 0.0
 
 
+def test_the_python_api_takes_a_linen_pair_built_in_the_callers_code() -> None:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    model = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)])
+    inputs = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32).reshape(2, 3)
+    variables = model.init(jax.random.PRNGKey(0), inputs)
+    trace = tracetui.record(((model, variables), inputs), rerun=False)
+    names = [(record.name, record.class_name) for record in trace.records]
+    assert names == [("", "Sequential"), ("layers_0", "Dense"), ("layers_2", "Dense")]
+    expected = torch.from_numpy(numpy_copy(model.apply(variables, inputs)))
+    assert trace.records[0].outputs[0].tensor is not None and torch.equal(trace.records[0].outputs[0].tensor, expected)
+
+
+def numpy_copy(array: object) -> object:
+    import numpy
+
+    return numpy.array(array)
+
+
 def test_detect_framework() -> None:
     import flax.linen as nn
     from flax import nnx
