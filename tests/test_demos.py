@@ -28,6 +28,9 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMOS_DIR = REPO_ROOT / "demos"
 DEMOS = ["gpt", "bert"]
+# Originals in Flax and Keras (issue 11): the CLI section runs them too; tests/test_frameworks.py
+# checks each of their bugs in-process, with and without the map.
+FOREIGN_DEMOS = ["flax_gpt", "keras_llama"]
 BUG_ENV_VAR = "TRACETUI_DEMO_BUG"
 ATOL = 1e-3  # tracetui's default agreement tolerance
 CONVERTERS = {"gpt": "convert_nanogpt_state_dict", "bert": "convert_bert_state_dict"}
@@ -401,7 +404,7 @@ def run_tracetui_compare(demo: str, bug: str | None, report_path: Path) -> tuple
     return result, report
 
 
-@pytest.mark.parametrize("demo", DEMOS)
+@pytest.mark.parametrize("demo", DEMOS + FOREIGN_DEMOS)
 def test_cli_end_to_end_clean_port_matches(demo: str, tmp_path: Path) -> None:
     result, report = run_tracetui_compare(demo, None, tmp_path / "report.json")
     output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
@@ -430,3 +433,24 @@ def test_cli_end_to_end_names_every_planted_bug(demo: str, bugs: str, expected: 
     assert report["first_divergence"] == report["culprits"][0], output
     renamed = rename_modules(demo, [culprit["original"] for culprit in report["culprits"]])
     assert [renamed[culprit["original"]] for culprit in report["culprits"]] == expected, output
+
+
+FOREIGN_MULTI_BUG_CASES = [
+    pytest.param(
+        demo,
+        "norm_eps,kernel_not_transposed,attention_scale",
+        ["model.layers.0.self_attn", "model.layers.1.self_attn.o_proj", "model.norm"],
+        id=f"{demo}-three-bugs",
+    )
+    for demo in FOREIGN_DEMOS
+]
+
+
+@pytest.mark.parametrize(("demo", "bugs", "expected"), FOREIGN_MULTI_BUG_CASES)
+def test_cli_end_to_end_names_every_planted_bug_of_a_foreign_original(demo: str, bugs: str, expected: list[str], tmp_path: Path) -> None:
+    result, report = run_tracetui_compare(demo, bugs, tmp_path / "report.json")
+    output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 1, output
+    assert [culprit["ported"] for culprit in report["culprits"]] == expected, output
+    ported = load_demo(demo, "ported")
+    assert set(expected) == {ported.BUGS[bug] for bug in bugs.split(",")}

@@ -21,6 +21,7 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment, with_isolation
 from tracetui.errors import ScriptError
+from tracetui.frameworks import FRAMEWORKS, ForeignScript, foreign_port_error
 from tracetui.global_state import GlobalState
 from tracetui.isolate import IsolateWhen
 from tracetui.isolate import isolate as judge_alone
@@ -30,12 +31,12 @@ from tracetui.output_files import absolute_path
 from tracetui.pairing.alignment import align
 from tracetui.pairing.rename_map import RenameMap, load_rename_map, parse_rename_rules
 from tracetui.record import Progress, record_script, record_twice
-from tracetui.script import DEFAULT_SEED, ModelScript, check_built, load_script, prepare
+from tracetui.script import DEFAULT_SEED, ModelScript, check_built, foreign_script, load_script, prepare
 from tracetui.sides import Side
 from tracetui.trace import Trace
 from tracetui.tracefile import load_trace
 
-Source = str | Path | Trace | ModelScript | tuple[torch.nn.Module, Any]
+Source = str | Path | Trace | ModelScript | ForeignScript | tuple[Any, Any]
 RenameRules = str | Path | RenameMap | list[list[str]] | list[tuple[str, str]] | None
 
 
@@ -43,12 +44,17 @@ def is_script_path(path: str | Path) -> bool:
     return Path(path).suffix == ".py"
 
 
-def load_source(source: Source, options: RunOptions) -> ModelScript | Trace:
-    """Resolve what the caller passed into a built script or a loaded trace."""
-    if isinstance(source, (Trace, ModelScript)):
+def load_source(source: Source, options: RunOptions) -> ModelScript | ForeignScript | Trace:
+    """Resolve what the caller passed into a built script (PyTorch, or Flax/Keras) or a loaded trace."""
+    if isinstance(source, (Trace, ModelScript, ForeignScript)):
         return source
     if isinstance(source, tuple):
-        model, inputs = prepare(*check_built(Path("<python>"), source), options.device)
+        model, inputs = check_built(Path("<python>"), source)
+        foreign = foreign_script(Path(f"<{type(model).__name__}>"), Path.cwd() / "<python>", model, inputs, None, options.seed)
+        if foreign is not None:
+            foreign.global_state = GlobalState.capture()
+            return foreign
+        model, inputs = prepare(model, inputs, options.device)
         # Built in the caller's own code: it runs under the caller's settings (a float64 default, say).
         return ModelScript(
             path=Path(f"<{type(model).__name__}>"), model=model, inputs=inputs, seed=options.seed, global_state=GlobalState.capture()
@@ -193,7 +199,7 @@ def compare_sources(
     stream: bool,
     isolate: IsolateWhen = "always",
     fixes: bool = True,
-    on_loaded: Callable[[Side, ModelScript | Trace], None] | None = None,
+    on_loaded: Callable[[Side, ModelScript | ForeignScript | Trace], None] | None = None,
     precision: PrecisionMode = "auto",
 ) -> Comparison:
     """:func:`compare` with its run options as one value and its rename map resolved.
@@ -207,9 +213,16 @@ def compare_sources(
     report = options.progress or (lambda message: None)
     check = on_loaded or (lambda side, loaded: None)
 
-    def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | Trace:
+    def load_checked(source: Source, side: Side, side_options: RunOptions) -> ModelScript | ForeignScript | Trace:
         loaded = load_source(source, side_options)
         check(side, loaded)
+        return loaded
+
+    def load_port(source: Source, side_options: RunOptions) -> ModelScript | Trace:
+        loaded = load_source(source, side_options)
+        if isinstance(loaded, ForeignScript):
+            raise foreign_port_error(loaded)
+        check("ported", loaded)
         return loaded
 
     if stream:
@@ -218,7 +231,7 @@ def compare_sources(
         streamed = replace(options, progress=report)
         streamed_comparison = compare_streaming(
             lambda: load_checked(original, "original", streamed),
-            lambda: load_checked(ported, "ported", streamed),
+            lambda: load_port(ported, streamed),
             streamed,
             rename_map=rename_map,
             tolerance=tolerance,
@@ -245,13 +258,17 @@ def compare_sources(
     keep_for_rounding = precision != "strict" and options.spill is None
     loaded = load_checked(original, "original", original_options)
     original_trace = record_source(loaded, original_options)
-    original_loaded = loaded if keep_original or keep_for_rounding else None  # else the built model goes now, once recorded
+    # A Flax or Keras original is then treated as a trace: only the port runs again.
+    foreign_framework = loaded.framework if isinstance(loaded, ForeignScript) else None
+    keep_loaded = (keep_original or keep_for_rounding) and foreign_framework is None
+    original_loaded = loaded if keep_loaded else None  # else the built model goes now, once recorded
     del loaded
     ported_options = stage("recording the port", "ported")
-    ported_loaded = load_checked(ported, "ported", ported_options)
+    ported_loaded = load_port(ported, ported_options)
     ported_trace = record_source(ported_loaded, ported_options)
     noise_floor, rounding = rounding_floor(
-        original_loaded, original_trace, ported_trace, precision, tolerance, options, report, isolate != "never", keep_original
+        original_loaded, original_trace, ported_trace, precision, tolerance, options, report,
+        fed=isolate != "never", keep_original=keep_original, foreign_framework=foreign_framework,
     )
     if not keep_original:
         original_loaded = None
@@ -271,14 +288,18 @@ def compare_sources(
         from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 
         original_script = original_loaded if isinstance(original_loaded, ModelScript) else None
-        why = "--spill let it go once recorded" if options.spill is not None else "ORIG was given as a trace"
+        why = (
+            "--spill let it go once recorded" if options.spill is not None
+            else f"the original is a {foreign_framework} model, which tracetui does not patch" if foreign_framework is not None
+            else "ORIG was given as a trace"
+        )
         found = search_fixes(comparison, ported_loaded, original_script, report, why_no_original=f"{NO_ORIGINAL_MODEL}: {why}")
         comparison = replace(comparison, fixes=found)
     return comparison
 
 
 def rounding_floor(
-    original_loaded: ModelScript | Trace | None,
+    original_loaded: ModelScript | ForeignScript | Trace | None,
     original_trace: Trace,
     ported_trace: Trace,
     precision: PrecisionMode,
@@ -287,6 +308,7 @@ def rounding_floor(
     report: Progress,
     fed: bool,
     keep_original: bool,
+    foreign_framework: str | None = None,
 ) -> tuple[NoiseFloor | None, Rounding | None]:
     """The noise floor ``precision`` asks for, given the dtypes both sides were recorded in; else
     what to tell the user about rounding (nothing when the dtypes agree or ``strict`` was asked)."""
@@ -295,6 +317,8 @@ def rounding_floor(
         return None, None
     if options.spill is not None:
         return None, Rounding(plan, note=unmeasured_note(plan, "--spill"))
+    if foreign_framework is not None:
+        return None, Rounding(plan, note=unmeasured_note(plan, foreign_framework))
     if not isinstance(original_loaded, ModelScript):
         return None, Rounding(plan, note=unmeasured_note(plan, "a trace"))
     # The original's own weights are cast in place unless the fix search still reads them.
@@ -309,6 +333,8 @@ def unmeasured_note(plan: RoundingPlan, why: str) -> str:
     cause = (
         "the original was given as a trace, which cannot be run again"
         if why == "a trace"
+        else f"the original is a {why} model, which tracetui does not cast to run again"
+        if why in FRAMEWORKS
         else f"with {why} the original's model is not kept to run again"
     )
     return (

@@ -217,7 +217,10 @@ class ComponentSuite:
     @property
     def script(self) -> ModelScript:
         if self._script is None:
-            self._script = load_script(self.script_path, seed=self.seed)
+            script = load_script(self.script_path, seed=self.seed)
+            if not isinstance(script, ModelScript):
+                raise UsageError(f"{self.script_path}: the port must be a PyTorch model; build() returned a {script.framework} model.")
+            self._script = script
         return self._script
 
     def check(self, name: str, call: int = 0) -> None:

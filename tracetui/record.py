@@ -20,6 +20,7 @@ import torch
 
 from tracetui.errors import RecordingError, UsageError, own_hook
 from tracetui.flatten import flatten, name_arguments
+from tracetui.frameworks import ForeignScript
 from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import dense, max_abs_difference, summarize, summary_bound
 from tracetui.open_calls import OpenCalls
@@ -127,7 +128,7 @@ class Recorder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | None,
         source: str,
         progress: Progress | None = None,
         keep: KeepPolicy = KeepPolicy(),
@@ -149,7 +150,8 @@ class Recorder:
         self._pending_leaves: list[Leaf] = []
         self._key_of_written: dict[int, str] = {}
         # Calls that have started and not yet ended, innermost last: (record index, module).
-        self._open_calls: OpenCalls[tuple[int, torch.nn.Module]] = OpenCalls()
+        # The module is any object (a Flax or Keras one, for tracetui.frameworks).
+        self._open_calls: OpenCalls[tuple[int, object]] = OpenCalls()
         self._call_counts: Counter[str] = Counter()
         self._tap_counts: Counter[str] = Counter()
         self._kept: dict[int, _KeptCopy] = {}
@@ -163,6 +165,7 @@ class Recorder:
         before_call, after_call, end_call = (
             own_hook(hook, self.trace.source, self._module_names) for hook in (self._before_call, self._after_call, self._end_call)
         )
+        assert self.model is not None, "attached() hooks a torch model; other frameworks call begin_call/finish_call/end_call"
         try:
             for name, module in self.model.named_modules():
                 self._module_names[id(module)] = name
@@ -185,20 +188,11 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------------------
 
     def _before_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        with self._open_calls.lock:
-            name = self._module_names[id(module)]
-            record = self._open_record(name, type(module).__name__, self._call_counts, "module")
-            self._open_calls.push((record.index, module))  # before the inputs: _end_call runs even if they fail
-            record.inputs = self._leaves(name_arguments(module, args, kwargs), record, "inputs")
+        self.begin_call(module, self._module_names[id(module)], type(module).__name__, lambda: name_arguments(module, args, kwargs))
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """The forward returned: record its output. :meth:`_end_call` closes the call next."""
-        with self._open_calls.lock:
-            innermost = self._open_calls.top()
-            if innermost is not None and innermost[1] is module:
-                record = self.trace.records[innermost[0]]
-                record.outputs = self._leaves([("output", output)], record, "outputs")
-                record.finished = True
+        self.finish_call(module, output)
 
     def _end_call(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """Close the innermost call, whether its forward returned or raised (``always_call``).
@@ -207,10 +201,40 @@ class Recorder:
         has no outputs; the calls after it are not nested in it. Torch runs this hook after
         :meth:`_after_call` when the forward returned, and alone when it raised.
         """
+        self.end_call(module)
+
+    # -- one call, whatever framework runs it (torch hooks, or tracetui.frameworks' wrappers) --
+
+    def begin_call(self, module: object, name: str, class_name: str, named_inputs: Callable[[], list[tuple[str, Any]]]) -> None:
+        """A module call starts: open its record (nested in the innermost open call) and record its inputs.
+
+        ``named_inputs`` gives the arguments as ``(name, value)`` pairs with torch tensors inside.
+        """
+        with self._open_calls.lock:
+            record = self._open_record(name, class_name, self._call_counts, "module")
+            self._open_calls.push((record.index, module))  # before the inputs: end_call runs even if they fail
+            record.inputs = self._leaves(named_inputs(), record, "inputs")
+
+    def finish_call(self, module: object, output: Any) -> None:
+        """The innermost call, ``module``'s, returned ``output`` (torch tensors inside): record it."""
+        with self._open_calls.lock:
+            innermost = self._open_calls.top()
+            if innermost is not None and innermost[1] is module:
+                record = self.trace.records[innermost[0]]
+                record.outputs = self._leaves([("output", output)], record, "outputs")
+                record.finished = True
+
+    def end_call(self, module: object) -> None:
+        """Close ``module``'s call if it is the innermost open one (after :meth:`finish_call`, or alone when it raised)."""
         with self._open_calls.lock:
             innermost = self._open_calls.top()
             if innermost is not None and innermost[1] is module:
                 self._open_calls.pop()
+
+    def innermost_call(self) -> CallRecord | None:
+        """The record of the innermost open call on this thread, None outside every call."""
+        innermost = self._open_calls.innermost()
+        return None if innermost is None else self.trace.records[innermost[0]]
 
     def tap(self, name: str, value: Any) -> None:
         with self._open_calls.lock:
@@ -358,14 +382,19 @@ def tap(name: str, value: Any) -> Any:
 
 
 def record_script(
-    script: ModelScript,
+    script: ModelScript | ForeignScript,
     seed: int | None = None,
     progress: Progress | None = None,
     keep: KeepPolicy = KeepPolicy(),
     live_check: LiveCheck | None = None,
     leaf_transform: LeafTransform | None = None,
 ) -> Trace:
-    """Run a built model script once with hooks on every module and return its trace."""
+    """Run a built model script once with hooks on every module and return its trace.
+
+    A Flax or Keras original is recorded by its framework's adapter (tracetui.frameworks),
+    through the same call and leaf code."""
+    if not isinstance(script, ModelScript):
+        return script.record(progress, keep, seed=seed, live_check=live_check)
     recorder = Recorder(script.model, script.label, progress, keep, live_check, leaf_transform)
     with garbage_collection_paused(), recorder.attached():
         script.run(seed=seed)
@@ -393,7 +422,10 @@ def check_hooks_fired(trace: Trace, script: ModelScript) -> None:
 
 
 def record_twice(
-    script: ModelScript, progress: Progress | None = None, keep: KeepPolicy = KeepPolicy(), leaf_transform: LeafTransform | None = None
+    script: ModelScript | ForeignScript,
+    progress: Progress | None = None,
+    keep: KeepPolicy = KeepPolicy(),
+    leaf_transform: LeafTransform | None = None,
 ) -> Trace:
     """Record the model, then run it again with another seed to find nondeterministic calls.
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 import torch
@@ -25,6 +25,9 @@ import torch
 from tracetui.errors import ScriptError, TracetuiError
 from tracetui.global_state import GlobalState, script_state
 from tracetui.output_files import absolute_path
+
+if TYPE_CHECKING:
+    from tracetui.frameworks import ForeignScript
 
 DEFAULT_SEED = 0
 
@@ -51,26 +54,35 @@ class ModelScript:
 
     def run(self, seed: int | None = None) -> Any:
         """One forward pass under ``no_grad`` with a fixed seed; the script's errors name the file."""
-        with script_state(self.global_state), script_folder_on_path(self.path), torch.no_grad():
-            seed_everything(self.seed if seed is None else seed)
-            try:
-                if self.forward_function is not None:
-                    return self.forward_function(self.model, self.inputs)
-                return call_with_inputs(self.model, self.inputs)
-            except SystemExit as error:
-                raise script_exited(self.label, "the forward pass", error) from error
-            except TracetuiError:  # raised by tracetui's own hooks: not the model's doing
-                raise
-            except Exception as error:
-                raise ScriptError(
-                    f"{self.label}: the forward pass raised {type(error).__name__}: {error}. "
-                    "The traceback below is from the model code; fix it there "
-                    "(check the inputs that build() returns).",
-                    detail=user_traceback(error),
-                ) from error
+        def forward() -> Any:
+            if self.forward_function is not None:
+                return self.forward_function(self.model, self.inputs)
+            return call_with_inputs(self.model, self.inputs)
+
+        return run_forward(self.label, self.path, self.global_state, self.seed if seed is None else seed, forward)
 
 
-def call_with_inputs(model: torch.nn.Module, inputs: Any) -> Any:
+def run_forward(label: str, path: Path, global_state: GlobalState | None, seed: int, forward: Callable[[], Any]) -> Any:
+    """Run a script's forward pass under its own process-wide state, its folder on the path,
+    ``no_grad`` and the seed; an error of the model's becomes a :class:`ScriptError` naming the file."""
+    with script_state(global_state), script_folder_on_path(path), torch.no_grad():
+        seed_everything(seed)
+        try:
+            return forward()
+        except SystemExit as error:
+            raise script_exited(label, "the forward pass", error) from error
+        except TracetuiError:  # raised by tracetui's own hooks: not the model's doing
+            raise
+        except Exception as error:
+            raise ScriptError(
+                f"{label}: the forward pass raised {type(error).__name__}: {error}. "
+                "The traceback below is from the model code; fix it there "
+                "(check the inputs that build() returns).",
+                detail=user_traceback(error),
+            ) from error
+
+
+def call_with_inputs(model: Any, inputs: Any) -> Any:
     """Call the model the way the contract says: tensor → one argument, tuple → positional, dict → keywords."""
     if isinstance(inputs, dict):
         return model(**inputs)
@@ -169,7 +181,7 @@ def forget_local_modules(modules_before: set[str], folder: Path) -> None:
             del sys.modules[name]
 
 
-def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu") -> ModelScript:
+def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu") -> ModelScript | ForeignScript:
     """Import a model script, call its ``build()`` under a fixed seed, and check what it returned.
 
     Every script is imported and built from the same clean process-wide state, and keeps the
@@ -182,7 +194,7 @@ def load_script(path: str | Path, seed: int = DEFAULT_SEED, device: str = "cpu")
     return script
 
 
-def build_script(path: Path, location: Path, seed: int, device: str) -> ModelScript:
+def build_script(path: Path, location: Path, seed: int, device: str) -> ModelScript | ForeignScript:
     module = import_script(path, location)
     build = getattr(module, "build", None)
     if build is None:
@@ -215,8 +227,29 @@ def build_script(path: Path, location: Path, seed: int, device: str) -> ModelScr
         finally:
             forget_local_modules(modules_before, folder)
     model, inputs = check_built(path, built)
+    foreign = foreign_script(path, location, model, inputs, forward_function, seed)
+    if foreign is not None:
+        return foreign
     model, inputs = prepare(model, inputs, device)
     return ModelScript(path=location, model=model, inputs=inputs, forward_function=forward_function, seed=seed, shown_as=str(path))
+
+
+def foreign_script(
+    path: Path, location: Path, model: Any, inputs: Any, forward_function: Callable[..., Any] | None, seed: int
+) -> ForeignScript | None:
+    """A :class:`ForeignScript` when the model is a Flax or Keras one (see tracetui.frameworks), else None."""
+    from tracetui.frameworks import ForeignScript, detect_framework
+    from tracetui.frameworks.foreign import adapter
+
+    framework = detect_framework(model)
+    if framework is None:
+        return None
+    with script_folder_on_path(location):
+        prepared = adapter(framework).prepare(model, path)
+    return ForeignScript(
+        path=location, shown_as=str(path), framework=framework, model=prepared, inputs=inputs,
+        forward_function=forward_function, seed=seed,
+    )
 
 
 def prepare(model: torch.nn.Module, inputs: Any, device: str) -> tuple[torch.nn.Module, Any]:
@@ -228,7 +261,11 @@ def prepare(model: torch.nn.Module, inputs: Any, device: str) -> tuple[torch.nn.
     return model, inputs
 
 
-def check_built(path: Path, built: Any) -> tuple[torch.nn.Module, Any]:
+def check_built(path: Path, built: Any) -> tuple[Any, Any]:
+    """The pair build() returned, checked: a model tracetui can record (PyTorch, or a Flax or Keras
+    one, see tracetui.frameworks) and inputs of the contract's kinds."""
+    from tracetui.frameworks import ACCEPTED_MODELS, detect_framework
+
     if not isinstance(built, tuple) or len(built) != 2:
         what = f"a tuple of {len(built)} items" if isinstance(built, tuple) else f"a {type(built).__name__}"
         raise ScriptError(
@@ -236,19 +273,25 @@ def check_built(path: Path, built: Any) -> tuple[torch.nn.Module, Any]:
             "e.g. `return model, input_ids`."
         )
     model, inputs = built
-    if not isinstance(model, torch.nn.Module):
+    if not isinstance(model, torch.nn.Module) and detect_framework(model) is None:
         raise ScriptError(
-            f"{path}: build() returned a {type(model).__name__} as the model; the first item must be a torch.nn.Module."
+            f"{path}: build() returned a {type(model).__name__} as the model; the first item must be {ACCEPTED_MODELS}."
             + (" (It looks like the pair is the wrong way round: return (model, inputs).)" if isinstance(inputs, torch.nn.Module) else "")
         )
-    if not isinstance(inputs, (torch.Tensor, tuple, dict)):
+    if not isinstance(inputs, (torch.Tensor, tuple, dict)) and not (detect_framework(model) is not None and is_array(inputs)):
         raise ScriptError(
             f"{path}: build() returned a {type(inputs).__name__} as the inputs; they must be a tensor "
+            "(or an array, for a Flax or Keras model) "
             "(one positional argument), a tuple (positional arguments) or a dict (keyword arguments)."
         )
     if isinstance(inputs, dict) and not all(isinstance(key, str) for key in inputs):
         raise ScriptError(f"{path}: build() returned a dict of inputs whose keys are not all strings; keys are keyword-argument names.")
     return model, inputs
+
+
+def is_array(value: Any) -> bool:
+    """An array of numpy, JAX or TensorFlow: a single input of a Flax or Keras model."""
+    return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
 def move_to_device(value: Any, device: str) -> Any:

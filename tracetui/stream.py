@@ -24,6 +24,7 @@ from pathlib import Path
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison, compare_alignment, with_isolation
 from tracetui.errors import UsageError
+from tracetui.frameworks import ForeignScript
 from tracetui.isolate import IsolateWhen
 from tracetui.isolate import isolate as judge_alone
 from tracetui.memory import release_free_memory
@@ -82,7 +83,7 @@ class StreamCheck:
 
 
 def compare_streaming(
-    load_original: Callable[[], ModelScript | Trace],
+    load_original: Callable[[], ModelScript | ForeignScript | Trace],
     load_ported: Callable[[], ModelScript | Trace],
     options: RunOptions,
     *,

@@ -24,8 +24,10 @@ difference (its inputs agree within tolerance, its outputs do not) apart from th
 that only inherit it.
 
 A model script is a Python file with build() returning (model, inputs), and optionally
-forward(model, inputs). Wherever a script is accepted, a trace file saved by
-`tracetui record` is accepted too."""
+forward(model, inputs). The model is a torch.nn.Module; the original's may also be a Flax
+linen module (bound, or the pair (module, variables)), a Flax NNX module or a Keras 3 model,
+run un-jitted (README: "Originals in JAX, Flax and Keras"). Wherever a script is accepted, a
+trace file saved by `tracetui record` is accepted too."""
 
 
 class SubCommand(NamedTuple):

@@ -26,6 +26,7 @@ from tracetui.cli.common import (
 )
 from tracetui.compare import Comparison
 from tracetui.errors import ScriptError, UsageError
+from tracetui.frameworks import ForeignScript
 from tracetui.isolate import IsolateWhen
 from tracetui.options import RunOptions
 from tracetui.output_files import absolute_path, check_output_directory, check_output_file, is_within
@@ -136,7 +137,7 @@ def run_compare(arguments: argparse.Namespace, console: Console, errors: Console
     check_nproc_options(arguments)
     json_path = check_outputs(arguments)
     rename_map = api.resolve_rename_map(arguments.map) if arguments.map else None
-    sources: dict[Side, str | Trace | ModelScript] = {"original": arguments.original, "ported": arguments.ported}
+    sources: dict[Side, str | Trace | ModelScript | ForeignScript] = {"original": arguments.original, "ported": arguments.ported}
     debugging = arguments.break_on_mismatch or arguments.break_at is not None
     interface = not debugging and wants_interface(arguments, console)
     with progress_line(errors, "starting") as show_stage, contextlib.ExitStack() as temporary_folders:
@@ -277,7 +278,7 @@ def check_break_options(arguments: argparse.Namespace) -> None:
     require_script(pick(arguments, arguments.side), arguments.side)
 
 
-def break_at_check(arguments: argparse.Namespace) -> Callable[[Side, ModelScript | Trace], None] | None:
+def break_at_check(arguments: argparse.Namespace) -> Callable[[Side, ModelScript | ForeignScript | Trace], None] | None:
     """For --break-at: a check of the name against the side's model as soon as it is built, so
     that a misspelt name fails in seconds, before the slow recording, with the closest names."""
     if arguments.break_at is None or not api.is_script_path(pick(arguments, arguments.side)):
@@ -296,9 +297,11 @@ def break_at_check(arguments: argparse.Namespace) -> Callable[[Side, ModelScript
             other_script = load_script(other_source, seed=arguments.seed, device=arguments.device)
         except ScriptError:
             return []  # the name's own error is the one to report; the other script's comes later
+        if not isinstance(other_script, ModelScript):
+            return []
         return [module_name for module_name, _ in other_script.model.named_modules()]
 
-    def check(side: Side, loaded: ModelScript | Trace) -> None:
+    def check(side: Side, loaded: ModelScript | ForeignScript | Trace) -> None:
         if side == chosen_side and isinstance(loaded, ModelScript):
             check_module_name(name, side, loaded, other_names)
 
@@ -306,7 +309,7 @@ def break_at_check(arguments: argparse.Namespace) -> Callable[[Side, ModelScript
 
 
 def check_before_streaming(
-    ported: str, options: RunOptions, check: Callable[[Side, ModelScript | Trace], None], show_stage: Callable[[str], None]
+    ported: str, options: RunOptions, check: Callable[[Side, ModelScript | ForeignScript | Trace], None], show_stage: Callable[[str], None]
 ) -> None:
     """Build the port, check the --break-at name in it, and let the model go before anything runs."""
     import gc
@@ -335,7 +338,11 @@ def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_sta
         script = load_script(script_path, seed=arguments.seed, device=arguments.device)
     if arguments.break_at is not None:
         name, call = parse_break_at(arguments.break_at)
-        row = find_row(comparison, side, name, call, model_names=lambda: (module_name for module_name, _ in script.model.named_modules()))
+        torch_model = script.model if isinstance(script, ModelScript) else None  # a Flax/Keras original: its recorded names only
+        row = find_row(
+            comparison, side, name, call,
+            model_names=None if torch_model is None else lambda: (module_name for module_name, _ in torch_model.named_modules()),
+        )
     outcome = debug_script_call(comparison, row, side, script)
     console.print(printable(describe_outcome(outcome, row, side)), markup=False, highlight=False)
     return 2 if outcome == "not_reached" else exit_status

@@ -9,13 +9,16 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tracetui.debugger.context import CONTEXT_NAME, FALLBACK_CONTEXT_NAME
 from tracetui.errors import UsageError
 from tracetui.interruption import restored_signal_handlers
+
+if TYPE_CHECKING:
+    from tracetui.frameworks import ForeignScript
 
 # -- the breakpoint ---------------------------------------------------------------------------
 
@@ -45,7 +48,7 @@ class ForwardBreakpoint:
         self.call = call
         self.on_stop = on_stop
         self.context = context
-        self.code = forward_code(module)
+        self.code: CodeType | None = forward_code(module)
         self.calls_seen = 0
         self.stopped = False
         self.missed = False  # the call ran but its forward code never started (forward replaced?)
@@ -64,15 +67,11 @@ class ForwardBreakpoint:
         self._previous_trace = sys.gettrace()
         previous_excepthook = sys.excepthook
         previous_main = sys.modules.get("__main__")  # IPython's shell puts its own __main__ in place
-        handles = []
         with sigint_handler_restored(), restored_terminal():
             try:
-                handles.append(self.module.register_forward_pre_hook(self._before_call))
-                handles.append(self.module.register_forward_hook(self._after_call, always_call=True))
-                yield self
+                with self._watching():
+                    yield self
             finally:
-                for handle in handles:
-                    handle.remove()
                 sys.settrace(self._previous_trace)
                 self._armed = False
                 if self.debugger is not None:
@@ -81,13 +80,24 @@ class ForwardBreakpoint:
                 if previous_main is not None:
                     sys.modules["__main__"] = previous_main
 
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[None]:
+        """Hooks on the module that arm the stop at the wanted call, removed afterwards."""
+        handles = []
+        try:
+            handles.append(self.module.register_forward_pre_hook(self._before_call))
+            handles.append(self.module.register_forward_hook(self._after_call, always_call=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def _before_call(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         __tracebackhide__ = True  # ipdb steps over this frame
         call = self.calls_seen
         self.calls_seen += 1
         if call == self.call and not self.stopped:
-            self._armed = True
-            sys.settrace(self._on_call)
+            self._arm()
 
     def _after_call(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         __tracebackhide__ = True  # ipdb steps over this frame
@@ -95,6 +105,10 @@ class ForwardBreakpoint:
             self._armed = False
             self.missed = True
             sys.settrace(self._previous_trace)
+
+    def _arm(self) -> None:
+        self._armed = True
+        sys.settrace(self._on_call)
 
     def _on_call(self, frame: FrameType, event: str, argument: Any) -> Any:
         if event == "call" and self._armed and frame.f_code is self.code and self._is_our_call(frame):
@@ -118,6 +132,83 @@ class ForwardBreakpoint:
             return True
         first = frame.f_locals.get(code.co_varnames[0])
         return first is self.module or not isinstance(first, torch.nn.Module)
+
+
+class ForeignCallBreakpoint(ForwardBreakpoint):
+    """Stop ipdb at the first statement of a Flax module's ``__call__`` / a Keras layer's ``call``
+    on the ``call``-th call (0-based) of the module named ``name``, during a fresh un-jitted run.
+
+    The module is known only when it is called (linen binds a fresh instance each run), so the
+    run is watched through the framework's adapter (tracetui.frameworks) instead of torch hooks.
+    """
+
+    def __init__(
+        self, script: ForeignScript, name: str, call: int, on_stop: Callable[[FrameType], None], context: int | None = None
+    ) -> None:
+        self.script = script
+        self.name = name
+        self.call = call
+        self.on_stop = on_stop
+        self.context = context
+        self.module: Any = None
+        self.code: CodeType | None = None
+        self.calls_seen = 0
+        self.stopped = False
+        self.missed = False
+        self.debugger = None
+        self._armed = False
+        self._previous_trace = None
+        self._open_names: list[str] = []
+
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[None]:
+        with self.script.watched(self._watch):
+            yield
+
+    def _watch(
+        self,
+        module: object,
+        name: str | None,
+        local_name: str,
+        signature: inspect.Signature | None,
+        call: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        __tracebackhide__ = True  # ipdb steps over this frame
+        from tracetui.frameworks.foreign import adapter, joined
+
+        if name is None:
+            name = joined(self._open_names[-1] if self._open_names else "", local_name)
+        wanted = False
+        if name == self.name and not (self._open_names and self._open_names[-1] == name):
+            wanted = self.calls_seen == self.call and not self.stopped
+            self.calls_seen += 1
+        if wanted:
+            self.module = module
+            self.code = function_code(adapter(self.script.framework).module_function(module), type(module).__name__)
+            self._arm()
+        self._open_names.append(name)
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self._open_names.pop()
+            if wanted and self._armed:  # the wanted call ended and its code never started
+                self._armed = False
+                self.missed = True
+                sys.settrace(self._previous_trace)
+
+    def _is_our_call(self, frame: FrameType) -> bool:
+        code = frame.f_code
+        return code.co_argcount == 0 or frame.f_locals.get(code.co_varnames[0]) is self.module
+
+
+def function_code(function: Callable[..., Any], class_name: str) -> CodeType:
+    """The code object of a method, unwrapped from decorators (linen wraps every module method)."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    if code is None:
+        raise UsageError(f"cannot stop in {class_name}: its call is not Python code ({function!r}).")
+    return code
 
 
 def forget_frame_tracing(debugger: Any) -> None:

@@ -11,9 +11,10 @@ from types import FrameType
 from typing import Literal
 
 from tracetui.compare import Comparison
-from tracetui.debugger.breakpoint import ForwardBreakpoint, context_name_for, injected_builtin
+from tracetui.debugger.breakpoint import ForeignCallBreakpoint, ForwardBreakpoint, context_name_for, injected_builtin
 from tracetui.debugger.context import DebugContext
 from tracetui.errors import ScriptError, UsageError
+from tracetui.frameworks import ForeignScript
 from tracetui.rows import Row
 from tracetui.safe_text import printable
 from tracetui.script import ModelScript, load_script
@@ -179,18 +180,15 @@ def debug_call(
 
 
 def debug_script_call(
-    comparison: Comparison, row: Row, side: Side, script: ModelScript, *, context: int | None = None
+    comparison: Comparison, row: Row, side: Side, script: ModelScript | ForeignScript, *, context: int | None = None
 ) -> DebugOutcome:
-    """:func:`debug_call` on an already built script (the command line builds it once)."""
+    """:func:`debug_call` on an already built script (the command line builds it once).
+
+    A Flax or Keras original stops in its module's ``__call__`` / layer's ``call``, found by name
+    while the run goes (tracetui.frameworks); ``ctx`` holds the port's tensors as for PyTorch."""
     record = pick(row, side)
     assert record is not None
-    module = dict(script.model.named_modules()).get(record.name)
-    if module is None:
-        raise ScriptError(
-            f"{script.label}: the model built now has no module {record.display_name}, which the recording had. "
-            "Did the script change since the comparison? Compare again."
-        )
-    debug_context = DebugContext(comparison, row, side, Path(script.label), model=script.model)
+    debug_context = DebugContext(comparison, row, side, Path(script.label), model=script.model if isinstance(script, ModelScript) else None)
     names: contextlib.ExitStack = contextlib.ExitStack()
 
     def on_stop(frame: FrameType) -> None:
@@ -198,7 +196,17 @@ def debug_script_call(
         names.enter_context(injected_builtin(debug_context.name, debug_context))
         print(debug_context.banner(), flush=True)  # the banner passes what it quotes through printable()
 
-    breakpoint = ForwardBreakpoint(module, record.call, on_stop, context=context)
+    breakpoint: ForwardBreakpoint
+    if isinstance(script, ModelScript):
+        module = dict(script.model.named_modules()).get(record.name)
+        if module is None:
+            raise ScriptError(
+                f"{script.label}: the model built now has no module {record.display_name}, which the recording had. "
+                "Did the script change since the comparison? Compare again."
+            )
+        breakpoint = ForwardBreakpoint(module, record.call, on_stop, context=context)
+    else:
+        breakpoint = ForeignCallBreakpoint(script, record.name, record.call, on_stop, context=context)
     with names, breakpoint.installed():
         try:
             script.run()

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from tracetui.distributed.gather import RankGatherer
 from tracetui.errors import ScriptError, TracetuiError
+from tracetui.frameworks import ForeignScript, foreign_port_error
 from tracetui.options import RunOptions
 from tracetui.record import KeepPolicy, record_script, record_twice
 from tracetui.script import ModelScript, load_script
@@ -70,6 +71,8 @@ def record_on_this_rank(script_path: str, options: RunOptions, output: Path | No
     try:
         write_status(status, place.rank, "building")
         script = load_script(script_path, seed=options.seed, device=device)
+        if isinstance(script, ForeignScript):
+            raise foreign_port_error(script)
         check_parallelism(script, place.world_size)
         write_status(status, place.rank, "recording")
         trace = record_ranks(script, options, place, backend, output)
