@@ -152,13 +152,13 @@ def op_family(class_name: str) -> str | None:
         return "identity"
     if "dropout" in lowered or lowered == "droppath":
         return "dropout"
-    if "embedding" in lowered:
+    if "embedding" in lowered or lowered == "embed":  # Flax's Embed
         return "embedding"
-    if "norm" in lowered:
+    if "norm" in lowered:  # Flax's LayerNorm/RMSNorm, Keras's LayerNormalization
         return "norm"
-    if lowered.endswith("linear") or lowered in ("dense",):
+    if lowered.endswith(("linear", "dense", "densegeneral")) or lowered in ("einsum", "einsumdense"):  # Flax/Keras projections
         return "linear"
-    if re.fullmatch(r"(lazy)?conv(transpose)?[123]d", lowered):
+    if re.fullmatch(r"(lazy)?conv(transpose)?([123]d)?(transpose)?", lowered):  # torch's Conv2d, Flax's Conv, Keras's Conv2D
         return "conv"
     if "pool" in lowered:
         return "pool"
