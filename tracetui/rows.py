@@ -12,7 +12,7 @@ import math
 import time
 from ast import literal_eval
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -119,6 +119,18 @@ class Row:
         )
 
     @property
+    def layout(self) -> str | None:
+        """The transforms into the port's layout its leaves were compared after (outputs first), or None."""
+        return "; ".join(row_layouts([*self.outputs, *self.inputs])) or None
+
+    @property
+    def layout_ambiguity(self) -> str | None:
+        """Why an output of another shape was compared after no transform: several would fit."""
+        return next(
+            (pair.difference.layout_ambiguity for pair in self.outputs if pair.difference and pair.difference.layout_ambiguity), None
+        )
+
+    @property
     def input_max_abs(self) -> float | None:
         return largest_difference(self.inputs)
 
@@ -138,6 +150,16 @@ class Row:
             for pair in self.inputs
             if pair.difference is None and any(leaf is not None and leaf.is_tensor for leaf in (pair.original, pair.ported))
         ]
+
+
+def in_port_layout(pair: LeafPair) -> LeafPair:
+    """The pair with the original's tensor as it was compared: transformed into the port's layout
+    (:mod:`tracetui.layouts`) when a layout was applied, so that element views line up."""
+    difference, original = pair.difference, pair.original
+    if difference is None or difference.layout_transform is None or original is None or original.tensor is None:
+        return pair
+    transformed = replace(original, tensor=difference.layout_transform.apply(original.tensor))
+    return LeafPair(transformed, pair.ported, difference)
 
 
 def largest_difference(pairs: Iterable[LeafPair]) -> float | None:

@@ -12,7 +12,7 @@ from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.precision import floor_sentence
-from tracetui.rows import LeafPair, Row, largest_difference
+from tracetui.rows import LeafPair, Row, in_port_layout, largest_difference
 from tracetui.safe_text import printable
 from tracetui.trace import CallRecord, Leaf
 from tracetui.tui.listing import STATUS_LABELS, classes_differ, culprit_label
@@ -41,6 +41,8 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
     title.append(printable(row.class_label), palette.class_mismatch if classes_differ(row) else palette.dim)
     if row.is_paired:
         title.append(f"   {row.pairing_label}", palette.dim)
+    if row.layout is not None:
+        title.append(f"   layout: {row.layout}", palette.dim)
     return title
 
 
@@ -159,6 +161,7 @@ def worst_output(row: Row) -> LeafPair | None:
 
 def worst_elements_text(row: Row, pair: LeafPair) -> str:
     """The worst elements of a leaf as tab-separated lines to paste: index, original, ported, Δ."""
+    pair = in_port_layout(pair)
     assert pair.original is not None and pair.original.tensor is not None and pair.ported is not None and pair.ported.tensor is not None
     absolute = absolute_difference(pair.original.tensor, pair.ported.tensor)
     lines = [f"# {row.label} {pair.name}: the {WORST_COUNT} largest |ported - original|", "index\toriginal\tported\tdelta"]
