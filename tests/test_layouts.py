@@ -34,7 +34,8 @@ def test_the_transform_that_maps_the_original_shape_onto_the_port_is_found() -> 
     assert descriptions((2, 3, 8, 8), (2, 8, 8, 3)) == ["permute [0, 2, 3, 1]"]  # NCHW → NHWC
     assert descriptions((2, 16, 5), (2, 5, 16)) == ["permute [0, 2, 1]"]  # NLC → NCL
     assert descriptions((2, 7, 4, 16), (2, 4, 7, 16)) == ["permute [0, 2, 1, 3]"]  # heads before sequence
-    assert descriptions((2, 8, 8, 3), (2, 3, 64)) == []  # no split or merge of adjacent dimensions
+    assert descriptions((2, 8, 8, 3), (2, 3, 64)) == []  # no split or merge of the trailing dimensions
+    assert descriptions((2, 3, 4), (2, 12)) == []  # a flatten after the batch is a shape change, not a layout
     assert descriptions((2, 7, 8, 8), (2, 8, 7, 8)) == ["permute [0, 3, 1, 2]", "permute [0, 2, 1, 3]"]  # ambiguous
 
 
@@ -223,3 +224,34 @@ def test_the_json_report_of_the_command_carries_the_layout(tmp_path: Path) -> No
     assert status == 0
     rows = {entry["original"]: entry for entry in json.loads(report.read_text())["rows"]}
     assert rows["h_2.attn.value"]["layout"] == "reshape (1, 12, 4, 16) → (1, 12, 64)"
+
+
+def test_align_generalises_flax_layer_names_and_its_map_reproduces_the_pairing(tmp_path: Path) -> None:
+    from tracetui.pairing.alignment import align
+    from tracetui.pairing.map_writer import rename_rules, write_rename_map
+
+    original, ported = build_pair("")
+    original_trace = tracetui.record(original, rerun=False)
+    ported_trace = tracetui.record(ported, rerun=False)
+    alignment = align(original_trace, ported_trace)
+    rules = [(rule.pattern, rule.replacement) for rule in rename_rules(alignment)]
+    assert ("^h_(\\d+)\\.attn\\.query$", "model.layers.\\1.self_attn.q_proj") in rules
+    assert ("^h_(\\d+)\\.ln_1$", "model.layers.\\1.input_layernorm") in rules  # ln_1 is a module, not a layer index
+    written = write_rename_map(alignment, tmp_path / "map.toml")
+    mapped = align(original_trace, ported_trace, load_rename_map(written), infer=False)
+    assert {(pair.original, pair.ported) for pair in mapped.paired()} == {(pair.original, pair.ported) for pair in alignment.paired()}
+
+
+def test_the_detail_pane_shows_the_layout_and_the_original_values_in_the_port_layout() -> None:
+    from tracetui.tui.detail import render_to_strips
+    from tracetui.tui.row_detail import describe_row
+    from tracetui.tui.tensor_detail import Palette
+
+    original, ported = build_pair("q_sliced_wrong")
+    comparison = tracetui.compare(original, ported, fixes=False)
+    query = row_by_original(comparison, "h_3.attn.query")
+    strips = render_to_strips(describe_row(comparison, query, 160, Palette()), 160)  # type: ignore[arg-type]
+    text = "\n".join(strip.text.rstrip() for strip in strips)
+    assert "layout: reshape (1, 12, 4, 16) → (1, 12, 64)" in text
+    assert "layout: the original's [1, 12, 4, 16] compared after reshape (1, 12, 4, 16) → (1, 12, 64)" in text
+    assert "of [1, 12, 64]" in text  # both previews in the port's shape

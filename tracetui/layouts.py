@@ -5,7 +5,8 @@ where the port has (batch, seq, hidden), and convolution activations channels-la
 where the port has them channels-first. Two paired tensors whose shapes differ are compared
 after the one transform that maps the original's shape onto the port's:
 
-* a reshape that splits or merges adjacent dimensions (``(2, 7, 4, 16) → (2, 7, 64)``);
+* a reshape that splits or merges the trailing dimensions after (batch, seq)
+  (``(2, 7, 4, 16) → (2, 7, 64)``);
 * a permutation: channels-last ↔ channels-first (``[0, 3, 1, 2]``, ``[0, 2, 3, 1]``, the 1-D and
   3-D analogues) or heads and sequence exchanged (``[0, 2, 1, 3]``).
 
@@ -81,19 +82,19 @@ class LayoutRule:
 
 
 def reshape_fits(original: tuple[int, ...], ported: tuple[int, ...]) -> bool:
-    """The shapes differ only by adjacent dimensions split or merged: after their common leading
-    and trailing sizes, one side has a single dimension holding the other's product."""
+    """The shapes differ only by their trailing dimensions split or merged after at least two
+    leading ones kept — (batch, seq, heads, head_dim) ↔ (batch, seq, hidden). A flatten of
+    everything after the batch ((2, 3, 4) → (2, 12)) is no layout: it stays a shape mismatch."""
     if original == ported or math.prod(original) != math.prod(ported):
         return False
     start = 0
     while start < min(len(original), len(ported)) and original[start] == ported[start]:
         start += 1
-    end = 0
-    while end < min(len(original), len(ported)) - start and original[-1 - end] == ported[-1 - end]:
-        end += 1
-    original_middle = original[start : len(original) - end]
-    ported_middle = ported[start : len(ported) - end]
-    return min(len(original_middle), len(ported_middle)) == 1 and max(len(original_middle), len(ported_middle)) >= 2
+    original_rest, ported_rest = original[start:], ported[start:]
+    return start >= LEADING_KEPT and min(len(original_rest), len(ported_rest)) == 1 and max(len(original_rest), len(ported_rest)) >= 2
+
+
+LEADING_KEPT = 2  # (batch, sequence): the dimensions a reshape into the port's layout leaves alone
 
 
 def permutations_for(ndim: int) -> list[tuple[int, ...]]:
@@ -128,6 +129,17 @@ def squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(size for size in shape if size != 1)
 
 
+def reshape_fits_squeezed(original: tuple[int, ...], ported: tuple[int, ...]) -> bool:
+    """:func:`reshape_fits` once size-1 dimensions are dropped (a batch of one, on one side or
+    both: counted as the leading batch dimension it stands for)."""
+    return reshape_fits((1, *squeeze(original)), (1, *squeeze(ported)))
+
+
+def layouts_fit(original: tuple[int, ...], ported: tuple[int, ...]) -> bool:
+    """Some transform maps the one shape onto the other (automatic pairing asks, on shapes without size-1 dimensions)."""
+    return bool(candidate_layouts(original, ported)) or reshape_fits_squeezed(original, ported)
+
+
 @dataclass(frozen=True)
 class LayoutChoice:
     """What to do with a pair of shapes: the transform to apply, or the candidates that made it ambiguous."""
@@ -159,10 +171,9 @@ def choose_layout(
             if stated is not None:
                 return LayoutChoice(stated)
     candidates = candidate_layouts(tuple(original_shape), tuple(ported_shape))
-    if not candidates:  # a batch dimension of 1 on one side only: a reshape is still one-to-one
-        squeezed = candidate_layouts(squeeze(original_shape), squeeze(ported_shape))
-        if any(layout.reshape is not None for layout in squeezed):
-            candidates = [Layout(tuple(original_shape), reshape=tuple(ported_shape))]
+    has_ones = 1 in original_shape or 1 in ported_shape
+    if not candidates and has_ones and reshape_fits_squeezed(tuple(original_shape), tuple(ported_shape)):
+        candidates = [Layout(tuple(original_shape), reshape=tuple(ported_shape))]  # size-1 dimensions aside, one-to-one
     if len(candidates) == 1:
         return LayoutChoice(candidates[0])
     if len(candidates) > 1:

@@ -41,8 +41,6 @@ def row_title(comparison: Comparison, row: Row, palette: Palette) -> Text:
     title.append(printable(row.class_label), palette.class_mismatch if classes_differ(row) else palette.dim)
     if row.is_paired:
         title.append(f"   {row.pairing_label}", palette.dim)
-    if row.layout is not None:
-        title.append(f"   layout: {row.layout}", palette.dim)
     return title
 
 
@@ -175,6 +173,8 @@ def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette)
     summary = row_summary(comparison, row, palette)
     if summary is not None:
         parts.append(summary)
+    if row.layout is not None:  # compared in the port's layout (a Flax/Keras original's heads, channels-last)
+        parts.append(Text(f"layout: {row.layout} (the original's tensors compared in the port's layout)", palette.dim))
     explanation = row_explanation(comparison, row, palette)
     if explanation is not None:
         parts.append(explanation)
