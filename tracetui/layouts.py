@@ -110,13 +110,14 @@ def permutations_for(ndim: int) -> list[tuple[int, ...]]:
     return [order for position, order in enumerate(orders) if order != last and order not in orders[:position]]
 
 
-def candidate_layouts(original_shape: tuple[int, ...], ported_shape: tuple[int, ...]) -> list[Layout]:
-    """Every transform (of those above) that maps the original's shape onto the port's."""
+def candidate_layouts(original_shape: tuple[int, ...], ported_shape: tuple[int, ...], permutations: bool = True) -> list[Layout]:
+    """Every transform (of those above) that maps the original's shape onto the port's (reshapes
+    only, without ``permutations``)."""
     original_shape, ported_shape = tuple(original_shape), tuple(ported_shape)
     if original_shape == ported_shape or math.prod(original_shape) != math.prod(ported_shape) or not original_shape:
         return []
     candidates = []
-    if len(original_shape) == len(ported_shape):
+    if permutations and len(original_shape) == len(ported_shape):
         for order in permutations_for(len(original_shape)):
             if tuple(original_shape[axis] for axis in order) == ported_shape:
                 candidates.append(Layout(original_shape, permute=order))
@@ -145,32 +146,40 @@ class LayoutChoice:
     """What to do with a pair of shapes: the transform to apply, or the candidates that made it ambiguous."""
 
     layout: Layout | None
-    ambiguous: tuple[Layout, ...] = ()
+    ambiguous: tuple[Layout, ...] = ()  # the transforms that fit but were not applied
 
     def ambiguity_reason(self, original_name: str) -> str:
         """Why no transform was applied, and how to state one."""
         fitting = ", ".join(layout.description for layout in self.ambiguous)
         pattern = "^" + re.escape(original_name) + "$" if original_name else "^$"
-        return (
-            f"several layouts fit ({fitting}), so none was applied; state one in the map file: "
-            f"[[layout]] original = {pattern!r} {self.ambiguous[0].rule}"
-        )
+        rule = f"[[layout]] original = {pattern!r} {self.ambiguous[0].rule}"
+        if len(self.ambiguous) == 1:
+            return (
+                f"{fitting} would fit, but a permutation is applied by itself only when the models' inputs differ by one; "
+                f"if it is meant, state it in the map file: {rule}"
+            )
+        return f"several layouts fit ({fitting}), so none was applied; state one in the map file: {rule}"
 
 
 NO_LAYOUT = LayoutChoice(None)
 
 
 def choose_layout(
-    original_shape: tuple[int, ...], ported_shape: tuple[int, ...], module_name: str | None, rules: list[LayoutRule] | None
+    original_shape: tuple[int, ...],
+    ported_shape: tuple[int, ...],
+    module_name: str | None,
+    rules: list[LayoutRule] | None,
+    permutations: bool = False,
 ) -> LayoutChoice:
     """A map rule for the module first (one that does not fit this tensor is not used), else the
-    single transform that fits; none when several fit."""
+    single transform that fits; none when several fit. Permutations are looked for only with
+    ``permutations`` (the models' own inputs differ by one: see :func:`inputs_permuted`)."""
     for rule in rules or ():
         if module_name is not None and rule.pattern.search(module_name):
             stated = rule.layout_for(tuple(original_shape), tuple(ported_shape))
             if stated is not None:
                 return LayoutChoice(stated)
-    candidates = candidate_layouts(tuple(original_shape), tuple(ported_shape))
+    candidates = candidate_layouts(tuple(original_shape), tuple(ported_shape), permutations)
     has_ones = 1 in original_shape or 1 in ported_shape
     if not candidates and has_ones and reshape_fits_squeezed(tuple(original_shape), tuple(ported_shape)):
         candidates = [Layout(tuple(original_shape), reshape=tuple(ported_shape))]  # size-1 dimensions aside, one-to-one
@@ -178,4 +187,16 @@ def choose_layout(
         return LayoutChoice(candidates[0])
     if len(candidates) > 1:
         return LayoutChoice(None, tuple(candidates))
-    return NO_LAYOUT
+    unapplied = () if permutations else tuple(candidate_layouts(tuple(original_shape), tuple(ported_shape)))
+    return LayoutChoice(None, unapplied) if unapplied else NO_LAYOUT
+
+
+def inputs_permuted(original_shapes: list[tuple[int, ...]], ported_shapes: list[tuple[int, ...]]) -> bool:
+    """The models' own inputs differ by a permutation (the original fed channels-last images, the
+    port channels-first): only then are permutations looked for automatically. Between two
+    models fed alike, a module returning channels-last where its original returns channels-first
+    is a bug (the fix search's ``layout`` kind), and must stay a shape mismatch."""
+    return any(
+        any(layout.permute is not None for layout in candidate_layouts(original, ported))
+        for original, ported in zip(original_shapes, ported_shapes, strict=False)
+    )

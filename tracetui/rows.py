@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tracetui.layouts import NO_LAYOUT, LayoutChoice, LayoutRule, choose_layout
+from tracetui.layouts import NO_LAYOUT, LayoutChoice, LayoutRule, choose_layout, inputs_permuted
 from tracetui.numeric import IDENTICAL, Details, TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
 from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.sides import Side
@@ -257,6 +257,18 @@ class LayoutScope:
 
     module_name: str | None
     rules: tuple[LayoutRule, ...] = ()
+    permutations: bool = False  # look for permutations too (the models' inputs differ by one)
+
+
+def permutations_expected(alignment: Alignment) -> bool:
+    """Whether the two models were fed inputs that differ by a permutation (see :func:`tracetui.layouts.inputs_permuted`)."""
+    shapes = []
+    for trace in (alignment.original, alignment.ported):
+        root = next((record for record in trace.records if record.parent is None), None)
+        if root is None:
+            return False
+        shapes.append([leaf.shape for leaf in root.inputs if leaf.is_tensor and leaf.shape is not None])
+    return inputs_permuted(shapes[0], shapes[1])
 
 
 def leaf_layout(original: Leaf, ported: Leaf, broadcast: bool, scope: LayoutScope | None) -> LayoutChoice:
@@ -269,8 +281,9 @@ def leaf_layout(original: Leaf, ported: Leaf, broadcast: bool, scope: LayoutScop
             return NO_LAYOUT
         except RuntimeError:
             pass
-    module_name = None if scope is None else scope.module_name
-    return choose_layout(tuple(original.shape), tuple(ported.shape), module_name, list(scope.rules) if scope else None)
+    if scope is None:
+        return choose_layout(tuple(original.shape), tuple(ported.shape), None, None)
+    return choose_layout(tuple(original.shape), tuple(ported.shape), scope.module_name, list(scope.rules), scope.permutations)
 
 
 def measure_in_layout(
@@ -390,6 +403,7 @@ def build_rows(
     rows: list[Row] = []
     cache: MeasureCache = {}
     layout_rules = () if alignment.rename_map is None else tuple(alignment.rename_map.layouts)
+    permutations = permutations_expected(alignment)
     reported_at = time.monotonic()
     for position, (pair, (original, ported)) in enumerate(zip(alignment.pairs, records, strict=True)):
         if progress is not None and time.monotonic() - reported_at >= PROGRESS_SECONDS:
@@ -412,7 +426,7 @@ def build_rows(
             if already is not None:
                 inputs, outputs = already
             else:
-                scope = LayoutScope(original.name, layout_rules)
+                scope = LayoutScope(original.name, layout_rules, permutations)
                 inputs = measure_inputs(original.inputs, ported.inputs, cache, scope)
                 outputs = measure_outputs(original.outputs, ported.outputs, cache, scope)
         rows.append(Row(position, original, ported, pair, record.depth, parent, inputs, outputs, isolated))
