@@ -277,7 +277,11 @@ def compare_sources(
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=pairing_atol)
     isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate == "always" else None
     comparison = compare_alignment(
-        alignment, tolerance, isolation=isolation, noise_floor=noise_floor, rounding=rounding,
+        alignment,
+        tolerance,
+        isolation=isolation,
+        noise_floor=noise_floor,
+        rounding=rounding,
         progress=lambda message: report(f"comparing, {message}"),
     )
     if isolate == "if diverged" and comparison.verdict == "diverged":

@@ -58,9 +58,7 @@ SIMPLE_VALUE_TYPES = {"NoneType", "bool", "int", "float", "str", "complex", "byt
 
 
 def leaves_agree(pairs: list[LeafPair], tolerance: Tolerance) -> bool:
-    return all(
-        pair.difference.within(tolerance.atol, tolerance.rtol) for pair in pairs if pair.difference is not None
-    )
+    return all(pair.difference.within(tolerance.atol, tolerance.rtol) for pair in pairs if pair.difference is not None)
 
 
 def largest_comparable_difference(pairs: list[LeafPair]) -> float:
@@ -280,8 +278,18 @@ class Classification:
         disagrees = figures.paired & ~outputs_agree
         isolated_disagrees, makes_bad_input, undecided = judge_isolation(rows, figures, tolerance)
         return cls(
-            tolerance, figures, inputs_agree, outputs_agree, nondeterministic, statuses, disagrees, disagrees & inputs_agree,
-            isolated_disagrees, makes_bad_input, isolated_disagrees | makes_bad_input, undecided,
+            tolerance,
+            figures,
+            inputs_agree,
+            outputs_agree,
+            nondeterministic,
+            statuses,
+            disagrees,
+            disagrees & inputs_agree,
+            isolated_disagrees,
+            makes_bad_input,
+            isolated_disagrees | makes_bad_input,
+            undecided,
             figures.paired & outputs_agree & ~strictly_agree,
         )
 
@@ -342,9 +350,7 @@ def judge_isolation(rows: list[Row], figures: RowFigures, tolerance: Tolerance) 
     return isolated_disagrees, makes_bad_input, undecided
 
 
-def status_codes(
-    figures: RowFigures, inputs_agree: np.ndarray, outputs_agree: np.ndarray, nondeterministic: np.ndarray
-) -> np.ndarray:
+def status_codes(figures: RowFigures, inputs_agree: np.ndarray, outputs_agree: np.ndarray, nondeterministic: np.ndarray) -> np.ndarray:
     """Each row's status, as a position in STATUSES: the first condition that holds, in order."""
     paired = figures.paired
     # Judged against the original run in the port's dtype, that very cast is no mismatch.

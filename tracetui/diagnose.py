@@ -118,6 +118,8 @@ def own_outputs_reason(culprit: Row, classification: Classification) -> str:
     if classification.status(culprit.index) == "shape_mismatch":
         shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
         outcome = f"its output shapes differ ({shapes_text(shapes)})"
+        if shapes.layout_ambiguity:
+            outcome += f": {shapes.layout_ambiguity}"
     elif culprit.isolated is not None and culprit.isolated.raised:
         outcome = "it raised an exception (caught by model code) where the original's call returned"
     else:
@@ -232,6 +234,8 @@ def in_run_sentence(culprit: Row, classification: Classification) -> str:
     if status == "shape_mismatch":
         shapes = next(pair.difference for pair in culprit.outputs if pair.difference and not pair.difference.shape_matches)
         outputs = f"its output shapes differ ({shapes_text(shapes)})"
+        if shapes.layout_ambiguity:
+            outputs += f": {shapes.layout_ambiguity}"
     elif status == "nonfinite":
         outputs = "its outputs have NaN/Inf where the other side has none"
     elif culprit.unreturned_side is not None:

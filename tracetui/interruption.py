@@ -23,9 +23,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 # SIGHUP: the terminal was closed (or `kill -HUP`); Windows has no SIGHUP.
-TERMINATING_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
+TERMINATING_SIGNALS: tuple[signal.Signals, ...] = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 INTERRUPTING_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, *TERMINATING_SIGNALS)
 INTERRUPTED_EXIT_STATUS = 130  # the shells' 128 + SIGINT, for every one of them (the contract)
 

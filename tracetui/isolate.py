@@ -26,11 +26,12 @@ import torch
 from tracetui.classify import Tolerance
 from tracetui.errors import own_hook
 from tracetui.flatten import flatten, name_arguments, replace_arguments, replace_leaves, tensor_leaves
+from tracetui.layouts import Layout
 from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import dense, equivalent_shapes
 from tracetui.open_calls import OpenCalls
 from tracetui.pairing.alignment import Alignment
-from tracetui.rows import LeafPair, measure_inputs, measure_outputs
+from tracetui.rows import LayoutScope, LeafPair, measure_inputs, measure_outputs, permutations_expected
 from tracetui.script import ModelScript
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
@@ -77,10 +78,13 @@ Isolation = dict[tuple[int, int], Isolated]
 IsolateWhen = Literal["always", "if diverged", "never"]
 
 
-def fitted(original: torch.Tensor, live: torch.Tensor) -> torch.Tensor | None:
+def fitted(original: torch.Tensor, live: torch.Tensor, layout: Layout | None = None) -> torch.Tensor | None:
     """The original's tensor in the live tensor's shape, dtype and device — a fresh copy, so that
     an in-place operation of the port cannot reach the recording — or None when it cannot stand
-    in for it (another number of elements, or another kind: a float additive mask is no bool mask)."""
+    in for it (another number of elements, or another kind: a float additive mask is no bool mask).
+    ``layout``: the transform into the port's layout it was compared after (:mod:`tracetui.layouts`)."""
+    if layout is not None:
+        original = layout.apply(original)
     if original.is_floating_point() != live.is_floating_point() or (original.dtype == torch.bool) != (live.dtype == torch.bool):
         return None
     if live.layout != torch.strided:  # a sparse argument: the module expects that storage, not a dense stand-in
@@ -117,6 +121,8 @@ class FedRun:
             if pair.ported is not None and pair.original is not None
         }
         self.inferred = {pair.ported for pair in alignment.paired() if pair.method == "inferred"}
+        self.layout_rules = () if alignment.rename_map is None else tuple(alignment.rename_map.layouts)
+        self.permutations = permutations_expected(alignment)
         self.isolation: Isolation = {}
         self._names: dict[int, str] = {}
         self._call_counts: Counter[str] = Counter()
@@ -166,7 +172,7 @@ class FedRun:
         original = None if index is None else self.counterpart.get(index)
         if index is None or original is None:
             return None
-        fed_inputs = measure_inputs(original.inputs, live_leaves(name_arguments(module, args, kwargs)))
+        fed_inputs = measure_inputs(original.inputs, live_leaves(name_arguments(module, args, kwargs)), scope=self._scope(original))
         isolated = Isolated(fed_inputs=fed_inputs, outputs=[], enclosing=enclosing)
         replacements, unfittable = self._replacements(fed_inputs, isolated.unfed_inputs)
         isolated.not_judged += [f"input {name} cannot be fed the original's" for name in unfittable]
@@ -201,7 +207,7 @@ class FedRun:
             return None
         if raised_inside:
             isolated.not_judged.append(f"{', '.join(raised_inside)} raised inside it where the original's returned")
-        isolated.outputs = measure_outputs(original.outputs, live_leaves([("output", output)]))
+        isolated.outputs = measure_outputs(original.outputs, live_leaves([("output", output)]), scope=self._scope(original))
         reordered = [pair.ported.name for pair in isolated.outputs if pair.ported is not None and self._reordered(pair)]
         if reordered:
             # Not comparable, and what follows in the port expects its own layout, so it is
@@ -225,6 +231,10 @@ class FedRun:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _scope(self, original: CallRecord) -> LayoutScope:
+        """The map's layout rules for the original call's tensors (compared, and fed, in the port's layout)."""
+        return LayoutScope(original.name, self.layout_rules, self.permutations)
+
     def _replacements(self, pairs: list[LeafPair], no_counterpart: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The original's tensor for each live tensor leaf that has one that fits, and the names of
         those whose counterpart does not fit (another shape or kind, or no values kept). Leaves
@@ -237,7 +247,8 @@ class FedRun:
             if pair.original is None or not pair.original.is_tensor:
                 no_counterpart.append(pair.ported.name)
                 continue
-            value = None if pair.original.tensor is None else fitted(pair.original.tensor, pair.ported.tensor)
+            layout = None if pair.difference is None else pair.difference.layout_transform
+            value = None if pair.original.tensor is None else fitted(pair.original.tensor, pair.ported.tensor, layout)
             if value is None:
                 unfittable.append(pair.ported.name)
             else:

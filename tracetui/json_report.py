@@ -49,6 +49,11 @@ def row_entry(comparison: Comparison, row: Row) -> dict[str, Any]:
         "depth": row.depth,
         "pairing": row.pairing.method,
         "confidence": row.pairing.confidence,
+        # The transform into the port's layout its tensors were compared after ("reshape (2, 7, 4, 16)
+        # → (2, 7, 64)", "permute [0, 3, 1, 2]"; several joined by "; "), or null.
+        "layout": row.layout,
+        # When an output of another shape fits several transforms, none is applied: which, and how to state one.
+        "layout_ambiguity": row.layout_ambiguity,
         **noise_entries(comparison, row),
     }
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy
 import torch
 
+from tracetui.layouts import Layout
 from tracetui.trace import TensorSummary
 
 # Tensors are compared in float64 whatever their recorded dtype (fp16/bf16/fp32), so the
@@ -66,6 +67,12 @@ class TensorDifference:
     # Computed from statistics (min, max, mean) because one side kept no values: max_abs is
     # then a lower bound of the true largest difference, and the other figures are unknown.
     from_statistics: bool = False
+    # Set when the original was compared after a transform into the port's layout
+    # (:mod:`tracetui.layouts`): "reshape (2, 7, 4, 16) → (2, 7, 64)", "permute [0, 3, 1, 2]".
+    layout: str | None = None
+    layout_transform: Layout | None = field(default=None, repr=False)  # the transform itself, for the fed run
+    # Set when several transforms would fit and none was applied: which, and how to state one.
+    layout_ambiguity: str | None = None
     original_abs_max: float = 0.0  # largest finite |o|: bounds what an rtol can forgive
     # max_rel and cosine: computed from the kept values when first read (see :meth:`details`).
     _details: Details | None = field(default=None, repr=False)
@@ -81,7 +88,9 @@ class TensorDifference:
         Ports often add or drop a batch dimension; the values are still comparable one to one.
         """
         if self._shape_matches is None:
-            self._shape_matches = self.broadcast_shape is not None or equivalent_shapes(self.original_shape, self.ported_shape)
+            self._shape_matches = (
+                self.broadcast_shape is not None or self.layout is not None or equivalent_shapes(self.original_shape, self.ported_shape)
+            )
         return self._shape_matches
 
     @property
@@ -102,8 +111,14 @@ class TensorDifference:
         if self._details is None:
             if self.values_kept and self.shape_matches and self.numel:
                 assert self._original is not None and self._ported is not None
-                full = TensorDifference(self.original_shape, self.ported_shape, self.original_dtype, self.ported_dtype, self.numel,
-                                        broadcast_shape=self.broadcast_shape)
+                full = TensorDifference(
+                    self.original_shape,
+                    self.ported_shape,
+                    self.original_dtype,
+                    self.ported_dtype,
+                    self.numel,
+                    broadcast_shape=self.broadcast_shape,
+                )
                 accumulate_differences(full, self._original, self._ported)
                 self._details = full.details()
             elif self.shape_matches and self.numel and self.max_abs == 0.0 and not self.nonfinite_mismatches:
@@ -198,9 +213,7 @@ def comparable_chunks(
         yield as_comparable(original_flat[start:stop]), as_comparable(ported_flat[start:stop])
 
 
-def flat_pair(
-    original: torch.Tensor, ported: torch.Tensor, broadcast_shape: tuple[int, ...] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def flat_pair(original: torch.Tensor, ported: torch.Tensor, broadcast_shape: tuple[int, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Both tensors as flat views in one element order, complex ones as their real pairs."""
     original_values = real_view(original)
     ported_values = real_view(ported)
@@ -381,8 +394,10 @@ def accumulate_differences(difference: TensorDifference, original: torch.Tensor,
         both_finite = original_finite & ported_finite
         raw_original, raw_ported = original_values, ported_values
         if not bool(both_finite.all()):
-            same_nonfinite = ~original_finite & ~ported_finite & (
-                (torch.sign(original_values) == torch.sign(ported_values)) | (original_values.isnan() & ported_values.isnan())
+            same_nonfinite = (
+                ~original_finite
+                & ~ported_finite
+                & ((torch.sign(original_values) == torch.sign(ported_values)) | (original_values.isnan() & ported_values.isnan()))
             )
             difference.nonfinite_mismatches += int(((~original_finite | ~ported_finite) & ~same_nonfinite).sum())
             difference.nonfinite_original += int((~original_finite & ported_finite).sum())

@@ -74,9 +74,11 @@ class KeepPolicy:
         return self.values == "full"
 
     def describe(self) -> str:
-        kept = f"full values for names matching {self.only!r}, statistics elsewhere" if self.only else {
-            "full": "full values", "stats": "statistics only", "none": "nothing"
-        }[self.values]
+        kept = (
+            f"full values for names matching {self.only!r}, statistics elsewhere"
+            if self.only
+            else {"full": "full values", "stats": "statistics only", "none": "nothing"}[self.values]
+        )
         return kept + (f", spilled to {self.spill}" if self.spill else "")
 
 
@@ -432,6 +434,7 @@ def record_twice(
     The second run keeps nothing: each of its calls is measured against the first run's as it
     happens, and only the largest run-to-run difference of each call is kept.
     """
+
     def run_progress(run: str) -> Progress | None:
         return None if progress is None else (lambda message: progress(f"{run}: {message}"))
 

@@ -12,11 +12,12 @@ import math
 import time
 from ast import literal_eval
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
 
+from tracetui.layouts import NO_LAYOUT, LayoutChoice, LayoutRule, choose_layout, inputs_permuted
 from tracetui.numeric import IDENTICAL, Details, TensorDifference, equivalent_shapes, measure, measure_summaries, summarize
 from tracetui.pairing.alignment import Alignment, Pair
 from tracetui.sides import Side
@@ -118,6 +119,18 @@ class Row:
         )
 
     @property
+    def layout(self) -> str | None:
+        """The transforms into the port's layout its leaves were compared after (outputs first), or None."""
+        return "; ".join(row_layouts([*self.outputs, *self.inputs])) or None
+
+    @property
+    def layout_ambiguity(self) -> str | None:
+        """Why an output of another shape was compared after no transform: several would fit."""
+        return next(
+            (pair.difference.layout_ambiguity for pair in self.outputs if pair.difference and pair.difference.layout_ambiguity), None
+        )
+
+    @property
     def input_max_abs(self) -> float | None:
         return largest_difference(self.inputs)
 
@@ -139,6 +152,16 @@ class Row:
         ]
 
 
+def in_port_layout(pair: LeafPair) -> LeafPair:
+    """The pair with the original's tensor as it was compared: transformed into the port's layout
+    (:mod:`tracetui.layouts`) when a layout was applied, so that element views line up."""
+    difference, original = pair.difference, pair.original
+    if difference is None or difference.layout_transform is None or original is None or original.tensor is None:
+        return pair
+    transformed = replace(original, tensor=difference.layout_transform.apply(original.tensor))
+    return LeafPair(transformed, pair.ported, difference)
+
+
 def largest_difference(pairs: Iterable[LeafPair]) -> float | None:
     values = [pair.difference.max_abs for pair in pairs if pair.difference is not None and pair.difference.shape_matches]
     return max(values) if values else None
@@ -152,6 +175,7 @@ def pair_leaves(
     broadcast: bool = False,
     cache: MeasureCache | None = None,
     compare_values: bool = False,
+    scope: LayoutScope | None = None,
 ) -> list[LeafPair]:
     """Pair tensor leaves by name (same shape), then in order among same-shaped tensors.
 
@@ -189,7 +213,7 @@ def pair_leaves(
     for position, leaf in enumerate(original_tensors):
         if position in partner:
             counterpart = ported_tensors[partner[position]]
-            pairs.append(LeafPair(leaf, counterpart, measure_leaves(leaf, counterpart, broadcast, cache)))
+            pairs.append(LeafPair(leaf, counterpart, measure_leaves(leaf, counterpart, broadcast, cache, scope)))
         else:
             pairs.append(LeafPair(leaf, None))
     pairs += [LeafPair(None, leaf) for position, leaf in enumerate(ported_tensors) if position not in taken]
@@ -208,19 +232,73 @@ def pair_leaves(
 # input is usually the previous call's output, the very same recorded tensor on both sides,
 # so without it about 40% of the elements would be measured twice. Only for recorded tensors,
 # which outlive the comparison: a live tensor's id could be reused by another.
-MeasureCache = dict[tuple[int, int, bool], TensorDifference]
+MeasureCache = dict[tuple[int, int, bool, LayoutChoice], TensorDifference]
 
 
-def measure_leaves(original: Leaf, ported: Leaf, broadcast: bool, cache: MeasureCache | None = None) -> TensorDifference:
-    """Element by element when both sides kept values; from statistics (a lower bound) otherwise."""
+def measure_leaves(
+    original: Leaf, ported: Leaf, broadcast: bool, cache: MeasureCache | None = None, scope: LayoutScope | None = None
+) -> TensorDifference:
+    """Element by element when both sides kept values; from statistics (a lower bound) otherwise.
+    Shapes that differ by a layout (:mod:`tracetui.layouts`) are compared after the transform."""
     if original.tensor is not None and ported.tensor is not None:
+        choice = leaf_layout(original, ported, broadcast, scope)
         if cache is None:
-            return measure(original.tensor, ported.tensor, broadcast=broadcast)
-        key = (id(original.tensor), id(ported.tensor), broadcast)
+            return measure_in_layout(original.tensor, ported.tensor, broadcast, choice, scope)
+        key = (id(original.tensor), id(ported.tensor), broadcast, choice)
         if key not in cache:
-            cache[key] = measure(original.tensor, ported.tensor, broadcast=broadcast)
+            cache[key] = measure_in_layout(original.tensor, ported.tensor, broadcast, choice, scope)
         return cache[key]
     return measure_summaries(leaf_summary(original), leaf_summary(ported))
+
+
+@dataclass(frozen=True)
+class LayoutScope:
+    """Where a pair of leaves belongs, for the map file's ``[[layout]]`` rules: the original module's name."""
+
+    module_name: str | None
+    rules: tuple[LayoutRule, ...] = ()
+    permutations: bool = False  # look for permutations too (the models' inputs differ by one)
+
+
+def permutations_expected(alignment: Alignment) -> bool:
+    """Whether the two models were fed inputs that differ by a permutation (see :func:`tracetui.layouts.inputs_permuted`)."""
+    shapes = []
+    for trace in (alignment.original, alignment.ported):
+        root = next((record for record in trace.records if record.parent is None), None)
+        if root is None:
+            return False
+        shapes.append([leaf.shape for leaf in root.inputs if leaf.is_tensor and leaf.shape is not None])
+    return inputs_permuted(shapes[0], shapes[1])
+
+
+def leaf_layout(original: Leaf, ported: Leaf, broadcast: bool, scope: LayoutScope | None) -> LayoutChoice:
+    """The transform into the port's layout, for two leaves whose shapes are not comparable as they are."""
+    if original.shape is None or ported.shape is None or equivalent_shapes(original.shape, ported.shape):
+        return NO_LAYOUT
+    if broadcast:
+        try:
+            torch.broadcast_shapes(original.shape, ported.shape)
+            return NO_LAYOUT
+        except RuntimeError:
+            pass
+    if scope is None:
+        return choose_layout(tuple(original.shape), tuple(ported.shape), None, None)
+    return choose_layout(tuple(original.shape), tuple(ported.shape), scope.module_name, list(scope.rules), scope.permutations)
+
+
+def measure_in_layout(
+    original: torch.Tensor, ported: torch.Tensor, broadcast: bool, choice: LayoutChoice, scope: LayoutScope | None
+) -> TensorDifference:
+    if choice.layout is None:
+        difference = measure(original, ported, broadcast=broadcast)
+        if choice.ambiguous and not difference.shape_matches:
+            difference.layout_ambiguity = choice.ambiguity_reason(scope.module_name or "" if scope else "")
+        return difference
+    difference = measure(choice.layout.apply(original), ported)
+    difference.layout = choice.layout.description
+    difference.layout_transform = choice.layout
+    difference.original_shape = tuple(original.shape)
+    return difference
 
 
 def leaf_summary(leaf: Leaf) -> TensorSummary:
@@ -230,12 +308,24 @@ def leaf_summary(leaf: Leaf) -> TensorSummary:
     return summarize(leaf.tensor)
 
 
+def row_layouts(pairs: Iterable[LeafPair]) -> list[str]:
+    """The layout transforms applied to a row's leaves, each once, in order."""
+    found: list[str] = []
+    for pair in pairs:
+        layout = None if pair.difference is None else pair.difference.layout
+        if layout is not None and layout not in found:
+            found.append(layout)
+    return found
+
+
 def same_shape(original: Leaf, ported: Leaf) -> bool:
     assert original.shape is not None and ported.shape is not None
     return equivalent_shapes(original.shape, ported.shape)
 
 
-def measure_inputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCache | None = None) -> list[LeafPair]:
+def measure_inputs(
+    original: list[Leaf], ported: list[Leaf], cache: MeasureCache | None = None, scope: LayoutScope | None = None
+) -> list[LeafPair]:
     """Pair and measure a call's inputs. An extra argument on one side is not evidence of a
     difference; but when both sides pass the same number of tensors, a shape change is."""
     return pair_leaves(
@@ -244,10 +334,13 @@ def measure_inputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCache
         pair_leftovers_by_order=sum(leaf.is_tensor for leaf in original) == sum(leaf.is_tensor for leaf in ported),
         broadcast=True,  # masks are often given in different but broadcast-equivalent shapes
         cache=cache,
+        scope=scope,
     )
 
 
-def measure_outputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCache | None = None) -> list[LeafPair]:
+def measure_outputs(
+    original: list[Leaf], ported: list[Leaf], cache: MeasureCache | None = None, scope: LayoutScope | None = None
+) -> list[LeafPair]:
     """Pair and measure a call's outputs. Outputs in the same structure pair by name whatever
     their shapes, so that a changed shape shows as a shape mismatch rather than pairing with
     another same-shaped leaf."""
@@ -258,6 +351,7 @@ def measure_outputs(original: list[Leaf], ported: list[Leaf], cache: MeasureCach
         pair_names_across_shapes=[leaf.name for leaf in original if leaf.is_tensor] == [leaf.name for leaf in ported if leaf.is_tensor],
         cache=cache,
         compare_values=True,
+        scope=scope,
     )
 
 
@@ -279,8 +373,6 @@ def measure_values(original: Leaf, ported: Leaf) -> TensorDifference | None:
         details = IDENTICAL if same else Details(max_rel=0.0, cosine=0.0)
         return TensorDifference((), (), "str", "str", numel=1, max_abs=0.0 if same else math.inf, _details=details)
     return None
-
-
 
 
 # Leaf pairs measured while the port ran (a streamed comparison), by (original, ported) record index.
@@ -310,6 +402,8 @@ def build_rows(
         records.append((original, ported))
     rows: list[Row] = []
     cache: MeasureCache = {}
+    layout_rules = () if alignment.rename_map is None else tuple(alignment.rename_map.layouts)
+    permutations = permutations_expected(alignment)
     reported_at = time.monotonic()
     for position, (pair, (original, ported)) in enumerate(zip(alignment.pairs, records, strict=True)):
         if progress is not None and time.monotonic() - reported_at >= PROGRESS_SECONDS:
@@ -330,8 +424,9 @@ def build_rows(
             if already is not None:
                 inputs, outputs = already
             else:
-                inputs = measure_inputs(original.inputs, ported.inputs, cache)
-                outputs = measure_outputs(original.outputs, ported.outputs, cache)
+                scope = LayoutScope(original.name, layout_rules, permutations)
+                inputs = measure_inputs(original.inputs, ported.inputs, cache, scope)
+                outputs = measure_outputs(original.outputs, ported.outputs, cache, scope)
         isolated = isolated_call(original, ported, isolation)
         rows.append(Row(position, original, ported, pair, record.depth, parent, inputs, outputs, isolated))
     return rows

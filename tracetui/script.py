@@ -207,8 +207,7 @@ def build_script(path: Path, location: Path, seed: int, device: str) -> ModelScr
     forward_function = getattr(module, "forward", None)
     if forward_function is not None and not callable(forward_function):
         raise ScriptError(
-            f"{path}: `forward` is a {type(forward_function).__name__}, not a function. "
-            "Define `def forward(model, inputs):` or remove it."
+            f"{path}: `forward` is a {type(forward_function).__name__}, not a function. Define `def forward(model, inputs):` or remove it."
         )
 
     seed_everything(seed)
@@ -268,10 +267,7 @@ def check_built(path: Path, built: Any) -> tuple[Any, Any]:
 
     if not isinstance(built, tuple) or len(built) != 2:
         what = f"a tuple of {len(built)} items" if isinstance(built, tuple) else f"a {type(built).__name__}"
-        raise ScriptError(
-            f"{path}: build() returned {what}; it must return a pair (model, inputs), "
-            "e.g. `return model, input_ids`."
-        )
+        raise ScriptError(f"{path}: build() returned {what}; it must return a pair (model, inputs), e.g. `return model, input_ids`.")
     model, inputs = built
     if not isinstance(model, torch.nn.Module) and detect_framework(model) is None:
         raise ScriptError(

@@ -119,9 +119,7 @@ def compare_streaming(
                 f"{ported_script.source}: --stream runs the port live against the original; pass the port as a model script (.py)."
             )
         # The port keeps statistics, and full values only where --only asks (spilled next to the original's).
-        ported_keep = KeepPolicy(
-            values="stats", only=keep.only, spill=None if keep.only is None or keep.spill is None else work / "ported"
-        )
+        ported_keep = KeepPolicy(values="stats", only=keep.only, spill=None if keep.only is None or keep.spill is None else work / "ported")
         check = StreamCheck({pairing_key(record, rename_map): record for record in original.records}, tolerance)
         ported = record_script(ported_script, progress=progress, keep=ported_keep, live_check=check)
         if options.rerun:  # the port's own nondeterminism: one more run, checked live against this one

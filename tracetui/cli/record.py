@@ -31,7 +31,10 @@ def add_record_command(commands: argparse._SubParsersAction) -> None:
     )
     record.add_argument("script", metavar="SCRIPT", help="model script (.py)")
     record.add_argument(
-        "-o", "--output", required=True, metavar="TRACEFILE",
+        "-o",
+        "--output",
+        required=True,
+        metavar="TRACEFILE",
         help="where to write the trace: a file, or a directory (an existing one, or a name with no suffix) holding shards",
     )
     add_run_options(record, rerun=True)

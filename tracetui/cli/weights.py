@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -16,6 +17,7 @@ from tracetui.errors import ScriptError, UsageError
 from tracetui.options import RunOptions
 from tracetui.output_files import absolute_path, check_output_file, write_text_atomically
 from tracetui.weights import check_weights, print_weight_report, report_document, state_with_buffers
+from tracetui.weights.foreign import ForeignWeightsError, named_arrays, to_torch, tree_arrays, weight_name
 
 WEIGHTS_EPILOG = """\
 For every tensor of PORTED's state dict (parameters and persistent buffers) this finds where
@@ -28,7 +30,9 @@ no ported tensor uses. Values are matched exactly, after casting both sides to t
 floating dtype present, so a float32 → float16 conversion is found too; no map is needed.
 
 ORIG and PORTED are model scripts (build() returns (model, inputs); the inputs are not used)
-or state-dict files (.safetensors, or .pt/.pth/.bin saved with torch.save).
+or state-dict files (.safetensors, .pt/.pth/.bin saved with torch.save, numpy .npz, or a Flax
+.msgpack checkpoint written with flax.serialization.to_bytes). Flax and numpy weights are named
+by their path joined with "." without the leading "params" (h_0.attn.query.kernel).
 
 exit status: 0 every ported tensor is accounted for, 1 some came from nothing (or, with
 --map, from another original tensor than the map names), 2 usage, load or script error.
@@ -39,6 +43,7 @@ examples:
   tracetui weights original.safetensors ported.py --full"""
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")  # read with torch.load
+STATE_FILE_KINDS = ".safetensors, .pt/.pth/.bin, .npz or a Flax .msgpack"
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")  # where training checkpoints keep the state dict
 
 
@@ -50,7 +55,7 @@ def add_weights_command(commands: argparse._SubParsersAction) -> None:
         epilog=WEIGHTS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    command.add_argument("original", metavar="ORIG", help="original model script (.py) or state-dict file")
+    command.add_argument("original", metavar="ORIG", help="original model script (.py), state-dict file, .npz or Flax .msgpack")
     command.add_argument("ported", metavar="PORTED", help="ported model script (.py) or state-dict file")
     command.add_argument(
         "--map", metavar="MAP.toml", help="rename map naming where each tensor should come from (default: match by value only)"
@@ -87,18 +92,61 @@ def load_state(path: str, seed: int) -> dict[str, torch.Tensor]:
         script = api.load_source(path, RunOptions(seed=seed))
         if isinstance(script, api.Trace):  # pragma: no cover - .py always loads as a script
             raise ScriptError(f"{path}: expected a model script.")
-        return state_with_buffers(script.model)
+        return script_model_state(path, script.model)
     if not Path(path).exists():
-        raise UsageError(f"{path}: no such file. Pass a model script (.py) or a state-dict file (.safetensors, .pt, .pth, .bin).")
+        raise UsageError(f"{path}: no such file. Pass a model script (.py) or a state-dict file ({STATE_FILE_KINDS}).")
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return dict(load_file(path))
     if suffix in STATE_DICT_SUFFIXES:
         return load_torch_state(path)
-    raise UsageError(
-        f"{path}: not a model script or a state-dict file. `tracetui weights` takes .py scripts, .safetensors, or .pt/.pth/.bin files."
-    )
+    if suffix == ".npz":
+        return load_npz_state(path)
+    if suffix == ".msgpack":
+        return load_msgpack_state(path)
+    raise UsageError(f"{path}: not a model script or a state-dict file. `tracetui weights` takes .py scripts or {STATE_FILE_KINDS} files.")
+
+
+def script_model_state(path: str, model: object) -> dict[str, torch.Tensor]:
+    """The weights of a script's model: a torch state dict, or those of a Flax/Keras original."""
+    if isinstance(model, torch.nn.Module):
+        return state_with_buffers(model)
+    return foreign_model_state(path, model)
+
+
+def foreign_model_state(path: str, model: object) -> dict[str, torch.Tensor]:
+    """The weights of a Flax or Keras original (a bound linen module, an NNX module, a Keras model,
+    or a variables tree) by name, through :func:`named_arrays`."""
+    try:
+        return named_arrays(model)
+    except ForeignWeightsError as error:
+        raise ScriptError(f"{path}: {error}") from error
+
+
+def load_npz_state(path: str) -> dict[str, torch.Tensor]:
+    """A numpy ``.npz`` archive: names with ``/`` read as ``.``, a leading ``params`` collection left out."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:
+        raise UsageError(f"{path}: numpy could not read it as an .npz archive of arrays ({error}).") from error
+    return {weight_name(name.replace("/", ".")): to_torch(array) for name, array in arrays.items()}
+
+
+def load_msgpack_state(path: str) -> dict[str, torch.Tensor]:
+    """A Flax checkpoint written with ``flax.serialization.to_bytes`` (a variables or params tree)."""
+    try:
+        from flax.serialization import msgpack_restore
+    except ImportError as error:
+        raise UsageError(f'{path}: reading a Flax .msgpack checkpoint needs flax (pip install -e ".[jax]").') from error
+    try:
+        tree = msgpack_restore(Path(path).read_bytes())
+    except Exception as error:
+        raise UsageError(f"{path}: not a Flax msgpack checkpoint ({type(error).__name__}: {error}).") from error
+    if not isinstance(tree, Mapping):
+        raise UsageError(f"{path}: holds a {type(tree).__name__}, not a tree of arrays.")
+    return tree_arrays(tree)
 
 
 def load_torch_state(path: str) -> dict[str, torch.Tensor]:

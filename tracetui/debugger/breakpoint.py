@@ -30,9 +30,7 @@ def forward_code(module: torch.nn.Module) -> CodeType:
     function = inspect.unwrap(function)
     code = getattr(function, "__code__", None)
     if code is None:
-        raise UsageError(
-            f"cannot stop in the forward of {type(module).__name__}: it is not Python code ({function!r})."
-        )
+        raise UsageError(f"cannot stop in the forward of {type(module).__name__}: it is not Python code ({function!r}).")
     return code
 
 

@@ -73,8 +73,7 @@ class RecordedCall:
 
     def __repr__(self) -> str:
         return printable(
-            f"<{self.side} {self.name or '(root)'} ({self.class_name}) call {self.call}: "
-            f"inputs {self.inputs!r}, outputs {self.outputs!r}>"
+            f"<{self.side} {self.name or '(root)'} ({self.class_name}) call {self.call}: inputs {self.inputs!r}, outputs {self.outputs!r}>"
         )
 
 
@@ -160,10 +159,7 @@ def describe_difference(difference: TensorDifference, tolerance: Tolerance) -> s
     if difference.nonfinite_mismatches:
         text += f", {difference.nonfinite_mismatches} NaN/Inf mismatches"
     if over and difference.worst_index is not None:
-        text += (
-            f", worst at {difference.worst_index}: {difference.worst_original:.6g} (original) "
-            f"vs {difference.worst_ported:.6g} (ported)"
-        )
+        text += f", worst at {difference.worst_index}: {difference.worst_original:.6g} (original) vs {difference.worst_ported:.6g} (ported)"
     elif not over:
         text += " — within tolerance"
     if not difference.dtype_matches:

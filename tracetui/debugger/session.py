@@ -64,9 +64,7 @@ def parse_break_at(text: str) -> tuple[str, int]:
     elif call_text.isdigit():
         call = int(call_text)
     else:
-        raise UsageError(
-            f"--break-at {text!r}: expected QUALNAME[:CALL], CALL being the 0-based call index (e.g. model.layers.0.mlp:2)."
-        )
+        raise UsageError(f"--break-at {text!r}: expected QUALNAME[:CALL], CALL being the 0-based call index (e.g. model.layers.0.mlp:2).")
     name = name.strip()
     return ("" if name in ROOT_NAMES else name), call
 
@@ -90,9 +88,7 @@ def find_row(
         match = next((record for record in calls if record.call == call), None)
         if match is None:
             ran = "once (call 0)" if len(calls) == 1 else f"{len(calls)} times (calls 0 to {len(calls) - 1})"
-            raise UsageError(
-                f"{side} module {shown} ran {ran}; there is no call {call}. Calls are counted from 0: --break-at {shown}:N."
-            )
+            raise UsageError(f"{side} module {shown} ran {ran}; there is no call {call}. Calls are counted from 0: --break-at {shown}:N.")
         row = comparison.row_of(side, match.index)
         assert row is not None, "every record has a row"
         return row
@@ -132,9 +128,7 @@ def shown_name(name: str) -> str:
     return printable(name) or "(root)"
 
 
-def check_module_name(
-    name: str, side: Side, script: ModelScript, other_names: Callable[[], Iterable[str]] | None = None
-) -> None:
+def check_module_name(name: str, side: Side, script: ModelScript, other_names: Callable[[], Iterable[str]] | None = None) -> None:
     """A --break-at name checked against ``side``'s model as soon as it is built, before any
     recording: a typo costs seconds, not the whole comparison. Whether the call index exists
     is known only after the run (:func:`find_row`). ``other_names`` (the other model's, asked

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tracetui.output_files import write_text_atomically
 from tracetui.pairing.alignment import Alignment, Pair
-from tracetui.pairing.names import template_of
+from tracetui.pairing.names import indexed_components, template_of
 from tracetui.pairing.rename_map import RenameMap, parse_rename_rules
 from tracetui.safe_text import UNPRINTABLE, printable
 from tracetui.sides import SIDES, Side, pick
@@ -39,15 +39,15 @@ class RenameRule:
 
 
 def indexed_pattern(name: str) -> tuple[str, int]:
-    """``transformer.h.3.attn`` → (``^transformer\\.h\\.(\\d+)\\.attn$``, 1 group)."""
+    """``transformer.h.3.attn`` → (``^transformer\\.h\\.(\\d+)\\.attn$``, 1 group); Flax's ``h_3`` → ``h_(\\d+)``."""
     parts = []
     groups = 0
-    for component in name.split("."):
-        if component.isdigit():
-            parts.append(r"(\d+)")
-            groups += 1
+    for word, index in indexed_components(name):
+        if index is None:
+            parts.append(re.escape(word))
         else:
-            parts.append(re.escape(component))
+            parts.append(f"{re.escape(word)}_(\\d+)" if word else r"(\d+)")
+            groups += 1
     return "^" + r"\.".join(parts) + "$", groups
 
 
@@ -55,12 +55,12 @@ def indexed_replacement(name: str) -> str:
     """``model.layers.3.self_attn`` → ``model.layers.\\1.self_attn`` (indices in order)."""
     parts = []
     group = 0
-    for component in name.split("."):
-        if component.isdigit():
-            group += 1
-            parts.append(f"\\{group}")
+    for word, index in indexed_components(name):
+        if index is None:
+            parts.append(word.replace("\\", "\\\\"))
         else:
-            parts.append(component.replace("\\", "\\\\"))
+            group += 1
+            parts.append(f"{word}_\\{group}" if word else f"\\{group}")
     text = ".".join(parts)
     # \1 followed by a digit would read as \10: spell such references \g<1>.
     return re.sub(r"\\(\d+)(?=\d)", r"\\g<\1>", text)
@@ -71,7 +71,7 @@ def literal_rule(original: str, ported: str) -> tuple[str, str]:
 
 
 def numbers(name: str) -> list[str]:
-    return [component for component in name.split(".") if component.isdigit()]
+    return [index for _, index in indexed_components(name) if index is not None]
 
 
 def name_pairs(alignment: Alignment) -> tuple[dict[str, str], dict[str, list[Pair]]]:

@@ -101,18 +101,39 @@ def component_concepts(component: str) -> frozenset[str]:
     return frozenset(concepts)
 
 
+INDEX_SUFFIX = re.compile(r"(?P<word>[A-Za-z][A-Za-z0-9_]*?)_(?P<index>\d+)")
+
+
+@cache
+def split_component(component: str, last: bool) -> tuple[str, str | None]:
+    """(word, layer index) of one name component: ``3`` → ("", "3"); Flax's ``h_3`` → ("h", "3")
+    when it is a layer (a path component, or a word such as ``h``/``layer``/``block``), not a
+    numbered module such as GPT-2's ``ln_1``; anything else → (component, None)."""
+    if component.isdigit():
+        return "", component
+    match = INDEX_SUFFIX.fullmatch(component)
+    if match is not None and (not last or "layers" in component_concepts(match["word"])):
+        return match["word"], match["index"]
+    return component, None
+
+
+def indexed_components(name: str) -> list[tuple[str, str | None]]:
+    components = name.split(".") if name else []
+    return [split_component(component, position == len(components) - 1) for position, component in enumerate(components)]
+
+
 def name_parts(name: str) -> tuple[str, tuple[str, ...], tuple[int, ...]]:
     """(last non-numeric component, the other non-numeric components, the numeric ones)."""
-    components = name.split(".") if name else []
-    words = [component for component in components if not component.isdigit()]
-    indices = tuple(int(component) for component in components if component.isdigit())
+    parts = indexed_components(name)
+    words = [word for word, _ in parts if word]
+    indices = tuple(int(index) for _, index in parts if index is not None)
     last = words[-1] if words else ""
     return last, tuple(words[:-1]), indices
 
 
 def template_of(name: str) -> str:
-    """The name with every numeric component replaced by ``#``: the same module in every layer."""
-    return ".".join("#" if component.isdigit() else component for component in name.split("."))
+    """The name with every layer index replaced by ``#`` (``h.#``, Flax's ``h_#``): the same module in every layer."""
+    return ".".join(word if index is None else f"{word}_#" if word else "#" for word, index in indexed_components(name))
 
 
 def jaccard(first: frozenset[str], second: frozenset[str]) -> float:
@@ -152,13 +173,13 @@ def op_family(class_name: str) -> str | None:
         return "identity"
     if "dropout" in lowered or lowered == "droppath":
         return "dropout"
-    if "embedding" in lowered:
+    if "embedding" in lowered or lowered == "embed":  # Flax's Embed
         return "embedding"
-    if "norm" in lowered:
+    if "norm" in lowered:  # Flax's LayerNorm/RMSNorm, Keras's LayerNormalization
         return "norm"
-    if lowered.endswith("linear") or lowered in ("dense",):
+    if lowered.endswith(("linear", "dense", "densegeneral")) or lowered in ("einsum", "einsumdense"):  # Flax/Keras projections
         return "linear"
-    if re.fullmatch(r"(lazy)?conv(transpose)?[123]d", lowered):
+    if re.fullmatch(r"(lazy)?conv(transpose)?([123]d)?(transpose)?", lowered):  # torch's Conv2d, Flax's Conv, Keras's Conv2D
         return "conv"
     if "pool" in lowered:
         return "pool"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracetui.errors import UsageError
+from tracetui.layouts import LayoutRule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +28,9 @@ EXAMPLE = 'rename = [["^h\\\\.(\\\\d+)", "model.layers.\\\\1"], ["\\\\.attn$", "
 class RenameMap:
     rules: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     source: str = ""
+    # ``[[layout]]`` entries: the transform of the original's tensors into the port's layout, stated
+    # for the modules whose (original) name matches (see :mod:`tracetui.layouts`).
+    layouts: list[LayoutRule] = field(default_factory=list)
 
     def apply(self, name: str) -> str:
         for pattern, replacement in self.rules:
@@ -47,7 +51,55 @@ def load_rename_map(path: str | Path) -> RenameMap:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: the rename map is not valid TOML ({error}). Expected, for example: {EXAMPLE}") from error
-    return parse_rename_rules(document.get("rename"), str(path))
+    layouts = document.get("layout")
+    if "rename" not in document and layouts is not None:  # a map that only states layouts
+        rename_map = RenameMap(source=str(path))
+    else:
+        rename_map = parse_rename_rules(document.get("rename"), str(path))
+    rename_map.layouts = parse_layout_rules(layouts, str(path))
+    return rename_map
+
+
+LAYOUT_EXAMPLE = '[[layout]]\noriginal = "conv"\npermute = [0, 3, 1, 2]   # or reshape = [2, 7, -1]'
+
+
+def parse_layout_rules(entries: object, source: str) -> list[LayoutRule]:
+    """The map's ``[[layout]]`` tables: ``original`` (a regex over original module names) and
+    exactly one of ``permute`` (a dimension order) or ``reshape`` (the port's shape, one -1 allowed)."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise UsageError(f"{source}: `layout` must be a list of [[layout]] tables, e.g.\n{LAYOUT_EXAMPLE}")
+    rules = []
+    for position, entry in enumerate(entries, start=1):
+        where = f"{source}: layout rule {position}"
+        unknown = sorted(set(entry) - {"original", "permute", "reshape"})
+        if unknown:
+            keys = ", ".join(unknown)
+            raise UsageError(f"{where} has unknown key(s) {keys}; it takes original and permute or reshape, e.g.\n{LAYOUT_EXAMPLE}")
+        pattern_text = entry.get("original")
+        if not isinstance(pattern_text, str):
+            raise UsageError(f"{where} needs `original`, a regex over the original's module names, e.g.\n{LAYOUT_EXAMPLE}")
+        try:
+            pattern = re.compile(pattern_text)
+        except re.error as error:
+            raise UsageError(f"{where} has an invalid regex {pattern_text!r}: {error}.") from error
+        if ("permute" in entry) == ("reshape" in entry):
+            raise UsageError(
+                f"{where} needs exactly one of `permute` (a dimension order) or `reshape` (the port's shape), e.g.\n{LAYOUT_EXAMPLE}"
+            )
+        if "permute" in entry:
+            order = entry["permute"]
+            if not (isinstance(order, list) and all(type(axis) is int for axis in order) and sorted(order) == list(range(len(order)))):
+                raise UsageError(f"{where}: permute = {order!r} is not an order of dimensions 0..n-1, such as [0, 3, 1, 2].")
+            rules.append(LayoutRule(pattern, permute=tuple(order)))
+        else:
+            shape = entry["reshape"]
+            sizes_valid = isinstance(shape, list) and all(type(size) is int and (size > 0 or size == -1) for size in shape)
+            if not (sizes_valid and shape and shape.count(-1) <= 1):
+                raise UsageError(f"{where}: reshape = {shape!r} is not a shape (positive sizes, at most one -1), such as [2, 7, -1].")
+            rules.append(LayoutRule(pattern, reshape=tuple(shape)))
+    return rules
 
 
 def parse_rename_rules(rules: object, source: str) -> RenameMap:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tracetui.layouts import layouts_fit
 from tracetui.pairing.calls import CallFacts, describe_calls
 from tracetui.pairing.names import PASS_THROUGH_FAMILIES, class_concepts, jaccard
 from tracetui.pairing.values import PairSet, SketchCache, ValueRelations, ValueSketch, agree_elementwise, sketch_of, sorted_values
@@ -222,7 +223,9 @@ class PairScorer:
         if (original.output_shape is None) != (ported.output_shape is None):
             return VETO
         if original.output_shape is not None and original.output_shape != ported.output_shape:
-            return VETO
+            assert ported.output_shape is not None
+            if not layouts_fit(original.output_shape, ported.output_shape):  # (batch, seq, heads, head_dim) ↔ (batch, seq, hidden)
+                return VETO
         score = BASE
         family_score = self.family_score(original, ported)
         if family_score <= VETO:

@@ -157,9 +157,7 @@ class TracetuiApp(App[None]):
     def compose(self) -> ComposeResult:
         yield ComparisonHeader(id="header").data_bind(TracetuiApp.source)
         with Vertical(id="rows-pane"):
-            yield CallList(self, id="calls").data_bind(
-                TracetuiApp.outline, TracetuiApp.marked_row, cursor_row=TracetuiApp.selected_row
-            )
+            yield CallList(self, id="calls").data_bind(TracetuiApp.outline, TracetuiApp.marked_row, cursor_row=TracetuiApp.selected_row)
             yield StatusLine(id="status").data_bind(TracetuiApp.outline, TracetuiApp.debug_side, row=TracetuiApp.selected_row)
         yield DetailPane(id="detail").data_bind(TracetuiApp.listing, row=TracetuiApp.selected_row, shown=TracetuiApp.show_detail)
         yield KeyFooter(id="footer")

@@ -12,7 +12,7 @@ from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
 from tracetui.numeric import format_difference
 from tracetui.precision import floor_sentence
-from tracetui.rows import LeafPair, Row, largest_difference
+from tracetui.rows import LeafPair, Row, in_port_layout, largest_difference
 from tracetui.safe_text import printable
 from tracetui.trace import CallRecord, Leaf
 from tracetui.tui.listing import STATUS_LABELS, classes_differ, culprit_label
@@ -159,6 +159,7 @@ def worst_output(row: Row) -> LeafPair | None:
 
 def worst_elements_text(row: Row, pair: LeafPair) -> str:
     """The worst elements of a leaf as tab-separated lines to paste: index, original, ported, Δ."""
+    pair = in_port_layout(pair)
     assert pair.original is not None and pair.original.tensor is not None and pair.ported is not None and pair.ported.tensor is not None
     absolute = absolute_difference(pair.original.tensor, pair.ported.tensor)
     lines = [f"# {row.label} {pair.name}: the {WORST_COUNT} largest |ported - original|", "index\toriginal\tported\tdelta"]
@@ -172,6 +173,8 @@ def describe_row(comparison: Comparison, row: Row, width: int, palette: Palette)
     summary = row_summary(comparison, row, palette)
     if summary is not None:
         parts.append(summary)
+    if row.layout is not None:  # compared in the port's layout (a Flax/Keras original's heads, channels-last)
+        parts.append(Text(f"layout: {row.layout} (the original's tensors compared in the port's layout)", palette.dim))
     explanation = row_explanation(comparison, row, palette)
     if explanation is not None:
         parts.append(explanation)

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from tracetui.classify import Tolerance
 from tracetui.numeric import TensorDifference, as_comparable, format_difference
-from tracetui.rows import LeafPair
+from tracetui.rows import LeafPair, in_port_layout
 from tracetui.safe_text import printable
 from tracetui.text import shape_text
 from tracetui.trace import Leaf
@@ -414,6 +414,7 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
     """Everything about one input or output leaf, both sides."""
     parts: list[RenderableType] = []
     title = Text(printable(pair.name), palette.heading)
+    pair = in_port_layout(pair)  # the original's values as compared, in the port's layout
     difference = pair.difference
     original, ported = pair.original, pair.ported
     if original is not None and ported is not None and not original.is_tensor and not ported.is_tensor:
@@ -431,8 +432,13 @@ def describe_leaf(pair: LeafPair, tolerance: Tolerance, width: int, palette: Pal
         original_shape = shape_text(difference.original_shape, as_list=True)
         ported_shape = shape_text(difference.ported_shape, as_list=True)
         parts.append(Text(f"shapes differ: {original_shape} vs {ported_shape} — not compared element by element", palette.bad))
+        if difference.layout_ambiguity:
+            parts.append(Text(printable(difference.layout_ambiguity), palette.warning))
         parts += side_previews(pair, tolerance, width, palette, None)
         return Group(*parts)
+    if difference.layout is not None:
+        original_shape = shape_text(difference.original_shape, as_list=True)
+        parts.append(Text(f"layout: the original's {original_shape} compared after {difference.layout}", palette.warning))
     if not difference.dtype_matches:
         parts.append(Text(printable(f"dtypes differ: {difference.original_dtype} vs {difference.ported_dtype}"), palette.warning))
     parts.append(difference_summary(difference, tolerance, palette))

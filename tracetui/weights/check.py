@@ -27,7 +27,7 @@ from tracetui.weights.index import (
     row_hashes,
     whole_key,
 )
-from tracetui.weights.report import Axis, Piece, TensorSource, UnusedTensor, WeightReport
+from tracetui.weights.report import Axis, Piece, TensorSource, UnusedTensor, WeightReport, same_layer_template
 
 # How a ported 2-D tensor's lines are looked up: which of its lines ("rows" or "columns"), the
 # original line index and line hashes they are looked up in, the axis of the original blocks, transposed.
@@ -311,34 +311,54 @@ def check_weights(
     return WeightReport(sources=sources, unused=unused, mapped=rename_map is not None)
 
 
-def layer_numbers(name: str) -> list[str]:
-    return [part for part in name.split(".") if part.isdigit()]
-
-
 def mark_pattern_breaks(sources: list[TensorSource]) -> None:
-    """Flag a tensor whose layer takes it from another original name than most layers do."""
+    """Flag a tensor whose layer takes it from another original name than most layers do, or takes
+    it as it is where most layers transpose it (a Dense kernel copied into a Linear weight), or the reverse."""
     from tracetui.pairing.names import template_of
 
-    def layered(source: TensorSource) -> bool:
-        return (
-            source.original is not None
-            and bool(layer_numbers(source.ported))
-            and layer_numbers(source.ported) == layer_numbers(source.original)
-        )
+    def usage(source: TensorSource) -> tuple[str, bool] | None:
+        template = same_layer_template(source.original, source.ported)
+        return None if template is None else (template, source.how == "transposed")
 
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    counts: dict[str, dict[tuple[str, bool], int]] = defaultdict(lambda: defaultdict(int))
     for source in sources:
-        if layered(source):
-            assert source.original is not None
-            counts[template_of(source.ported)][template_of(source.original)] += 1
+        used = usage(source)
+        if used is not None:
+            counts[template_of(source.ported)][used] += 1
     for source in sources:
-        if not layered(source):
+        used = usage(source)
+        if used is None:
             continue
-        assert source.original is not None
-        templates = counts[template_of(source.ported)]
-        usual, usual_count = max(templates.items(), key=lambda item: item[1])
-        if template_of(source.original) != usual and usual_count >= 2 and usual_count > templates[template_of(source.original)]:
-            source.breaks_pattern = f"the other layers take it from {usual}"
+        usages = counts[template_of(source.ported)]
+        (usual_template, usually_transposed), usual_count = max(usages.items(), key=lambda item: item[1])
+        if used == (usual_template, usually_transposed) or usual_count < 2 or usual_count <= usages[used]:
+            continue
+        if used[0] != usual_template:
+            source.breaks_pattern = f"the other layers take it from {usual_template}"
+        else:
+            source.breaks_pattern = f"the other layers take it {'transposed' if usually_transposed else 'untransposed'}"
+    mark_untransposed_kernels(sources)
+
+
+def mark_untransposed_kernels(sources: list[TensorSource]) -> None:
+    """Flag a Flax/Keras Dense kernel (``…kernel``, stored (in, out)) copied as it is into a matrix
+    where the port's other kernels are all transposed (a torch Linear weight is (out, in)): a square
+    kernel copied so has every value in place but each row and column exchanged. With only two
+    layers, the layer pattern above cannot say which of the two is the odd one; the model's other
+    kernels can."""
+    kernels = [
+        source
+        for source in sources
+        if source.original is not None and source.original.endswith("kernel") and len(source.shape) == 2
+        and source.how in ("renamed", "same", "transposed")
+    ]
+    transposed = sum(source.how == "transposed" for source in kernels)
+    untransposed = len(kernels) - transposed
+    if transposed < 3 or untransposed * 3 > transposed:  # a clear majority only
+        return
+    for source in kernels:
+        if source.how != "transposed" and source.breaks_pattern is None:
+            source.breaks_pattern = f"copied as it is, where the port's other {transposed} Dense kernels are transposed"
 
 
 def state_with_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:

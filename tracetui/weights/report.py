@@ -156,6 +156,7 @@ HOW_STYLES = {
     "missing": "bold red",
 }
 NUMBERED = re.compile(r"(?<=\.)\d+(?=\.)")
+LAYER_INDEX = re.compile(r"(?:^|(?<=[._]))\d+(?=$|\.)")  # a whole component (h.0) or a Flax-style suffix (h_0)
 SourceGroup = list[TensorSource]  # tensors that differ only in their layer index, shown as one row
 
 
@@ -188,17 +189,32 @@ def is_unremarkable(source: TensorSource) -> bool:
     return source.how == "same" and not source.cast and not source.breaks_pattern
 
 
+def layer_numbers(name: str) -> list[str]:
+    """The layer indices of a (ported, PyTorch-style) name: its numeric components."""
+    return [part for part in name.split(".") if part.isdigit()]
+
+
+def same_layer_template(original: str | None, ported: str) -> str | None:
+    """The original name with the ported name's layer indices as ``#`` when it takes them in the same
+    order (``h.1.attn`` or Flax's ``h_1.attn`` for ``layers.1.self_attn``), else None."""
+    numbers = layer_numbers(ported)
+    matches = list(LAYER_INDEX.finditer(original or ""))[: len(numbers)]
+    if original is None or not numbers or [match.group() for match in matches] != numbers:
+        return None
+    for match in reversed(matches):
+        original = original[: match.start()] + "#" + original[match.end() :]
+    return original
+
+
 def group_key(source: TensorSource, problem: bool) -> tuple[object, ...]:
     """Rows that differ only in their layer index are shown once (``#`` for the index)."""
-    ported_numbers = NUMBERED.findall(source.ported)
-    original_numbers = NUMBERED.findall(source.original or "")
-    same_layer = bool(ported_numbers) and ported_numbers == original_numbers
-    if not same_layer or source.breaks_pattern:
+    original_template = same_layer_template(source.original, source.ported)
+    if original_template is None or source.breaks_pattern:
         return (source.ported,)
     return (
         source.how,
         template_of(source.ported),
-        template_of(source.original or ""),
+        original_template,
         NUMBERED.sub("#", source.detail),
         source.cast,
         problem,
@@ -219,7 +235,7 @@ def group_row(group: SourceGroup, problem: bool) -> tuple[Text, str, Text, Text,
     first = group[0]
     several = len(group) > 1
     label = NUMBERED.sub("#", first.ported) + f"  (×{len(group)})" if several else first.ported
-    original = NUMBERED.sub("#", first.original) if several and first.original else first.original or "—"
+    original = (same_layer_template(first.original, first.ported) if several else first.original) or "—"
     how = Text(first.how, style=how_style(first, problem))
     shape = format_shape(first.shape) or "scalar"
     return Text(printable(label)), shape, how, Text(printable(original)), Text(printable(row_detail(first, several, problem)))
@@ -272,9 +288,26 @@ def print_verdict(report: WeightReport, problems: list[TensorSource], console: C
 
 
 def pattern_warning(outliers: list[TensorSource]) -> Text:
-    named = ", ".join(printable(source.ported) for source in outliers[:4]) + (" …" if len(outliers) > 4 else "")
-    return Text(
-        f"warning: {len(outliers)} tensor(s) come from another original name than in the other layers "
-        f"(swapped in the conversion?): {named}",
-        style="bold yellow",
-    )
+    """Warn of tensors taken otherwise than in the other layers: from another name, or (un)transposed."""
+    lines = []
+    renamed = [source for source in outliers if not is_orientation_break(source)]
+    oriented = [source for source in outliers if is_orientation_break(source)]
+    if renamed:
+        lines.append(
+            f"warning: {len(renamed)} tensor(s) come from another original name than in the other layers "
+            f"(swapped in the conversion?): {listed(renamed)}"
+        )
+    if oriented:
+        lines.append(
+            f"warning: {len(oriented)} tensor(s) are transposed where the other layers' are not, or the reverse "
+            f"(a Dense kernel [in, out] copied into a Linear weight [out, in] untransposed?): {listed(oriented)}"
+        )
+    return Text("\n".join(lines), style="bold yellow")
+
+
+def is_orientation_break(source: TensorSource) -> bool:
+    return (source.breaks_pattern or "").endswith("transposed")
+
+
+def listed(sources: list[TensorSource]) -> str:
+    return ", ".join(printable(source.ported) for source in sources[:4]) + (" …" if len(sources) > 4 else "")
