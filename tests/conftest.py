@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def absl_logging_on_the_real_stderr() -> None:
+    """JAX imports absl, whose log handler keeps the ``sys.stderr`` of that moment: in a test, one
+    of pytest's capture files. When ipdb starts in a later test, IPython's logging set-up closes
+    every handler, and absl's closes that file (it spares only the real stderr), which breaks
+    pytest's capture for every test after. Outside pytest the handler holds the real stderr."""
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 @pytest.fixture
