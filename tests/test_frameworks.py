@@ -91,19 +91,7 @@ def test_each_planted_bug_names_its_ported_culprit_with_the_map(demo: str, bug: 
     assert comparison.culprit.ported.name == culprit, [row.label for row in comparison.culprits]
 
 
-NO_MAP_XFAIL = {
-    # Without the map, h_1.mlp.proj and fc_out are not paired (their inputs differ by the bug, and
-    # Dense ↔ Linear is no kind pair on this branch), so the MLP is blamed instead of act_fn.
-    ("flax_gpt", "activation"): "cross-framework kind pairing (Dense ↔ Linear) is the `layouts` branch's work (issue 11 item 4)",
-}
-NO_MAP_CASES = [
-    pytest.param(demo, bug, culprit, id=f"{demo}-{bug}", marks=[pytest.mark.xfail(reason=NO_MAP_XFAIL[demo, bug], strict=False)])
-    if (demo, bug) in NO_MAP_XFAIL else pytest.param(demo, bug, culprit, id=f"{demo}-{bug}")
-    for demo, bug, culprit in BUG_CASES
-]
-
-
-@pytest.mark.parametrize(("demo", "bug", "culprit"), NO_MAP_CASES)
+@pytest.mark.parametrize(("demo", "bug", "culprit"), BUG_CASES)
 def test_each_planted_bug_names_its_ported_culprit_without_a_map(
     demo: str, bug: str, culprit: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
