@@ -154,12 +154,18 @@ class Session:
         """Type a command; return what it printed (without the echoed command line)."""
         self.child.sendline(command)
         output = self.until_prompt()
-        lines = output.split("\n")
-        # The echo is normally the first line, but a loaded machine can redraw the prompt first.
-        for position, line in enumerate(lines):
-            if command in CONTROL.sub("", line):
-                return "\n".join(lines[position + 1 :])
-        return output.split("\n", 1)[1] if "\n" in output else ""
+        # The echo comes first, but a loaded terminal can redraw the prompt before it or split the
+        # echoed line with control sequences: skip past the command's characters, in order, to the
+        # end of the line that holds its last one.
+        echoed = CONTROL.sub("", output)
+        position = 0
+        for character in command:
+            found = echoed.find(character, position)
+            if found < 0:
+                return echoed
+            position = found + 1
+        end_of_echo = echoed.find("\n", position)
+        return "" if end_of_echo < 0 else echoed[end_of_echo + 1 :]
 
     def finish(self, command: str) -> tuple[str, int]:
         self.child.sendline(command)
