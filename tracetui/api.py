@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from tracetui.classify import Tolerance
-from tracetui.compare import Comparison, compare_alignment, with_isolation
+from tracetui.compare import Comparison, compare_and_isolate
 from tracetui.errors import ScriptError
 from tracetui.frameworks import FRAMEWORKS, ForeignScript, foreign_port_error
 from tracetui.global_state import GlobalState
@@ -275,19 +275,15 @@ def compare_sources(
     report("comparing")
     pairing_atol = tolerance.atol if noise_floor is None else noise_floor.pairing_atol(tolerance.atol)
     alignment = align(original_trace, ported_trace, rename_map, infer=infer, atol=pairing_atol)
-    isolation = judge_alone(ported_loaded, alignment, tolerance, report) if isolate == "always" else None
-    comparison = compare_alignment(
+    comparison, isolation = compare_and_isolate(
         alignment,
         tolerance,
-        isolation=isolation,
+        isolate,
+        lambda: judge_alone(ported_loaded, alignment, tolerance, report),
         noise_floor=noise_floor,
         rounding=rounding,
         progress=lambda message: report(f"comparing, {message}"),
     )
-    if isolate == "if diverged" and comparison.verdict == "diverged":
-        isolation = judge_alone(ported_loaded, alignment, tolerance, report)
-        if isolation is not None:
-            comparison = with_isolation(comparison, isolation, noise_floor)
     if fixes and isolation is not None and isinstance(ported_loaded, ModelScript):
         from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tracetui.classify import Classification, RowFigures, Status, Tolerance
 from tracetui.diagnose import Diagnosis, diagnose
-from tracetui.isolate import Isolation
+from tracetui.isolate import IsolateWhen, Isolation
 from tracetui.memory import garbage_collection_paused
 from tracetui.noise_floor import NoiseFloor, Rounding
 from tracetui.pairing.alignment import Alignment
@@ -142,6 +142,28 @@ def compare_alignment(
     with garbage_collection_paused():
         rows = build_rows(alignment, measured, isolation, progress)
     return classify_rows(alignment, rows, tolerance, noise_floor, rounding)
+
+
+def compare_and_isolate(
+    alignment: Alignment,
+    tolerance: Tolerance,
+    isolate: IsolateWhen,
+    fed_run: Callable[[], Isolation | None],
+    measured: Measured | None = None,
+    noise_floor: NoiseFloor | None = None,
+    rounding: Rounding | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Comparison, Isolation | None]:
+    """:func:`compare_alignment` with the fed run ``isolate`` asks for: before the comparison
+    ("always"), after it and only for a port that diverged ("if diverged"), or none. Returns the
+    fed run's findings too (the fix search starts from them)."""
+    isolation = fed_run() if isolate == "always" else None
+    comparison = compare_alignment(alignment, tolerance, measured, isolation, noise_floor, rounding, progress)
+    if isolate == "if diverged" and comparison.verdict == "diverged":
+        isolation = fed_run()
+        if isolation is not None:
+            comparison = with_isolation(comparison, isolation, noise_floor)
+    return comparison, isolation
 
 
 def with_isolation(comparison: Comparison, isolation: Isolation, noise_floor: NoiseFloor | None) -> Comparison:

@@ -31,7 +31,7 @@ from tracetui.memory import garbage_collection_paused, release_free_memory
 from tracetui.numeric import dense, equivalent_shapes
 from tracetui.open_calls import OpenCalls
 from tracetui.pairing.alignment import Alignment
-from tracetui.rows import LayoutScope, LeafPair, measure_inputs, measure_outputs, permutations_expected
+from tracetui.rows import LayoutScope, LeafPair, layout_scopes, measure_inputs, measure_outputs
 from tracetui.script import ModelScript
 from tracetui.text import shape_text
 from tracetui.trace import CallRecord, Leaf, Trace
@@ -121,8 +121,7 @@ class FedRun:
             if pair.ported is not None and pair.original is not None
         }
         self.inferred = {pair.ported for pair in alignment.paired() if pair.method == "inferred"}
-        self.layout_rules = () if alignment.rename_map is None else tuple(alignment.rename_map.layouts)
-        self.permutations = permutations_expected(alignment)
+        self.layout_scope = layout_scopes(alignment)
         self.isolation: Isolation = {}
         self._names: dict[int, str] = {}
         self._call_counts: Counter[str] = Counter()
@@ -233,7 +232,7 @@ class FedRun:
 
     def _scope(self, original: CallRecord) -> LayoutScope:
         """The map's layout rules for the original call's tensors (compared, and fed, in the port's layout)."""
-        return LayoutScope(original.name, self.layout_rules, self.permutations)
+        return self.layout_scope(original.name)
 
     def _replacements(self, pairs: list[LeafPair], no_counterpart: list[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """The original's tensor for each live tensor leaf that has one that fits, and the names of

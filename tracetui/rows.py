@@ -271,6 +271,14 @@ def permutations_expected(alignment: Alignment) -> bool:
     return inputs_permuted(shapes[0], shapes[1])
 
 
+def layout_scopes(alignment: Alignment) -> Callable[[str], LayoutScope]:
+    """Each original module's layout scope in this alignment: the map's ``[[layout]]`` rules, and
+    whether the models' inputs differ by a permutation (worked out once for every call)."""
+    rules = () if alignment.rename_map is None else tuple(alignment.rename_map.layouts)
+    permutations = permutations_expected(alignment)
+    return lambda module_name: LayoutScope(module_name, rules, permutations)
+
+
 def leaf_layout(original: Leaf, ported: Leaf, broadcast: bool, scope: LayoutScope | None) -> LayoutChoice:
     """The transform into the port's layout, for two leaves whose shapes are not comparable as they are."""
     if original.shape is None or ported.shape is None or equivalent_shapes(original.shape, ported.shape):
@@ -402,8 +410,7 @@ def build_rows(
         records.append((original, ported))
     rows: list[Row] = []
     cache: MeasureCache = {}
-    layout_rules = () if alignment.rename_map is None else tuple(alignment.rename_map.layouts)
-    permutations = permutations_expected(alignment)
+    scope_of = layout_scopes(alignment)
     reported_at = time.monotonic()
     for position, (pair, (original, ported)) in enumerate(zip(alignment.pairs, records, strict=True)):
         if progress is not None and time.monotonic() - reported_at >= PROGRESS_SECONDS:
@@ -424,7 +431,7 @@ def build_rows(
             if already is not None:
                 inputs, outputs = already
             else:
-                scope = LayoutScope(original.name, layout_rules, permutations)
+                scope = scope_of(original.name)
                 inputs = measure_inputs(original.inputs, ported.inputs, cache, scope)
                 outputs = measure_outputs(original.outputs, ported.outputs, cache, scope)
         isolated = isolated_call(original, ported, isolation)

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tracetui.classify import Tolerance
-from tracetui.compare import Comparison, compare_alignment, with_isolation
+from tracetui.compare import Comparison, compare_and_isolate
 from tracetui.errors import UsageError
 from tracetui.frameworks import ForeignScript
 from tracetui.isolate import IsolateWhen
@@ -140,12 +140,9 @@ def compare_streaming(
             record_script(ported_script, keep=KeepPolicy(values="stats"), live_check=late_check)
             measured |= late_check.by_record_index(ported)
         # The fed run reads the original's values from disk.
-        isolation = judge_alone(ported_script, alignment, tolerance, progress) if isolate == "always" else None
-        comparison = compare_alignment(alignment, tolerance, measured, isolation)
-        if isolate == "if diverged" and comparison.verdict == "diverged":
-            isolation = judge_alone(ported_script, alignment, tolerance, progress)
-            if isolation is not None:
-                comparison = with_isolation(comparison, isolation, None)
+        comparison, isolation = compare_and_isolate(
+            alignment, tolerance, isolate, lambda: judge_alone(ported_script, alignment, tolerance, progress), measured
+        )
         if fixes and isolation is not None:
             from tracetui.fixes.search import NO_ORIGINAL_MODEL, search_fixes
 
