@@ -165,7 +165,11 @@ class Session:
                 return echoed
             position = found + 1
         end_of_echo = echoed.find("\n", position)
-        return "" if end_of_echo < 0 else echoed[end_of_echo + 1 :]
+        answer = "" if end_of_echo < 0 else echoed[end_of_echo + 1 :]
+        # IPython 9's plain prompt (TERM=dumb) prints the line it read once more after the echo.
+        while answer.split("\n", 1)[0].strip() == command.strip():
+            answer = answer.split("\n", 1)[1] if "\n" in answer else ""
+        return answer
 
     def finish(self, command: str) -> tuple[str, int]:
         self.child.sendline(command)
