@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import sys
 import textwrap
 from collections.abc import Callable
@@ -29,3 +30,17 @@ def write_script(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def typed_at_prompt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], None]:
+    """Feed ipdb's plain prompt (``input()``) from a string instead of the terminal."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    import IPython.terminal.debugger
+
+    monkeypatch.setattr(IPython.terminal.debugger, "_use_simple_prompt", True)
+
+    def type_lines(text: str) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+
+    return type_lines

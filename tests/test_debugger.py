@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import io
 import os
 import re
 import signal
@@ -21,9 +20,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pexpect
 import pytest
 import torch
+from pseudo_terminal import Session, plain
 
 from tracetui import api
 from tracetui.debugger import (
@@ -39,11 +38,6 @@ from tracetui.script import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT = REPO_ROOT / "demos" / "gpt"
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[=>]")
-# Control characters a loaded terminal may leave in the echoed command line (bell, backspace redraws).
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-PROMPT = "ipdb> "
-EXPECT_TIMEOUT = 30  # seconds for one expect; a whole run takes 3-6 s here
 
 # A three-layer toy pair. `Shared` runs three times with step 0, 1, 2; `Gate.forward` has a
 # decorator and a docstring before its first statement; `unused` is in the model but never
@@ -123,64 +117,6 @@ def assert_stopped_at(text: str, file_name: str, line: int) -> None:
     """ipdb's location line ``> .../file.py(LINE)forward()`` and its ``--> LINE`` marker."""
     assert f"{file_name}({line})forward()" in text, text[-1500:]
     assert re.search(rf"-+>\s+{line}\b", text), text[-1500:]
-
-
-def plain(text: str) -> str:
-    return ANSI.sub("", text).replace("\r", "")
-
-
-class Session:
-    """One `tracetui compare` run in a pseudo-terminal, typed at like a user."""
-
-    def __init__(self, arguments: list[str], tmp_path: Path, environment: dict[str, str] | None = None, term: str = "dumb") -> None:
-        env = {key: value for key, value in os.environ.items() if key not in ("IPY_TEST_SIMPLE_PROMPT", "TRACETUI_DEMO_BUG")}
-        env.update({"TERM": term, "IPYTHONDIR": str(tmp_path / "ipython"), "PYTHONUNBUFFERED": "1"})
-        env.update(environment or {})
-        self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "tracetui", "compare", *arguments],
-            cwd=str(REPO_ROOT),
-            env=env,
-            dimensions=(60, 250),
-            encoding="utf-8",
-            timeout=EXPECT_TIMEOUT,
-        )
-
-    def until_prompt(self) -> str:
-        self.child.expect_exact(PROMPT)
-        return plain(self.child.before)
-
-    def send(self, command: str) -> str:
-        """Type a command; return what it printed (without the echoed command line)."""
-        self.child.sendline(command)
-        output = self.until_prompt()
-        # The echo comes first, but a loaded terminal can redraw the prompt before it or split the
-        # echoed line with control sequences: skip past the command's characters, in order, to the
-        # end of the line that holds its last one.
-        echoed = CONTROL.sub("", output)
-        position = 0
-        for character in command:
-            found = echoed.find(character, position)
-            if found < 0:
-                return echoed
-            position = found + 1
-        end_of_echo = echoed.find("\n", position)
-        answer = "" if end_of_echo < 0 else echoed[end_of_echo + 1 :]
-        # IPython 9's plain prompt (TERM=dumb) prints the line it read once more after the echo.
-        while answer.split("\n", 1)[0].strip() == command.strip():
-            answer = answer.split("\n", 1)[1] if "\n" in answer else ""
-        return answer
-
-    def finish(self, command: str) -> tuple[str, int]:
-        self.child.sendline(command)
-        self.child.expect(pexpect.EOF)
-        output = plain(self.child.before)
-        self.child.close()
-        return output, self.child.exitstatus
-
-    def kill(self) -> None:
-        if self.child.isalive():
-            self.child.terminate(force=True)
 
 
 @pytest.fixture
@@ -481,20 +417,6 @@ def test_option_mistakes_are_usage_errors(tiny_pair, tracetui_main) -> None:
 def tiny_comparison(tiny_pair):
     original, ported = tiny_pair
     return api.compare(original, ported, rerun=False)
-
-
-@pytest.fixture
-def typed_at_prompt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], None]:
-    """Feed ipdb's plain prompt (``input()``) from a string instead of the terminal."""
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    import IPython.terminal.debugger
-
-    monkeypatch.setattr(IPython.terminal.debugger, "_use_simple_prompt", True)
-
-    def type_lines(text: str) -> None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
-
-    return type_lines
 
 
 def hooks_left(model: torch.nn.Module) -> list[str]:

@@ -178,12 +178,6 @@ def test_bad_nproc_options_are_refused_before_anything_runs(arguments: list[str]
     assert "--nproc" in completed.stderr or "--timeout" in completed.stderr
 
 
-def test_the_debugger_in_a_distributed_port_is_refused_clearly(tmp_path: Path) -> None:
-    completed = run_tracetui(["compare", str(SINGLE_PROCESS), str(TENSOR_PARALLEL), "--nproc", "2", "--break-at", "model"])
-    assert completed.returncode == 2
-    assert "not supported yet" in completed.stderr
-
-
 def test_terminating_the_command_stops_every_rank(tmp_path: Path) -> None:
     """SIGTERM (or Ctrl-C) while the ranks run: exit 130, and no rank outlives the command."""
     pids = tmp_path / "pids"

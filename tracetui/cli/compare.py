@@ -216,7 +216,7 @@ def when_to_isolate(arguments: argparse.Namespace, interactive: bool) -> Isolate
 
 
 def check_nproc_options(arguments: argparse.Namespace) -> None:
-    """--nproc runs the port's script on N ranks: it takes a script, and the debugger stops in the original only."""
+    """--nproc runs the port's script on N ranks: it takes a script."""
     if arguments.nproc is None:
         return
     from tracetui.distributed.launch import check_nproc
@@ -225,12 +225,6 @@ def check_nproc_options(arguments: argparse.Namespace) -> None:
     if not api.is_script_path(arguments.ported):
         raise UsageError(
             f"--nproc {arguments.nproc}: PORTED ({arguments.ported}) is a trace; --nproc runs a model script (.py) on N processes."
-        )
-    if (arguments.break_on_mismatch or arguments.break_at is not None) and arguments.side == "ported":
-        raise UsageError(
-            f"--nproc {arguments.nproc} with {'--break-on-mismatch' if arguments.break_on_mismatch else '--break-at'}: stopping ipdb "
-            "inside a port that runs on several processes is not supported yet. Use --side original, or debug the port on one "
-            "process (without --nproc)."
         )
 
 
@@ -323,7 +317,7 @@ def check_before_streaming(
 
 def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_status: int, console: Console, errors: Console) -> int:
     """--break-on-mismatch / --break-at: re-run one side and stop ipdb in a module's forward."""
-    from tracetui.debugger import debug_script_call, describe_outcome, find_row, parse_break_at
+    from tracetui.debugger import built_for_debugging, debug_script_call, describe_outcome, find_row, parse_break_at
 
     side = arguments.side
     script_path = pick(arguments, side)
@@ -334,15 +328,18 @@ def run_debugger(arguments: argparse.Namespace, comparison: Comparison, exit_sta
         row = comparison.culprit
         if pick(row, side) is None:
             raise UsageError(f"the culprit {row.label} has no {side} call; choose the other side with --side.")
-    with errors.status(f"building {for_markup(script_path)} …"):
-        script = load_script(script_path, seed=arguments.seed, device=arguments.device)
-    if arguments.break_at is not None:
-        name, call = parse_break_at(arguments.break_at)
-        torch_model = script.model if isinstance(script, ModelScript) else None  # a Flax/Keras original: its recorded names only
-        row = find_row(
-            comparison, side, name, call,
-            model_names=None if torch_model is None else lambda: (module_name for module_name, _ in torch_model.named_modules()),
-        )
-    outcome = debug_script_call(comparison, row, side, script)
+    with contextlib.ExitStack() as running:
+        with errors.status(f"building {for_markup(script_path)} …"):
+            run = running.enter_context(built_for_debugging(comparison, side, script_path, seed=arguments.seed, device=arguments.device))
+        script = run.script
+        if arguments.break_at is not None:
+            name, call = parse_break_at(arguments.break_at)
+            torch_model = script.model if isinstance(script, ModelScript) else None  # a Flax/Keras original: its recorded names only
+            row = find_row(
+                comparison, side, name, call,
+                model_names=None if torch_model is None else lambda: (module_name for module_name, _ in torch_model.named_modules()),
+            )
+        outcome = debug_script_call(comparison, row, side, script)
+        run.ended(outcome)
     console.print(printable(describe_outcome(outcome, row, side)), markup=False, highlight=False)
     return 2 if outcome == "not_reached" else exit_status

@@ -23,6 +23,7 @@ from tracetui.debugger.breakpoint import ForwardBreakpoint, context_name_for
 from tracetui.debugger.context import DebugContext
 from tracetui.debugger.session import (
     DebugOutcome,
+    built_for_debugging,
     check_module_name,
     debug_call,
     debug_script_call,
@@ -35,6 +36,7 @@ from tracetui.debugger.session import (
 __all__ = [
     "DebugContext",
     "DebugOutcome",
+    "built_for_debugging",
     "check_module_name",
     "ForwardBreakpoint",
     "context_name_for",

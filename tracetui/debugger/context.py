@@ -15,6 +15,7 @@ import torch
 
 from tracetui.classify import Tolerance
 from tracetui.compare import Comparison
+from tracetui.distributed.info import GatheredLeaf
 from tracetui.fixes.patches import Undo
 from tracetui.fixes.search import rebuilt_patch
 from tracetui.flatten import flatten
@@ -79,6 +80,54 @@ class RecordedCall:
 
 def first_tensor_name(values: RecordedValues) -> str | None:
     return next((name for name, value in values.items() if isinstance(value, torch.Tensor)), None)
+
+
+def is_dtensor(value: Any) -> bool:
+    """A DTensor (a port on N processes, at the prompt of rank 0), without importing torch.distributed."""
+    return type(value).__name__ == "DTensor" and type(value).__module__.startswith("torch.distributed")
+
+
+def rank_part(value: torch.Tensor, recorded: torch.Tensor, gathered: GatheredLeaf | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """At the prompt of rank 0 of a port on N processes: a live value that holds this rank's part
+    of a tensor (a sharded DTensor, or a plain local shard that the recording ``gathered``), and
+    the same part of the recorded full tensor, with a note naming the part; any other tensor as
+    it is. (``value.full_tensor()`` would be a collective that the other ranks, waiting in the
+    model's own, never join.)"""
+    if is_dtensor(value):
+        from torch.distributed.tensor import DTensor, Partial
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        assert isinstance(value, DTensor)
+        placements = tuple(value.placements)
+        if any(isinstance(placement, Partial) for placement in placements):
+            raise LookupError(
+                f"this DTensor holds a partial sum on this rank (placements {placements}): its value exists only once the "
+                "ranks have added theirs; compare the module's output after the reduction instead"
+            )
+        local = value.to_local()
+        if all(placement.is_replicate() for placement in placements) or tuple(recorded.shape) != tuple(value.shape):
+            return local, recorded, ""
+        shape, offset = compute_local_shape_and_global_offset(tuple(value.shape), value.device_mesh, placements)
+        part = tuple(slice(start, start + size) for start, size in zip(offset, shape, strict=True))
+        return local, recorded[part], f" (this rank's part [{slices_text(part, tuple(value.shape))}] of the DTensor)"
+    if gathered is None or gathered.dim is None or gathered.rank_sizes is None or not torch.distributed.is_initialized():
+        return value, recorded, ""
+    rank = torch.distributed.get_rank()
+    dim = gathered.dim
+    expected = [*recorded.shape]
+    if rank >= len(gathered.rank_sizes) or value.dim() != recorded.dim():
+        return value, recorded, ""
+    expected[dim] = gathered.rank_sizes[rank]
+    if list(value.shape) != expected:
+        return value, recorded, ""
+    start = sum(gathered.rank_sizes[:rank])
+    part = tuple(slice(start, start + expected[dim]) if axis == dim else slice(0, size) for axis, size in enumerate(recorded.shape))
+    return value, recorded[part], f" (rank {rank}'s shard [{slices_text(part, tuple(recorded.shape))}], as the recording gathered it)"
+
+
+def slices_text(part: tuple[slice, ...], full_shape: tuple[int, ...]) -> str:
+    cuts = [":" if (cut.start, cut.stop) == (0, full) else f"{cut.start}:{cut.stop}" for cut, full in zip(part, full_shape, strict=True)]
+    return ", ".join(cuts)
 
 
 def live_leaf(path: str, value: Any) -> Leaf:
@@ -285,19 +334,33 @@ class DebugContext:
         recorded = other.inputs[leaf_name]
         local_names = self._names_of(value, sys._getframe(1).f_locals)
         label = f"{local_names[0] if local_names else 'tensor'} vs the {self.other_side}'s input {leaf_name}"
-        return self._tensor_diff(value, label, recorded, f"{self.other_side} input {leaf_name}")
+        own_name = self._own_input_name(leaf_name)
+        gathered = None if own_name is None else self._gathered("inputs", own_name)
+        return self._tensor_diff(value, label, recorded, f"{self.other_side} input {leaf_name}", gathered)
 
     def diff_output(self, value: Any) -> OutputDiff:
         """A live result against the other side's recorded outputs, leaf by leaf."""
         self._require_other()
         other_record = pick(self.row, self.other_side)
         assert other_record is not None
-        live = [live_leaf(path, item) for path, item in flatten(value, "output")]
+        # A port on N processes, stopped on rank 0: a result that is this rank's part is compared
+        # with the same part of the recorded tensor.
+        recorded_outputs = list(other_record.outputs)
+        live, parts = [], []
+        for path, item in flatten(value, "output"):
+            recorded_index = next((index for index, leaf in enumerate(recorded_outputs) if leaf.name == path), None)
+            recorded = None if recorded_index is None else recorded_outputs[recorded_index].tensor
+            if isinstance(item, torch.Tensor) and recorded_index is not None and recorded is not None:
+                item, recorded_part, part = rank_part(item.detach(), recorded, self._gathered("outputs", path))
+                if part:
+                    recorded_outputs[recorded_index] = Leaf(name=path, tensor=recorded_part)
+                    parts.append(f"{path}{part}")
+            live.append(live_leaf(path, item))
         if self.side == "ported":
-            pairs = pair_leaves(other_record.outputs, live, pair_leftovers_by_order=True)
+            pairs = pair_leaves(recorded_outputs, live, pair_leftovers_by_order=True)
         else:
-            pairs = pair_leaves(live, other_record.outputs, pair_leftovers_by_order=True)
-        lines = [f"{self.side} result vs {self.other_side} recorded outputs:"]
+            pairs = pair_leaves(live, recorded_outputs, pair_leftovers_by_order=True)
+        lines = [f"{self.side} result vs {self.other_side} recorded outputs" + (f", {'; '.join(parts)}" if parts else "") + ":"]
         lines += ["  " + line for line in describe_leaf_pairs(pairs, self.tolerance)]
         return OutputDiff(lines=lines, pairs=pairs)
 
@@ -309,12 +372,31 @@ class DebugContext:
             )
         return self.other
 
-    def _tensor_diff(self, value: torch.Tensor, label: str, recorded: Any, what: str) -> TensorDiff:
+    def _gathered(self, part: str, leaf_name: str) -> GatheredLeaf | None:
+        """How the recording of a port on N processes assembled this call's leaf from the ranks' shards."""
+        record = pick(self.row, "ported")
+        distributed = self.comparison.ported.distributed
+        if self.side != "ported" or record is None or distributed is None:
+            return None
+        return next(
+            (leaf for leaf in distributed.gathered if (leaf.record, leaf.part, leaf.leaf) == (record.index, part, leaf_name)), None
+        )
+
+    def _own_input_name(self, other_leaf_name: str) -> str | None:
+        """This side's input leaf that the comparison paired with the other side's ``other_leaf_name``."""
+        for pair in self.row.inputs:
+            mine, theirs = (pair.ported, pair.original) if self.side == "ported" else (pair.original, pair.ported)
+            if mine is not None and theirs is not None and theirs.name == other_leaf_name:
+                return mine.name
+        return None
+
+    def _tensor_diff(self, value: torch.Tensor, label: str, recorded: Any, what: str, gathered: GatheredLeaf | None = None) -> TensorDiff:
         if not isinstance(recorded, torch.Tensor):
             raise LookupError(printable(f"the {what} is not a tensor: {recorded}"))
-        live = value.detach().to("cpu")
+        live, recorded, part = rank_part(value.detach(), recorded, gathered)
+        live = live.to("cpu")
         difference = measure(recorded, live) if self.side == "ported" else measure(live, recorded)
-        return TensorDiff(label=label, difference=difference, tolerance=self.tolerance, side=self.side)
+        return TensorDiff(label=label + part, difference=difference, tolerance=self.tolerance, side=self.side)
 
     def _names_of(self, value: Any, namespace: dict[str, Any]) -> list[str]:
         """The names ``value`` has where the user typed the call (pdb's namespace for its frame).
@@ -367,6 +449,25 @@ class DebugContext:
             lines += ["    " + line for line in input_lines]
             lines.append("  outputs" + ("" if output_lines else " none compared"))
             lines += ["    " + line for line in output_lines]
+        return lines + self.rank_lines()
+
+    def rank_lines(self) -> list[str]:
+        """A port on N processes stops in rank 0 (tracetui.distributed.debug): what that means here."""
+        distributed = self.comparison.ported.distributed
+        if self.side != "ported" or distributed is None or not torch.distributed.is_initialized():
+            return []
+        world_size = torch.distributed.get_world_size()
+        others = "rank 1 runs" if world_size == 2 else f"ranks 1 to {world_size - 1} run"
+        lines = [
+            f"  ranks   the port runs on {world_size} processes: ipdb stops in rank 0 (this one); {others} the same forward "
+            "alongside, waiting in its collectives. Live tensors here are rank 0's (its shards); ctx holds the full tensors "
+            "recorded, and compares a shard with its part of them."
+        ]
+        from tracetui.distributed.findings import culprit_ranks, rank_sentence
+
+        shares = culprit_ranks(self.row, distributed, self.tolerance) if self.comparison.is_culprit(self.row) else []
+        if shares and all(share.rank != 0 for share in shares):
+            lines.append(f"          {rank_sentence(shares, distributed)}; rank 0's shard agrees.")
         return lines
 
     def usage_lines(self) -> list[str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import difflib
 from bdb import BdbQuit
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tracetui.compare import Comparison
 from tracetui.debugger.breakpoint import ForeignCallBreakpoint, ForwardBreakpoint, context_name_for, injected_builtin
@@ -20,6 +21,10 @@ from tracetui.safe_text import printable
 from tracetui.script import ModelScript, load_script
 from tracetui.sides import Side, other_side, pick
 from tracetui.text import first_few
+from tracetui.trace import Trace
+
+if TYPE_CHECKING:
+    from tracetui.distributed.debug import FollowerRanks
 
 # What happened to a debug run: stopped and continued to the end, stopped and quit with q, or
 # the run ended without reaching the call (the model took another path this time).
@@ -169,8 +174,43 @@ def debug_call(
     if record.kind != "module":
         raise UsageError(f"{record.display_name} is a tap, not a module call; break in the module around it instead.")
     path = script_path_for(comparison, side, script_path, switch_side)
-    script = load_script(path, seed=pick(comparison, side).seed, device=device)
-    return debug_script_call(comparison, row, side, script, context=context)
+    with built_for_debugging(comparison, side, path, seed=pick(comparison, side).seed, device=device) as run:
+        outcome = debug_script_call(comparison, row, side, run.script, context=context)
+        run.ended(outcome)
+        return outcome
+
+
+def ranks_of(trace: Trace) -> int:
+    """How many processes the trace's model ran on (``--nproc``); 1 for a model on one process."""
+    return trace.distributed.world_size if trace.distributed is not None else 1
+
+
+@dataclass
+class DebugRun:
+    """A script built for a debug run; for a port on N processes, the other ranks running alongside."""
+
+    script: ModelScript | ForeignScript
+    ranks: FollowerRanks | None = None
+
+    def ended(self, outcome: DebugOutcome) -> None:
+        """A quit stopped this rank's forward part-way: the other ranks wait for it in vain."""
+        if self.ranks is not None and outcome == "quit":
+            self.ranks.left_waiting = True
+
+
+@contextlib.contextmanager
+def built_for_debugging(comparison: Comparison, side: Side, path: str | Path, *, seed: int, device: str) -> Iterator[DebugRun]:
+    """``side``'s script built fresh for a debug run. A port recorded on N processes (``--nproc``)
+    is built and run with this process as rank 0 of N, the other ranks alongside it
+    (tracetui.distributed.debug): ipdb stops here, in the terminal, with the comparison at hand."""
+    world_size = ranks_of(pick(comparison, side))
+    if world_size == 1:
+        yield DebugRun(load_script(path, seed=seed, device=device))
+        return
+    from tracetui.distributed.debug import joined_as_rank_zero
+
+    with joined_as_rank_zero(path, world_size, seed=seed, device=device) as ranks:
+        yield DebugRun(load_script(path, seed=seed, device=device), ranks)
 
 
 def debug_script_call(

@@ -5,7 +5,9 @@ Run by the launcher as ``python -m tracetui.distributed.worker REQUEST.json`` un
 ``torch.distributed.run``, and by ``torchrun … -m tracetui record`` directly
 (:func:`record_on_this_rank`). Each rank writes its stage (``building``, ``recording``,
 ``done``) and its process id to ``status/rank<N>.json``, so that the launcher can say which rank
-hung and stop every one of them, and its error to ``errors/rank<N>.json``.
+hung and stop every one of them, and its error to ``errors/rank<N>.json``. With a request whose
+``mode`` is ``follow`` it is instead one of the ranks 1 … N-1 of a debug run, rank 0 being the
+debugger's own process (tracetui.distributed.debug).
 """
 
 from __future__ import annotations
@@ -137,11 +139,49 @@ def error_document(error: BaseException, rank: int) -> dict[str, Any]:
     }
 
 
+def follow_rank_zero(request: dict[str, Any]) -> None:
+    """A rank of a debug run (tracetui.distributed.debug): join the group rank 0 serves, build the
+    script, run its forward once with no hook, as rank 0 does under the debugger."""
+    from tracetui.distributed.debug import DEBUG_TIMEOUT, STORE_HOST
+
+    place = RankPlace.from_environment()
+    store = dist.TCPStore(STORE_HOST, int(request["store_port"]), place.world_size, is_master=False, timeout=DEBUG_TIMEOUT)
+    store.set(f"started/{place.rank}", str(os.getpid()))
+    device = request["device"]
+    if torch.device(device).type == "cuda":
+        device = f"cuda:{place.local_rank}"
+        torch.cuda.set_device(place.local_rank)
+    dist.init_process_group(request["backend"], store=store, rank=place.rank, world_size=place.world_size, timeout=DEBUG_TIMEOUT)
+    try:
+        script = load_script(request["script"], seed=request["seed"], device=device)
+        script.run()
+    finally:
+        dist.destroy_process_group()
+
+
+def broken_collective(error: BaseException) -> bool:
+    """``error`` comes from a collective that another rank left (it stopped or failed), not from the script."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, dist.DistError) or (isinstance(seen, RuntimeError) and "gloo" in str(seen).lower()):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(argv: list[str]) -> int:
     """The launcher's entry on each rank: the request names the script, the options and the folders."""
     request = json.loads(Path(argv[0]).read_text())
     folder = Path(request["folder"])
     rank = int(os.environ.get("RANK", "0"))
+    if request.get("mode") == "follow":
+        try:
+            follow_rank_zero(request)
+        except BaseException as error:  # noqa: BLE001 — rank 0 reports it
+            document = error_document(error, rank) | ({"kind": "collective"} if broken_collective(error) else {})
+            (folder / "errors" / f"rank{rank}.json").write_text(json.dumps(document))
+            return 2
+        return 0
     options = RunOptions(
         rerun=request["rerun"],
         seed=request["seed"],
